@@ -1,0 +1,118 @@
+// Shared declarations of the SinSim Sinkhorn operator.
+//
+// Maths (DESIGN.md section 3). Points x (n, d), y (m, d), weights a, b on the
+// simplex, cost C_ij = c(x_i, y_j), eps > 0. The kernels work in base-2
+// scaled units so that every exponential is an exp2:
+//
+//     s = log2(e) / eps,   K_ij = -s C_ij,   phi = s f,   gamma = s g,
+//     la = log2 a,   lb = log2 b
+//     row update:     phi_i   = -LSE2_j(lb_j + gamma_j + K_ij)
+//     column update:  gamma_j = -LSE2_i(la_i + phi_i + K_ij)
+//
+// with LSE2(v) = log2 sum 2^v. One iteration is a column update followed by a
+// row update (the first column update starts from f = 0), so the returned
+// potentials have exact row marginals. The error of an iteration is the L1
+// row-marginal violation before its row update,
+// sum_i a_i |2^(phi_old_i - phi_i) - 1|, which the row update yields for free.
+// Symmetric problems (OT(x, x), used by the debiased divergence) run the
+// averaged update p <- (p + T(p)) / 2 and return the pair (T(p), p).
+//
+// This header is plain C++ (no Python): the CMake build uses it to call the
+// operator from C++ programs.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace sinsim {
+
+enum class CostKind { SqEuclidean = 0, Cosine = 1 };
+
+// Parses "sqeuclidean" / "cosine"; throws c10::ValueError otherwise.
+CostKind parse_cost(c10::string_view name);
+
+struct SolverOptions {
+  double eps;
+  CostKind cost;
+  int64_t max_iter;
+  double tol;  // <= 0: run exactly max_iter iterations
+};
+
+// B problems of one shape, solved together.
+struct ProblemSet {
+  at::Tensor x, y;      // (B, n, d), (B, m, d), contiguous, float32 or float64
+  at::Tensor a, b;      // (B, n), (B, m) weights
+  bool symmetric;       // x is y and a is b: averaged update
+  at::Tensor f, g;      // outputs (B, n), (B, m)
+  at::Tensor n_iter;    // output (B,) int32
+  at::Tensor error;     // output (B,)
+};
+
+// Device back ends: solve every set in place; form the plan
+// P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps) as a (B, n, m) tensor.
+void solve_cpu(std::vector<ProblemSet>& sets, const SolverOptions& opt);
+at::Tensor plan_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                    const at::Tensor& b, const at::Tensor& f, const at::Tensor& g,
+                    const SolverOptions& opt);
+#ifdef SINSIM_WITH_CUDA
+void solve_cuda(std::vector<ProblemSet>& sets, const SolverOptions& opt);
+at::Tensor plan_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g,
+                     const SolverOptions& opt);
+#endif
+
+using SolveFn = void (*)(std::vector<ProblemSet>&, const SolverOptions&);
+using PlanFn = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                              const SolverOptions&);
+
+// (value, f, g, f_xx, g_xx, f_yy, g_yy, n_iter, error). value = <a,f> + <b,g>,
+// or with debias the divergence OT(x,y) - OT(x,x)/2 - OT(y,y)/2. The symmetric
+// potentials are empty tensors without debias; n_iter and error are
+// (P, B) with P = 3 with debias (rows: xy, xx, yy), else 1.
+using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                 at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+ForwardResult sinkhorn_value_forward(const at::Tensor& x, const at::Tensor& y,
+                                     const at::Tensor& a, const at::Tensor& b, double eps,
+                                     c10::string_view cost, int64_t max_iter, double tol,
+                                     bool debias, SolveFn solve);
+
+// Envelope-theorem gradient of the value with respect to x and y, from the
+// potentials saved by the forward (one pass over C, no iterations):
+//   sqeuclidean: grad_x = 2 (r * x - P y),  grad_y = 2 (c * y - P^T x),
+//                r = P 1, c = P^T 1
+//   cosine:      grad_x_i = -(I - xh_i xh_i^T) (P yh)_i / |x_i|, and alike for y.
+std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+    const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
+    const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
+    c10::string_view cost, bool debias, PlanFn plan);
+
+// Typed entry points, one per registered back end (ops.cpp registers them).
+ForwardResult sinkhorn_value_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                                 const at::Tensor& b, double eps, c10::string_view cost,
+                                 int64_t max_iter, double tol, bool debias);
+std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+    const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
+    const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
+    c10::string_view cost, bool debias);
+#ifdef SINSIM_WITH_CUDA
+ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                                  const at::Tensor& b, double eps, c10::string_view cost,
+                                  int64_t max_iter, double tol, bool debias);
+std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+    const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
+    const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
+    c10::string_view cost, bool debias);
+#endif
+
+// Names of the back ends compiled into this build, e.g. {"cpu", "cuda"}.
+std::vector<std::string> compiled_backends();
+
+}  // namespace sinsim

@@ -1,0 +1,183 @@
+// Device-independent glue of the operator: argument checks, output
+// allocation, the value <a,f> + <b,g> (and the debiased divergence), and the
+// envelope-theorem backward composed from the plan and two batched products.
+// The device back ends (solve_*, plan_*) do the heavy work.
+#include "sinkhorn.h"
+
+#include <cmath>
+
+namespace sinsim {
+
+CostKind parse_cost(c10::string_view name) {
+  if (name == "sqeuclidean") return CostKind::SqEuclidean;
+  if (name == "cosine") return CostKind::Cosine;
+  TORCH_CHECK_VALUE(false, "cost must be 'sqeuclidean' or 'cosine', got '", std::string(name), "'");
+}
+
+namespace {
+
+void check_points(const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.dim() == 3, name, " must have shape (B, n, d), got ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
+                   " must be float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.size(0) > 0, name, " holds an empty batch");
+  TORCH_CHECK_VALUE(t.size(1) > 0, name, " is an empty point set");
+  TORCH_CHECK_VALUE(t.size(2) > 0, name, " has no features (d = 0)");
+}
+
+void check_weights(const char* name, const at::Tensor& w, const at::Tensor& points) {
+  TORCH_CHECK_VALUE(w.dim() == 2 && w.size(0) == points.size(0) && w.size(1) == points.size(1),
+                    name, " must have shape (", points.size(0), ", ", points.size(1), "), got ",
+                    w.sizes());
+  TORCH_CHECK_TYPE(w.scalar_type() == points.scalar_type(), name, " must have dtype ",
+                   points.scalar_type(), ", got ", w.scalar_type());
+  TORCH_CHECK_VALUE(w.device() == points.device(), name, " must be on ", points.device(),
+                    ", got ", w.device());
+}
+
+void check_args(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a, const at::Tensor& b,
+                double eps) {
+  check_points("x", x);
+  check_points("y", y);
+  TORCH_CHECK_VALUE(x.device() == y.device(), "x and y must be on the same device, got ",
+                    x.device(), " and ", y.device());
+  TORCH_CHECK_TYPE(x.scalar_type() == y.scalar_type(), "x and y must have the same dtype, got ",
+                   x.scalar_type(), " and ", y.scalar_type());
+  TORCH_CHECK_VALUE(x.size(0) == y.size(0), "x and y must have the same batch size, got ",
+                    x.size(0), " and ", y.size(0));
+  TORCH_CHECK_VALUE(x.size(2) == y.size(2), "x and y must have the same feature dimension, got ",
+                    x.size(2), " and ", y.size(2));
+  check_weights("a", a, x);
+  check_weights("b", b, y);
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, "eps must be finite and > 0, got ", eps);
+}
+
+// value = <P, C(x, y)> with P fixed: its gradient in x and y.
+std::tuple<at::Tensor, at::Tensor> plan_gradients(const at::Tensor& P, const at::Tensor& x,
+                                                  const at::Tensor& y, CostKind cost) {
+  if (cost == CostKind::SqEuclidean) {
+    const at::Tensor r = P.sum(2, /*keepdim=*/true);
+    const at::Tensor c = P.sum(1).unsqueeze(-1);
+    at::Tensor gx = 2.0 * (r * x - at::bmm(P, y));
+    at::Tensor gy = 2.0 * (c * y - at::bmm(P.transpose(1, 2), x));
+    return {gx, gy};
+  }
+  // C_ij = 1 - <xh_i, yh_j>:  dC_ij/dx_i = -(I - xh_i xh_i^T) yh_j / |x_i|.
+  const at::Tensor nx = x.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
+  const at::Tensor ny = y.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
+  const at::Tensor xh = x / nx, yh = y / ny;
+  const at::Tensor px = at::bmm(P, yh);
+  const at::Tensor py = at::bmm(P.transpose(1, 2), xh);
+  at::Tensor gx = -(px - (px * xh).sum(-1, true) * xh) / nx;
+  at::Tensor gy = -(py - (py * yh).sum(-1, true) * yh) / ny;
+  return {gx, gy};
+}
+
+at::Tensor dot_rows(const at::Tensor& w, const at::Tensor& p) { return (w * p).sum(-1); }
+
+}  // namespace
+
+ForwardResult sinkhorn_value_forward(const at::Tensor& x_in, const at::Tensor& y_in,
+                                     const at::Tensor& a_in, const at::Tensor& b_in, double eps,
+                                     c10::string_view cost, int64_t max_iter, double tol,
+                                     bool debias, SolveFn solve) {
+  check_args(x_in, y_in, a_in, b_in, eps);
+  TORCH_CHECK_VALUE(max_iter >= 1, "max_iter must be >= 1, got ", max_iter);
+  TORCH_CHECK_VALUE(std::isfinite(tol), "tol must be finite, got ", tol);
+  const SolverOptions opt{eps, parse_cost(cost), max_iter, tol};
+  const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  const at::Tensor a = a_in.contiguous(), b = b_in.contiguous();
+  const int64_t B = x.size(0), n = x.size(1), m = y.size(1);
+  const int64_t P = debias ? 3 : 1;
+
+  at::Tensor n_iter = at::zeros({P, B}, x.options().dtype(at::kInt));
+  at::Tensor error = at::zeros({P, B}, x.options());
+  at::Tensor f = at::empty({B, n}, x.options());
+  at::Tensor g = at::empty({B, m}, x.options());
+  at::Tensor f_xx = at::empty({0}, x.options()), g_xx = at::empty({0}, x.options());
+  at::Tensor f_yy = at::empty({0}, x.options()), g_yy = at::empty({0}, x.options());
+  std::vector<ProblemSet> sets{{x, y, a, b, false, f, g, n_iter[0], error[0]}};
+  if (debias) {
+    f_xx = at::empty({B, n}, x.options());
+    g_xx = at::empty({B, n}, x.options());
+    f_yy = at::empty({B, m}, x.options());
+    g_yy = at::empty({B, m}, x.options());
+    sets.push_back({x, x, a, a, true, f_xx, g_xx, n_iter[1], error[1]});
+    sets.push_back({y, y, b, b, true, f_yy, g_yy, n_iter[2], error[2]});
+  }
+  solve(sets, opt);
+
+  at::Tensor value = dot_rows(a, f) + dot_rows(b, g);
+  if (debias) {
+    value = value - 0.5 * (dot_rows(a, f_xx + g_xx) + dot_rows(b, f_yy + g_yy));
+  }
+  return {value, f, g, f_xx, g_xx, f_yy, g_yy, n_iter, error};
+}
+
+std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
+    const at::Tensor& grad, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& a_in,
+    const at::Tensor& b_in, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
+    const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
+    c10::string_view cost, bool debias, PlanFn plan) {
+  check_args(x_in, y_in, a_in, b_in, eps);
+  const SolverOptions opt{eps, parse_cost(cost), 1, 0.0};
+  const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  const at::Tensor a = a_in.contiguous(), b = b_in.contiguous();
+  TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == x.size(0), "grad must have shape (",
+                    x.size(0), ",), got ", grad.sizes());
+
+  at::Tensor P = plan(x, y, a, b, f.contiguous(), g.contiguous(), opt);
+  auto [gx, gy] = plan_gradients(P, x, y, opt.cost);
+  if (debias) {
+    P = plan(x, x, a, a, f_xx.contiguous(), g_xx.contiguous(), opt);
+    auto [gx1, gx2] = plan_gradients(P, x, x, opt.cost);
+    P = plan(y, y, b, b, f_yy.contiguous(), g_yy.contiguous(), opt);
+    auto [gy1, gy2] = plan_gradients(P, y, y, opt.cost);
+    gx = gx - 0.5 * (gx1 + gx2);
+    gy = gy - 0.5 * (gy1 + gy2);
+  }
+  const at::Tensor scale = grad.to(x.scalar_type()).view({-1, 1, 1});
+  return {gx * scale, gy * scale};
+}
+
+ForwardResult sinkhorn_value_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                                 const at::Tensor& b, double eps, c10::string_view cost,
+                                 int64_t max_iter, double tol, bool debias) {
+  return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, &solve_cpu);
+}
+
+std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+    const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
+    const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
+    c10::string_view cost, bool debias) {
+  return sinkhorn_value_backward(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias,
+                                 &plan_cpu);
+}
+
+#ifdef SINSIM_WITH_CUDA
+ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                                  const at::Tensor& b, double eps, c10::string_view cost,
+                                  int64_t max_iter, double tol, bool debias) {
+  return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, &solve_cuda);
+}
+
+std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+    const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
+    const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
+    c10::string_view cost, bool debias) {
+  return sinkhorn_value_backward(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias,
+                                 &plan_cuda);
+}
+#endif
+
+std::vector<std::string> compiled_backends() {
+#ifdef SINSIM_WITH_CUDA
+  return {"cpu", "cuda"};
+#else
+  return {"cpu"};
+#endif
+}
+
+}  // namespace sinsim

@@ -1,0 +1,103 @@
+"""Builds the C++/CUDA extension sinsim_ext._C (metadata lives in pyproject.toml).
+
+    pip install -e . --no-build-isolation
+
+Environment variables:
+    SINSIM_BUILD_CUDA     auto (default): compile the CUDA kernels when a CUDA
+                          toolkit and a CUDA build of torch are both present;
+                          0: CPU only; 1: CUDA required (fail if impossible).
+    TORCH_CUDA_ARCH_LIST  GPU architectures (default "9.0+PTX": Hopper machine
+                          code plus PTX that newer GPUs compile at load time).
+    CUDA_HOME             the toolkit to use; found automatically otherwise.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CUDA_ARCHS = "9.0+PTX"
+
+
+def _is_cuda_toolkit(root) -> bool:
+    """A real toolkit has nvcc, the runtime headers and libcudart side by side."""
+    if not root:
+        return False
+    root = Path(root)
+    has_lib = any((root / lib / "libcudart.so").exists() for lib in ("lib64", "lib", "lib/x64"))
+    return (root / "bin" / "nvcc").exists() and (root / "include" / "cuda_runtime.h").exists() and has_lib
+
+
+def _find_cuda_home():
+    """CUDA_HOME, CUDA_PATH, /usr/local/cuda, the nvcc on PATH, /usr/local/cuda-*.
+
+    The nvcc on PATH may be a wrapper script (e.g. /usr/local/bin/nvcc), whose
+    parent folder is no toolkit: torch would then guess CUDA_HOME=/usr/local
+    and fail to link libcudart, so every candidate is checked before use.
+    """
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(str(Path(nvcc).resolve().parent.parent))
+    candidates += sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for candidate in candidates:
+        if _is_cuda_toolkit(candidate):
+            return str(Path(candidate).resolve())
+    return None
+
+
+def _cuda_wanted() -> str:
+    mode = os.environ.get("SINSIM_BUILD_CUDA", "auto").strip().lower()
+    if mode not in ("auto", "0", "1"):
+        raise SystemExit(f"SINSIM_BUILD_CUDA must be auto, 0 or 1, got {mode!r}")
+    return mode
+
+
+MODE = _cuda_wanted()
+CUDA_HOME = _find_cuda_home() if MODE != "0" else None
+if CUDA_HOME:
+    # Must be set before torch.utils.cpp_extension is imported: it reads it once.
+    os.environ["CUDA_HOME"] = CUDA_HOME
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+WITH_CUDA = MODE != "0" and CUDA_HOME is not None and torch.version.cuda is not None
+if MODE == "1" and not WITH_CUDA:
+    raise SystemExit(
+        "SINSIM_BUILD_CUDA=1 but the CUDA kernels cannot be built: "
+        f"toolkit found: {CUDA_HOME or 'none'}, torch CUDA version: {torch.version.cuda or 'none (CPU build)'}"
+    )
+
+csrc = ROOT / "csrc"
+sources = [str(p.relative_to(ROOT)) for p in sorted(csrc.glob("*.cpp"))]
+cxx_flags = ["-O3", "-fopenmp"]
+define_macros = []
+if WITH_CUDA:
+    sources += [str(p.relative_to(ROOT)) for p in sorted(csrc.glob("*.cu"))]
+    define_macros.append(("SINSIM_WITH_CUDA", None))
+    extension = CUDAExtension(
+        "sinsim_ext._C",
+        sources,
+        define_macros=define_macros,
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo", "-DSINSIM_WITH_CUDA"]},
+        extra_link_args=["-fopenmp"],
+    )
+else:
+    extension = CppExtension(
+        "sinsim_ext._C",
+        sources,
+        define_macros=define_macros,
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=["-fopenmp"],
+    )
+
+print(f"sinsim_ext: building the CPU kernels{' and the CUDA kernels (' + os.environ['TORCH_CUDA_ARCH_LIST'] + ', toolkit ' + CUDA_HOME + ')' if WITH_CUDA else ''}")
+
+setup(ext_modules=[extension], cmdclass={"build_ext": BuildExtension})
