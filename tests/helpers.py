@@ -1,0 +1,24 @@
+"""Small input builders shared by the operator tests."""
+
+from __future__ import annotations
+
+import torch
+
+
+def points(gen, *shape, dtype=torch.float64, scale=1.0, device="cpu"):
+    return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).to(device)
+
+
+def unit_points(gen, *shape, dtype=torch.float64, device="cpu"):
+    p = torch.randn(*shape, generator=gen, dtype=dtype)
+    return (p / p.norm(dim=-1, keepdim=True)).to(device)
+
+
+def simplex(gen, *shape, dtype=torch.float64, device="cpu"):
+    w = torch.rand(*shape, generator=gen, dtype=dtype) + 0.1
+    return (w / w.sum(-1, keepdim=True)).to(device)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
