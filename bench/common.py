@@ -1,0 +1,49 @@
+"""Inputs and measurements shared by the Sinkhorn benchmarks.
+
+The workload is the one SinSim runs: L2-normalised 128-d embeddings of two
+views, eps = 0.05, 100 iterations, float32 (DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+import torch
+
+D, EPS, ITERS = 128, 0.05, 100
+
+
+def embeddings(n: int, *, batch=None, d: int = D, device="cpu", dtype=torch.float32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    lead = () if batch is None else (batch,)
+    x = torch.randn(*lead, n, d, generator=g, dtype=torch.float64)
+    # two noisy views of the same points, like the two augmentations of a batch
+    y = x + 0.5 * torch.randn(*lead, n, d, generator=g, dtype=torch.float64)
+    x = x / x.norm(dim=-1, keepdim=True)
+    y = y / y.norm(dim=-1, keepdim=True)
+    return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float((a - b).norm() / b.norm())
+
+
+def value_and_grad(fn, x, y, **kw):
+    """Value and d value / d x of fn(x, y, **kw)."""
+    x = x.detach().requires_grad_()
+    value = fn(x, y, **kw)
+    (grad,) = torch.autograd.grad(value, x)
+    return value.detach(), grad
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for the backward of fn()."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total

@@ -1,0 +1,194 @@
+"""The CUDA kernels: agreement with the float64 reference and the CPU kernel,
+gradients, early stopping on the device, determinism, every launch layout.
+
+Skipped without a GPU. Inputs are fresh per test (seeded from the test id);
+before each call the CUDA caching allocator is filled with NaN-poisoned free
+blocks, so an output element the kernel forgets to write shows up as NaN.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sinsim_ext
+from sinsim_ext import reference
+
+from helpers import rel_err, simplex
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA GPU on this machine", allow_module_level=True)
+if "cuda" not in sinsim_ext.backends():
+    pytest.skip("sinsim_ext was built without its CUDA kernels", allow_module_level=True)
+
+DEV = "cuda"
+
+
+def poison_allocator():
+    """Leave NaN-filled free blocks in both pools of the caching allocator."""
+    torch.cuda.synchronize()
+    blocks = [torch.full((n,), float("nan"), device=DEV) for n in (1 << 28, 1 << 22, 1 << 18, 1 << 12) for _ in range(3)]
+    blocks += [torch.full((n,), float("nan"), device=DEV, dtype=torch.float64) for n in (1 << 20, 1 << 10) for _ in range(3)]
+    del blocks
+
+
+def unit(gen, *shape, dtype=torch.float64):
+    p = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    return (p / p.norm(dim=-1, keepdim=True)).to(device=DEV, dtype=dtype)
+
+
+def views(gen, *shape, dtype=torch.float64, noise=0.5):
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    y = x + noise * torch.randn(*shape, generator=gen, dtype=torch.float64)
+    x, y = x / x.norm(dim=-1, keepdim=True), y / y.norm(dim=-1, keepdim=True)
+    return x.to(device=DEV, dtype=dtype), y.to(device=DEV, dtype=dtype)
+
+
+def solve(fn, x, y, **kw):
+    poison_allocator()
+    return fn(x, y, **kw)
+
+
+# (n, m, d): odd sizes, n != m, and the benchmark sizes (every launch layout:
+# one block, one cluster, several clusters with the global barrier, rows
+# streamed from L2 when they do not fit in shared memory)
+SIZES = [
+    (1, 1, 1),
+    (1, 33, 3),
+    (33, 1, 3),
+    (33, 33, 5),
+    (33, 17, 64),
+    (100, 1000, 16),
+    (1000, 1000, 32),
+    (256, 256, 128),
+    (1024, 1024, 128),
+    (4096, 4096, 128),
+    (4096, 3, 8),
+]
+
+
+@pytest.mark.parametrize("n,m,d", SIZES)
+@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+def test_fixed_iterations_match_float64_reference(gen, n, m, d, cost):
+    x, y = unit(gen, n, d), unit(gen, m, d)
+    kw = dict(eps=0.05, cost=cost, max_iter=30)
+    got = solve(sinsim_ext.sinkhorn, x, y, **kw)
+    want = reference.sinkhorn(x, y, **kw)
+    for a, b in ((got.f, want.f), (got.g, want.g)):
+        assert torch.isfinite(a).all()
+        assert float((a - b).abs().max()) <= 1e-9 * (1 + float(b.abs().max()))
+    assert int(got.n_iter) == 30
+    assert abs(float(got.error - want.error)) <= 1e-9 * (1 + float(want.error))
+
+
+@pytest.mark.parametrize("n,m,d", [(256, 256, 128), (1024, 1024, 128), (4096, 4096, 128), (333, 1000, 2048)])
+def test_float32_close_to_float64(gen, n, m, d):
+    x, y = views(gen, n, d) if n == m else (unit(gen, n, d), unit(gen, m, d))
+    want = reference.sinkhorn_cost(x, y, eps=0.05)
+    got = solve(sinsim_ext.sinkhorn_cost, x.float(), y.float(), eps=0.05)
+    assert got.dtype == torch.float32 and torch.isfinite(got)
+    assert rel_err(got, want) < 1e-5
+
+
+@pytest.mark.parametrize("n,m", [(7, 5), (64, 48), (300, 200)])
+@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+def test_converged_matches_cpu_kernel_and_reference(gen, n, m, cost):
+    x, y = unit(gen, n, 6), unit(gen, m, 6)
+    a, b = simplex(gen, n, device=DEV), simplex(gen, m, device=DEV)
+    for debias in (False, True):
+        kw = dict(eps=0.1, cost=cost, a=a, b=b, tol=1e-12, max_iter=50000, debias=debias)
+        got = solve(sinsim_ext.sinkhorn_cost, x, y, **kw)
+        cpu = sinsim_ext.sinkhorn_cost(x.cpu(), y.cpu(), **{**kw, "a": a.cpu(), "b": b.cpu()})
+        assert rel_err(got, cpu) < 1e-9
+        assert rel_err(got, reference.sinkhorn_cost(x, y, **kw)) < 1e-8
+
+
+def test_batched_problems_in_one_launch(gen):
+    x, y = views(gen, 64, 256, 128)
+    kw = dict(eps=0.05, max_iter=40)
+    got = solve(sinsim_ext.sinkhorn, x, y, **kw)
+    want = reference.sinkhorn(x, y, **kw)
+    assert got.f.shape == (64, 256)
+    assert float((got.f - want.f).abs().max()) < 1e-9 and float((got.g - want.g).abs().max()) < 1e-9
+    value = solve(sinsim_ext.sinkhorn_cost, x.float(), y.float(), eps=0.05, debias=True)
+    assert rel_err(value, reference.sinkhorn_cost(x, y, eps=0.05, debias=True)) < 1e-5
+
+
+@pytest.mark.parametrize("n", [33, 1024])
+def test_debias_runs_its_three_problems_together(gen, n):
+    x, y = views(gen, n, 64)
+    kw = dict(eps=0.05, max_iter=60, debias=True)
+    got = solve(sinsim_ext.sinkhorn_cost, x, y, **kw)
+    assert rel_err(got, reference.sinkhorn_cost(x, y, **kw)) < 1e-9
+
+
+def test_early_stopping_is_decided_per_problem_on_the_device(gen):
+    # problems of different difficulty stop at different iterations
+    x = torch.stack([unit(gen, 200, 8) * s for s in (0.2, 1.0, 2.0)])
+    y = torch.stack([unit(gen, 150, 8) * s for s in (0.2, 1.0, 2.0)])
+    kw = dict(eps=0.1, tol=1e-9, max_iter=5000)
+    got = solve(sinsim_ext.sinkhorn, x, y, **kw)
+    want = reference.sinkhorn(x, y, **kw)
+    assert torch.equal(got.n_iter.cpu(), want.n_iter.cpu())
+    assert len(set(got.n_iter.tolist())) > 1 and int(got.n_iter.max()) < 5000
+    assert (got.error < 1e-9).all()
+    assert float((got.f - want.f).abs().max()) < 1e-9
+
+
+def test_results_are_deterministic(gen):
+    x, y = views(gen, 1024, 128, dtype=torch.float32)
+    first = solve(sinsim_ext.sinkhorn, x, y, eps=0.05)
+    for _ in range(3):
+        again = solve(sinsim_ext.sinkhorn, x, y, eps=0.05)
+        assert torch.equal(first.f, again.f) and torch.equal(first.g, again.g)
+
+
+@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("debias", [False, True])
+def test_gradients_match_autograd_through_the_reference(gen, cost, debias):
+    x, y = unit(gen, 300, 16), unit(gen, 200, 16)
+    x = (x * 1.3).requires_grad_()
+    y = y.requires_grad_()
+    kw = dict(eps=0.2, cost=cost, debias=debias, tol=1e-13, max_iter=20000)
+    poison_allocator()
+    got = torch.autograd.grad(sinsim_ext.sinkhorn_cost(x, y, **kw), (x, y))
+    want = torch.autograd.grad(reference.sinkhorn_cost(x, y, **kw), (x, y))
+    for g, w in zip(got, want):
+        assert torch.isfinite(g).all()
+        assert rel_err(g, w) < 1e-7
+
+
+def test_gradcheck_on_cuda(gen):
+    x = unit(gen, 9, 3).requires_grad_()
+    y = unit(gen, 6, 3).requires_grad_()
+    wa = (torch.rand(9, generator=gen, dtype=torch.float64) + 0.2).to(DEV).requires_grad_()
+
+    def fn(x, y, wa):
+        return sinsim_ext.sinkhorn_cost(x, y, eps=0.3, a=wa / wa.sum(), debias=True, tol=1e-13, max_iter=20000)
+
+    assert torch.autograd.gradcheck(fn, (x, y, wa), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_float32_gradients_close_to_float64(gen):
+    x, y = views(gen, 1024, 128)
+    x = x.requires_grad_()
+    (want,) = torch.autograd.grad(reference.sinkhorn_cost(x, y, eps=0.05), x)
+    x32 = x.detach().float().requires_grad_()
+    (got,) = torch.autograd.grad(solve(sinsim_ext.sinkhorn_cost, x32, y.float(), eps=0.05), x32)
+    assert rel_err(got, want) < 1e-4
+
+
+def test_half_precision_inputs(gen):
+    x, y = views(gen, 256, 64, dtype=torch.bfloat16)
+    x.requires_grad_()
+    value = solve(sinsim_ext.sinkhorn_cost, x, y, eps=0.05)
+    value.backward()
+    assert value.dtype == torch.bfloat16 and torch.isfinite(x.grad.float()).all()
+
+
+def test_cuda_and_cpu_inputs_mixed_are_rejected(gen):
+    x, y = unit(gen, 5, 3), unit(gen, 4, 3)
+    with pytest.raises(ValueError, match="same device"):
+        sinsim_ext.sinkhorn_cost(x, y.cpu())
+    with pytest.raises(ValueError, match="a is on cpu but x is on cuda"):
+        sinsim_ext.sinkhorn_cost(x, y, a=torch.full((5,), 0.2, dtype=torch.float64))
