@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device-machine session: build, verify the CUDA kernels, then measure.
 # Usage (repository root, on the GPU machine):  bash bench/gpu_session.sh [what...]
-#   what: tests, bench, train (default: tests bench)
+#   what: tests, profile, bench, train (default: tests bench)
 # Logs and JSON go to $OUT (or ./gpu_out when OUT is unset).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -18,6 +18,9 @@ python3 -c "import sinsim_ext; print('backends', sinsim_ext.backends())"
 
 if [[ " $what " == *" tests "* ]]; then
   python3 -m pytest tests/test_sinkhorn_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/cuda_tests.log" | tail -25
+fi
+if [[ " $what " == *" profile "* ]]; then
+  python3 bench/profile_iterations.py 2>&1 | tee "$OUT/profile.txt"
 fi
 if [[ " $what " == *" bench "* ]]; then
   python3 -m pytest bench/test_sinkhorn_cuda.py --benchmark-only -q -p no:cacheprovider \

@@ -231,7 +231,7 @@ struct ProblemDesc {
 template <typename T>
 struct LaunchParams {
   const ProblemDesc<T>* problems;
-  int Q, G;              // clusters per problem, blocks per cluster
+  int Q, G;              // clusters per problem, blocks per cluster (a power of two <= 16)
   int slab_capacity;     // elements of K a block may keep in shared memory
   int max_ld, max_rows;  // sizes of the shared buffers
   int scratch;           // elements of the scratch buffer
@@ -242,37 +242,41 @@ struct LaunchParams {
   unsigned int* counters;  // Q > 1: per problem arrival counter
 };
 
-template <typename T>
-struct Smem {
-  T* slab;   // rows kept on chip: slab_rows x ld
-  T* gamma;  // column potential (scaled), max_ld
-  T* kappa;  // lb + gamma, max_ld
-  T* xm;     // exchange payload: per-column max, max_ld
-  T* xs;     // per-column sum, max_ld
-  T* y;      // merged slice of the new column potential, ceil(max_ld / G)
-  T* phi;    // row potentials of the block's rows
-  T* fresh;  // row update results
-  T* alpha;  // la + phi
-  T* scratch;
-  T* misc;   // [0] error partial of this block, [1] error of the problem
+__host__ __device__ inline int align_up(int v, int to) { return (v + to - 1) / to * to; }
+
+// Offsets (elements of T) of a block's shared buffers; the host sizes the
+// allocation with the same function.
+struct SmemPlan {
+  int gamma;     // column potential (scaled), max_ld
+  int kappa;     // lb + gamma, max_ld (read as vectors)
+  int recv_m;    // partial maxima pushed to this block for its column slice, G x slice
+  int recv_s;    // partial sums, G x slice
+  int recv_err;  // error partials pushed to this block, one per rank
+  int lb_slice;  // log2 b over this block's column slice
+  int phi;       // row potentials of the block's rows
+  int fresh;     // results of the row update
+  int alpha;     // la + phi
+  int scratch;
+  int misc;      // [0] error of this block, [1] error of the problem
+  int slab;      // rows of K kept on chip (16-byte aligned)
 };
 
-template <typename T>
-__device__ Smem<T> carve(T* base, const LaunchParams<T>& P) {
-  Smem<T> s;
-  const int slice = (P.max_ld + P.G - 1) / P.G;
-  T* p = base;
-  s.gamma = p; p += P.max_ld;
-  s.kappa = p; p += P.max_ld;
-  s.xm = p; p += P.max_ld;
-  s.xs = p; p += P.max_ld;
-  s.y = p; p += slice;
-  s.phi = p; p += P.max_rows;
-  s.fresh = p; p += P.max_rows;
-  s.alpha = p; p += P.max_rows;
-  s.scratch = p; p += P.scratch;
-  s.misc = p; p += 4;
-  s.slab = p;
+__host__ __device__ inline SmemPlan smem_plan(int max_ld, int max_rows, int scratch, int G, int vw) {
+  const int slice = (max_ld + G - 1) / G;
+  SmemPlan s;
+  int p = 0;
+  s.gamma = p; p += max_ld;
+  s.kappa = p; p += max_ld;
+  s.recv_m = p; p += G * slice;
+  s.recv_s = p; p += G * slice;
+  s.recv_err = p; p += 16;
+  s.lb_slice = p; p += slice;
+  s.phi = p; p += max_rows;
+  s.fresh = p; p += max_rows;
+  s.alpha = p; p += max_rows;
+  s.scratch = p; p += scratch;
+  s.misc = p; p += 8;
+  s.slab = align_up(p, vw);
   return s;
 }
 
@@ -296,18 +300,43 @@ __device__ T block_sum(T v, T* red) {
   return total;
 }
 
+// (max, sum) pairs merged across groups of `width` consecutive lanes (a power
+// of two <= 32); every lane of a group ends with the group's result.
+template <typename T>
+__device__ __forceinline__ void group_merge(T& mx, T& sm, int width) {
+  for (int o = width / 2; o > 0; o >>= 1) {
+    const T om = __shfl_xor_sync(0xffffffffu, mx, o);
+    const T os = __shfl_xor_sync(0xffffffffu, sm, o);
+    lse_merge(mx, sm, om, os);
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P) {
   using Vec = typename Num<T>::Vec;
   constexpr int VW = Num<T>::kWidth;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const Smem<T> S = carve(reinterpret_cast<T*>(smem_raw), P);
+  T* const base = reinterpret_cast<T*>(smem_raw);
+  const int G = P.G;
+  const SmemPlan L = smem_plan(P.max_ld, P.max_rows, P.scratch, G, VW);
+  T* const gamma = base + L.gamma;
+  T* const kappa = base + L.kappa;
+  T* const recv_m = base + L.recv_m;
+  T* const recv_s = base + L.recv_s;
+  T* const recv_err = base + L.recv_err;
+  T* const lb_slice = base + L.lb_slice;
+  T* const phi = base + L.phi;
+  T* const fresh = base + L.fresh;
+  T* const alpha = base + L.alpha;
+  T* const scratch = base + L.scratch;
+  T* const misc = base + L.misc;
+  T* const slab = base + L.slab;
 
-  const int per_problem = P.Q * P.G;
+  const int per_problem = P.Q * G;
   const int pid = blockIdx.x / per_problem;
   const int k = blockIdx.x % per_problem;  // block index inside the problem
-  const int q = k / P.G;                   // cluster index inside the problem
-  const int rank = k % P.G;                // == cluster block rank (clusters are contiguous)
+  const int q = k / G;                     // cluster index inside the problem
+  const int rank = k % G;                  // == cluster block rank (clusters are contiguous)
   const ProblemDesc<T> pd = P.problems[pid];
   const int n = pd.n, m = pd.m, ld = pd.ld;
   const int R = (n + per_problem - 1) / per_problem;
@@ -315,27 +344,39 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
   const int rows = min(R, n - row0);
   const int slab_rows = min(rows, P.slab_capacity / ld);
   const int nq = ld / VW;
-  const int slice = (ld + P.G - 1) / P.G;
+  const int slice = (ld + G - 1) / G;  // columns merged by each block of a cluster
   const int j_lo = min(ld, rank * slice), j_hi = min(ld, j_lo + slice);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const bool sym = pd.symmetric != 0;
   const T* Kg = pd.K + static_cast<int64_t>(row0) * ld;
 
+  // a buffer of block `r` of this cluster (this block's own when G == 1)
+  auto remote = [&](T* local, int r) -> T* { return G == 1 ? local : rank_ptr(local, r); };
+
   // ---- prologue: rows to shared memory, potentials to zero
   for (int e = tid; e < slab_rows * nq; e += kThreads)
-    reinterpret_cast<Vec*>(S.slab)[e] = __ldg(reinterpret_cast<const Vec*>(Kg) + e);
+    reinterpret_cast<Vec*>(slab)[e] = __ldg(reinterpret_cast<const Vec*>(Kg) + e);
   for (int r = tid; r < rows; r += kThreads) {
-    S.phi[r] = T(0);
-    S.alpha[r] = pd.la[row0 + r];
+    phi[r] = T(0);
+    alpha[r] = pd.la[row0 + r];
   }
   for (int j = tid; j < ld; j += kThreads) {
-    S.gamma[j] = T(0);
-    S.kappa[j] = j < m ? pd.lb[j] : neg_inf<T>();
+    gamma[j] = T(0);
+    kappa[j] = j < m ? pd.lb[j] : neg_inf<T>();
   }
+  for (int j = j_lo + tid; j < j_hi; j += kThreads) lb_slice[j - j_lo] = j < m ? pd.lb[j] : neg_inf<T>();
   __syncthreads();
 
   auto row_ptr = [&](int r) -> const T* {
-    return r < slab_rows ? S.slab + static_cast<int64_t>(r) * ld : Kg + static_cast<int64_t>(r) * ld;
+    return r < slab_rows ? slab + static_cast<int64_t>(r) * ld : Kg + static_cast<int64_t>(r) * ld;
+  };
+
+  // The payload of column j goes straight into the shared memory of the
+  // block that merges j (remote stores do not wait for a round trip).
+  auto push_partial = [&](int j, T mx, T sm) {
+    const int owner = j / slice, jj = j - owner * slice;
+    remote(recv_m, owner)[rank * slice + jj] = mx;
+    remote(recv_s, owner)[rank * slice + jj] = sm;
   };
 
   // ---- B) partial column log-sum-exps of alpha_r + K_rj over this block's rows
@@ -354,7 +395,7 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
           const int r = r0 + u * RS;
           if (r < rows) {
             kv[u] = load_vec(row_ptr(r), qv, r < slab_rows);
-            al[u] = S.alpha[r];
+            al[u] = alpha[r];
           } else {
             kv[u] = Num<T>::fill(T(0));
             al[u] = neg_inf<T>();
@@ -379,94 +420,112 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
       for (int c = 0; c < VW; ++c) {
         const int j = qv * VW + c;
         if (RS == 1) {
-          S.xm[j] = mx[c];
-          S.xs[j] = sm[c];
+          push_partial(j, mx[c], sm[c]);
         } else {
-          S.scratch[2 * (rs * ld + j)] = mx[c];
-          S.scratch[2 * (rs * ld + j) + 1] = sm[c];
+          scratch[2 * (rs * ld + j)] = mx[c];
+          scratch[2 * (rs * ld + j) + 1] = sm[c];
         }
       }
     }
-    __syncthreads();
     if (RS > 1) {
+      __syncthreads();
       for (int j = tid; j < ld; j += kThreads) {
         T mx = neg_inf<T>(), sm = T(0);
-        for (int rs = 0; rs < RS; ++rs) lse_merge(mx, sm, S.scratch[2 * (rs * ld + j)], S.scratch[2 * (rs * ld + j) + 1]);
-        S.xm[j] = mx;
-        S.xs[j] = sm;
+        for (int rs = 0; rs < RS; ++rs) lse_merge(mx, sm, scratch[2 * (rs * ld + j)], scratch[2 * (rs * ld + j) + 1]);
+        push_partial(j, mx, sm);
       }
     }
   };
 
-  // ---- C) merge the payloads of all blocks of the problem; returns the error
-  int epoch = 0;  // exchanges done so far (for the cross-cluster barrier)
-  auto exchange = [&]() -> T {
-    cluster_barrier();  // payloads of the cluster are complete
-    T* ex_base = nullptr;
-    const int ex_stride = 2 * P.max_ld + 2;
-    if (P.Q > 1) ex_base = P.exchange + (static_cast<int64_t>(pid) * 2 + (epoch & 1)) * P.Q * ex_stride;
-    for (int j = j_lo + tid; j < j_hi; j += kThreads) {
-      T mx = neg_inf<T>(), sm = T(0);
-      for (int r = 0; r < P.G; ++r) lse_merge(mx, sm, rank_ptr(S.xm, r)[j], rank_ptr(S.xs, r)[j]);
-      if (P.Q > 1) {
-        ex_base[static_cast<int64_t>(q) * ex_stride + 2 * j] = mx;
-        ex_base[static_cast<int64_t>(q) * ex_stride + 2 * j + 1] = sm;
-      } else {
-        S.y[j - j_lo] = -(mx + Num<T>::log2(sm));
+  // this block's error partial (in misc[0]) to every block of the cluster
+  auto push_error = [&]() {
+    __syncthreads();
+    if (tid < G) remote(recv_err, tid)[rank] = misc[0];
+  };
+
+  // the new column potential v_j to block r of the cluster
+  auto push_potential = [&](int j, int r, T v) {
+    remote(gamma, r)[j] = v;
+    remote(kappa, r)[j] = lb_slice[j - j_lo] + v;
+  };
+
+  // ---- C) merge the pushed payloads: the problem's error, then unless the
+  // iterations stop, the new column potential pushed into every block.
+  int epoch = 0;  // exchanges done (parity of the cross-cluster buffer, barrier target)
+  auto exchange = [&](bool may_stop, int t, bool& stop) -> T {
+    cluster_barrier();  // every payload of the cluster has landed
+    T err = T(0);
+    for (int r = 0; r < G; ++r) err += recv_err[r];
+    stop = may_stop && (t >= P.max_iter || (P.tol > 0 && static_cast<double>(err) < P.tol));
+    if (P.Q == 1) {
+      for (int b0 = 0; b0 < slice * G; b0 += kThreads) {
+        const int idx = b0 + tid, jj = idx / G, r = idx % G, j = j_lo + jj;
+        const bool valid = jj < slice && j < j_hi;
+        T mx = valid ? recv_m[r * slice + jj] : neg_inf<T>();
+        T sm = valid ? recv_s[r * slice + jj] : T(0);
+        group_merge(mx, sm, G);
+        if (valid && !stop) push_potential(j, r, -(mx + Num<T>::log2(sm)));
       }
-    }
-    if (tid == 0) {
-      T e = T(0);
-      for (int r = 0; r < P.G; ++r) e += rank_ptr(S.misc, r)[0];
-      S.misc[1] = e;
-      if (P.Q > 1 && rank == 0) ex_base[static_cast<int64_t>(q) * ex_stride + 2 * P.max_ld] = e;
-    }
-    if (P.Q > 1) {
+    } else {
+      const int stride = 2 * P.max_ld + 2;
+      T* ex = P.exchange + (static_cast<int64_t>(pid) * 2 + (epoch & 1)) * P.Q * stride;
+      for (int b0 = 0; b0 < slice * G; b0 += kThreads) {
+        const int idx = b0 + tid, jj = idx / G, r = idx % G, j = j_lo + jj;
+        const bool valid = jj < slice && j < j_hi;
+        T mx = valid ? recv_m[r * slice + jj] : neg_inf<T>();
+        T sm = valid ? recv_s[r * slice + jj] : T(0);
+        group_merge(mx, sm, G);
+        if (valid && r == 0) {
+          ex[static_cast<int64_t>(q) * stride + 2 * j] = mx;
+          ex[static_cast<int64_t>(q) * stride + 2 * j + 1] = sm;
+        }
+      }
+      if (tid == 0 && rank == 0) ex[static_cast<int64_t>(q) * stride + 2 * P.max_ld] = err;
       __threadfence();
       __syncthreads();
       if (tid == 0) {
-        const unsigned int target = static_cast<unsigned int>((epoch + 1) * P.Q * P.G);
+        const unsigned int target = static_cast<unsigned int>((epoch + 1) * P.Q * G);
         atomicAdd(P.counters + pid, 1u);
         while (load_acquire(P.counters + pid) < target) {
         }
         __threadfence();
       }
       __syncthreads();
-      for (int j = j_lo + tid; j < j_hi; j += kThreads) {
-        T mx = neg_inf<T>(), sm = T(0);
-        for (int qq = 0; qq < P.Q; ++qq) {
-          const T* src = ex_base + static_cast<int64_t>(qq) * ex_stride + 2 * j;
-          lse_merge(mx, sm, __ldcg(src), __ldcg(src + 1));
-        }
-        S.y[j - j_lo] = -(mx + Num<T>::log2(sm));
+      int Qp = 1;
+      while (Qp < P.Q) Qp *= 2;  // Q <= 32
+      if (warp == 0) {
+        T e = lane < P.Q ? __ldcg(ex + static_cast<int64_t>(lane) * stride + 2 * P.max_ld) : T(0);
+        for (int o = 16; o > 0; o >>= 1) e += __shfl_xor_sync(0xffffffffu, e, o);
+        if (lane == 0) misc[1] = e;
       }
-      if (tid == 0) {
-        T e = T(0);
-        for (int qq = 0; qq < P.Q; ++qq) e += __ldcg(ex_base + static_cast<int64_t>(qq) * ex_stride + 2 * P.max_ld);
-        S.misc[1] = e;
+      __syncthreads();
+      err = misc[1];
+      stop = may_stop && (t >= P.max_iter || (P.tol > 0 && static_cast<double>(err) < P.tol));
+      for (int b0 = 0; b0 < slice * Qp; b0 += kThreads) {
+        const int idx = b0 + tid, jj = idx / Qp, qq = idx % Qp, j = j_lo + jj;
+        const bool valid = jj < slice && j < j_hi;
+        T mx = neg_inf<T>(), sm = T(0);
+        if (valid && qq < P.Q) {
+          const T* src = ex + static_cast<int64_t>(qq) * stride + 2 * j;
+          mx = __ldcg(src);
+          sm = __ldcg(src + 1);
+        }
+        group_merge(mx, sm, Qp);
+        if (valid && !stop)
+          for (int r = qq; r < G; r += Qp) push_potential(j, r, -(mx + Num<T>::log2(sm)));
       }
     }
     ++epoch;
-    cluster_barrier();  // slices of the new column potential are ready
-    return S.misc[1];
+    cluster_barrier();  // the new potential has landed everywhere
+    return err;
   };
 
-  // every block gathers the full new column potential from the slice owners
-  auto gather = [&]() {
-    for (int j = tid; j < ld; j += kThreads) {
-      const int owner = j / slice;
-      const T v = rank_ptr(S.y, owner)[j - owner * slice];
-      S.gamma[j] = v;
-      S.kappa[j] = j < m ? pd.lb[j] + v : neg_inf<T>();
-    }
-    __syncthreads();
-  };
-
+  bool stop = false;
   if (!sym) {  // first column update, from phi = 0
-    if (tid == 0) S.misc[0] = T(0);
+    if (tid == 0) misc[0] = T(0);
     column_partials();
-    exchange();
-    gather();
+    push_error();
+    exchange(false, 0, stop);
   }
 
   const int CS = max(1, kWarps / max(rows, 1));
@@ -487,7 +546,7 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
           const int idx = q0 + 32 * u;
           if (idx < q_hi) {
             kv[u] = load_vec(Kr, idx, on_chip);
-            cv[u] = reinterpret_cast<const Vec*>(S.kappa)[idx];
+            cv[u] = reinterpret_cast<const Vec*>(kappa)[idx];
           } else {
             kv[u] = Num<T>::fill(T(0));
             cv[u] = Num<T>::fill(neg_inf<T>());
@@ -510,33 +569,29 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
               sm += Num<T>::exp2(Num<T>::at(cv[u], c2) + Num<T>::at(kv[u], c2) - mx);
         }
       }
-      for (int o = 16; o > 0; o >>= 1) {
-        const T om = __shfl_xor_sync(0xffffffffu, mx, o);
-        const T os = __shfl_xor_sync(0xffffffffu, sm, o);
-        lse_merge(mx, sm, om, os);
-      }
+      group_merge(mx, sm, 32);
       if (lane == 0) {
-        S.scratch[2 * task] = mx;
-        S.scratch[2 * task + 1] = sm;
+        scratch[2 * task] = mx;
+        scratch[2 * task + 1] = sm;
       }
     }
     __syncthreads();
     T e_part = T(0);
     for (int r = tid; r < rows; r += kThreads) {
       T mx = neg_inf<T>(), sm = T(0);
-      for (int c = 0; c < CS; ++c) lse_merge(mx, sm, S.scratch[2 * (r * CS + c)], S.scratch[2 * (r * CS + c) + 1]);
-      const T fresh = -(mx + Num<T>::log2(sm));
-      const T old = sym ? S.gamma[row0 + r] : S.phi[r];
+      for (int c = 0; c < CS; ++c) lse_merge(mx, sm, scratch[2 * (r * CS + c)], scratch[2 * (r * CS + c) + 1]);
+      const T value = -(mx + Num<T>::log2(sm));
+      const T old = sym ? gamma[row0 + r] : phi[r];
       const T ar = pd.a[row0 + r];
-      e_part += ar > T(0) ? ar * fabs(Num<T>::expm1((old - fresh) * T(0.6931471805599453))) : T(0);
-      S.fresh[r] = fresh;
+      e_part += ar > T(0) ? ar * fabs(Num<T>::expm1((old - value) * T(0.6931471805599453))) : T(0);
+      fresh[r] = value;
       if (!sym) {
-        S.phi[r] = fresh;
-        S.alpha[r] = pd.la[row0 + r] + fresh;
+        phi[r] = value;
+        alpha[r] = pd.la[row0 + r] + value;
       }
     }
-    const T e_block = block_sum(e_part, S.scratch);
-    if (tid == 0) S.misc[0] = e_block;
+    const T e_block = block_sum(e_part, scratch);
+    if (tid == 0) misc[0] = e_block;
     __syncthreads();
 
     // ---- B) payload: partial column sums, or the averaged symmetric potential
@@ -544,30 +599,24 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
       column_partials();
     } else {
       for (int j = tid; j < ld; j += kThreads) {
-        S.xm[j] = neg_inf<T>();
-        S.xs[j] = T(0);
-      }
-      __syncthreads();
-      for (int r = tid; r < rows; r += kThreads) {
-        S.xm[row0 + r] = -T(0.5) * (S.gamma[row0 + r] + S.fresh[r]);
-        S.xs[row0 + r] = T(1);
+        const bool mine = j >= row0 && j < row0 + rows;
+        push_partial(j, mine ? -T(0.5) * (gamma[j] + fresh[j - row0]) : neg_inf<T>(), mine ? T(1) : T(0));
       }
     }
-    err = exchange();
-    const bool stop = t >= P.max_iter || (P.tol > 0 && static_cast<double>(err) < P.tol);
+    push_error();
+    err = exchange(true, t, stop);
     if (stop) break;
-    gather();
   }
 
   // ---- outputs: f = fresh rows, g = the column potential used by the last row update
-  for (int r = tid; r < rows; r += kThreads) pd.f[row0 + r] = S.fresh[r] * P.inv_scale;
+  for (int r = tid; r < rows; r += kThreads) pd.f[row0 + r] = fresh[r] * P.inv_scale;
   if (q == 0)
-    for (int j = j_lo + tid; j < min(j_hi, m); j += kThreads) pd.g[j] = S.gamma[j] * P.inv_scale;
+    for (int j = j_lo + tid; j < min(j_hi, m); j += kThreads) pd.g[j] = gamma[j] * P.inv_scale;
   if (k == 0 && tid == 0) {
     *pd.n_iter = t;
     *pd.error = err;
   }
-  cluster_barrier();  // nobody leaves while a neighbour may still read its shared memory
+  cluster_barrier();  // nobody leaves while a neighbour may still write into its shared memory
 }
 
 // ------------------------------------------------------------------ host side
@@ -586,7 +635,6 @@ DeviceInfo device_info(int device) {
   return info;
 }
 
-int round_up(int v, int to) { return (v + to - 1) / to * to; }
 
 struct Layout {
   int G = 1, Q = 1;
@@ -613,10 +661,8 @@ Layout plan_layout(const std::vector<ProblemDesc<T>>& probs, int G, int Q, const
   }
   L.max_rows = max_rows;
   L.max_ld = max_ld;
-  L.scratch = round_up(scratch, Num<T>::kWidth);
-  const int slice = (max_ld + G - 1) / G;
-  size_t fixed = 4 * static_cast<size_t>(max_ld) + slice + 3 * max_rows + L.scratch + 4;
-  fixed = round_up(static_cast<int>(fixed), Num<T>::kWidth);  // keep the slab 16-byte aligned
+  L.scratch = scratch;
+  const size_t fixed = smem_plan(max_ld, max_rows, scratch, G, Num<T>::kWidth).slab;
   const size_t budget = static_cast<size_t>(dev.smem_optin) / sizeof(T);
   TORCH_CHECK(fixed < budget, "sinsim_ext: problem too large for the CUDA kernel's shared memory (ld = ",
               max_ld, ")");
@@ -671,7 +717,7 @@ Layout choose_layout(const std::vector<ProblemDesc<T>>& probs, const DeviceInfo&
   if (K == 1 || dev.major < 9) return plan_layout(probs, 1, 1, dev);  // no clusters before Hopper
   for (int G : {16, 8, 4, 2}) {
     if (G > K) continue;
-    const int Q = K / G;
+    const int Q = std::min(32, K / G);
     Layout L = plan_layout(probs, G, Q, dev);
     const int clusters = max_active_clusters<T>(L, G * std::max(1, std::min(P * Q, 64)));
     if (clusters <= 0) continue;
@@ -727,7 +773,7 @@ void solve_sets(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
   std::vector<ProblemDesc<T>> probs;
   for (ProblemSet& set : sets) {
     const int B = set.x.size(0), n = set.x.size(1), m = set.y.size(1);
-    const int ld = round_up(m, VW);
+    const int ld = align_up(m, VW);
     const bool cosine = opt.cost == CostKind::Cosine;
     const at::Tensor xs = cosine ? set.x / set.x.norm(2, -1, true).clamp_min(1e-30) : set.x;
     const at::Tensor ys = set.symmetric ? xs : (cosine ? set.y / set.y.norm(2, -1, true).clamp_min(1e-30) : set.y);
