@@ -446,7 +446,7 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
   // the new column potential v_j to block r of the cluster
   auto push_potential = [&](int j, int r, T v) {
     remote(gamma, r)[j] = v;
-    remote(kappa, r)[j] = lb_slice[j - j_lo] + v;
+    remote(kappa, r)[j] = j < m ? lb_slice[j - j_lo] + v : neg_inf<T>();  // padding: v is +inf
   };
 
   // ---- C) merge the pushed payloads: the problem's error, then unless the
