@@ -30,6 +30,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 namespace cg = cooperative_groups;
@@ -301,14 +304,19 @@ __device__ T block_sum(T v, T* red) {
 }
 
 // (max, sum) pairs merged across groups of `width` consecutive lanes (a power
-// of two <= 32); every lane of a group ends with the group's result.
+// of two <= 32); every lane of a group ends with the group's result. The
+// maximum is reduced first, so each lane rescales its sum with one exp2.
 template <typename T>
 __device__ __forceinline__ void group_merge(T& mx, T& sm, int width) {
+  T top = mx;
   for (int o = width / 2; o > 0; o >>= 1) {
-    const T om = __shfl_xor_sync(0xffffffffu, mx, o);
-    const T os = __shfl_xor_sync(0xffffffffu, sm, o);
-    lse_merge(mx, sm, om, os);
+    const T other = __shfl_xor_sync(0xffffffffu, top, o);
+    top = other > top ? other : top;
   }
+  T part = mx == neg_inf<T>() ? T(0) : sm * Num<T>::exp2(mx - top);
+  for (int o = width / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+  mx = top;
+  sm = part;
 }
 
 template <typename T>
@@ -381,21 +389,23 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
 
   // ---- B) partial column log-sum-exps of alpha_r + K_rj over this block's rows
   auto column_partials = [&]() {
-    const int RS = max(1, min(rows, kThreads / nq));
+    const int RS = max(1, min(kThreads / nq, rows / kChunkB));
+    const int per = (rows + RS - 1) / RS;  // contiguous rows of one task
     for (int task = tid; task < nq * RS; task += kThreads) {
       const int qv = task % nq, rs = task / nq;
+      const int r_end = min(rows, (rs + 1) * per);
       T mx[VW], sm[VW];
 #pragma unroll
       for (int c = 0; c < VW; ++c) { mx[c] = neg_inf<T>(); sm[c] = T(0); }
-      for (int r0 = rs; r0 < rows; r0 += RS * kChunkB) {
+      for (int r0 = rs * per; r0 < r_end; r0 += kChunkB) {
+        const int cnt = min(kChunkB, r_end - r0);
         Vec kv[kChunkB];
         T al[kChunkB];
 #pragma unroll
         for (int u = 0; u < kChunkB; ++u) {
-          const int r = r0 + u * RS;
-          if (r < rows) {
-            kv[u] = load_vec(row_ptr(r), qv, r < slab_rows);
-            al[u] = alpha[r];
+          if (u < cnt) {
+            kv[u] = load_vec(row_ptr(r0 + u), qv, r0 + u < slab_rows);
+            al[u] = alpha[r0 + u];
           } else {
             kv[u] = Num<T>::fill(T(0));
             al[u] = neg_inf<T>();
@@ -412,7 +422,8 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
           lse_rescale(mx[c], sm[c], cm);
           if (mx[c] != neg_inf<T>()) {
 #pragma unroll
-            for (int u = 0; u < kChunkB; ++u) sm[c] += Num<T>::exp2(al[u] + Num<T>::at(kv[u], c) - mx[c]);
+            for (int u = 0; u < kChunkB; ++u)
+              if (u < cnt) sm[c] += Num<T>::exp2(al[u] + Num<T>::at(kv[u], c) - mx[c]);
           }
         }
       }
@@ -430,9 +441,15 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
     if (RS > 1) {
       __syncthreads();
       for (int j = tid; j < ld; j += kThreads) {
-        T mx = neg_inf<T>(), sm = T(0);
-        for (int rs = 0; rs < RS; ++rs) lse_merge(mx, sm, scratch[2 * (rs * ld + j)], scratch[2 * (rs * ld + j) + 1]);
-        push_partial(j, mx, sm);
+        T top = neg_inf<T>();
+        for (int rs = 0; rs < RS; ++rs) top = fmax(top, scratch[2 * (rs * ld + j)]);
+        T sum = T(0);
+        if (top != neg_inf<T>())
+          for (int rs = 0; rs < RS; ++rs) {
+            const T m_rs = scratch[2 * (rs * ld + j)];
+            if (m_rs != neg_inf<T>()) sum += scratch[2 * (rs * ld + j) + 1] * Num<T>::exp2(m_rs - top);
+          }
+        push_partial(j, top, sum);
       }
     }
   };
@@ -539,11 +556,12 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
       const T* Kr = row_ptr(r);
       const bool on_chip = r < slab_rows;
       T mx = neg_inf<T>(), sm = T(0);
-      for (int q0 = q_lo + lane; q0 < q_hi; q0 += 32 * kChunkA) {
+      if (q_hi - q_lo <= 32 * kChunkA) {
+        // the segment fits in registers: warp maximum first, then one exp2 per entry
         Vec kv[kChunkA], cv[kChunkA];
 #pragma unroll
         for (int u = 0; u < kChunkA; ++u) {
-          const int idx = q0 + 32 * u;
+          const int idx = q_lo + lane + 32 * u;
           if (idx < q_hi) {
             kv[u] = load_vec(Kr, idx, on_chip);
             cv[u] = reinterpret_cast<const Vec*>(kappa)[idx];
@@ -552,24 +570,63 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
             cv[u] = Num<T>::fill(neg_inf<T>());
           }
         }
-        T cm = neg_inf<T>();
+        T top = neg_inf<T>();
 #pragma unroll
         for (int u = 0; u < kChunkA; ++u)
 #pragma unroll
           for (int c2 = 0; c2 < VW; ++c2) {
             const T v = Num<T>::at(cv[u], c2) + Num<T>::at(kv[u], c2);
-            cm = v > cm ? v : cm;
+            top = v > top ? v : top;
           }
-        lse_rescale(mx, sm, cm);
-        if (mx != neg_inf<T>()) {
+        for (int o = 16; o > 0; o >>= 1) {
+          const T other = __shfl_xor_sync(0xffffffffu, top, o);
+          top = other > top ? other : top;
+        }
+        T part = T(0);
+        if (top != neg_inf<T>()) {
+#pragma unroll
+          for (int u = 0; u < kChunkA; ++u)
+            if (q_lo + lane + 32 * u < q_hi)
+#pragma unroll
+              for (int c2 = 0; c2 < VW; ++c2)
+                part += Num<T>::exp2(Num<T>::at(cv[u], c2) + Num<T>::at(kv[u], c2) - top);
+        }
+        for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+        mx = top;
+        sm = part;
+      } else {
+        for (int q0 = q_lo + lane; q0 < q_hi; q0 += 32 * kChunkA) {
+          Vec kv[kChunkA], cv[kChunkA];
+#pragma unroll
+          for (int u = 0; u < kChunkA; ++u) {
+            const int idx = q0 + 32 * u;
+            if (idx < q_hi) {
+              kv[u] = load_vec(Kr, idx, on_chip);
+              cv[u] = reinterpret_cast<const Vec*>(kappa)[idx];
+            } else {
+              kv[u] = Num<T>::fill(T(0));
+              cv[u] = Num<T>::fill(neg_inf<T>());
+            }
+          }
+          T cm = neg_inf<T>();
 #pragma unroll
           for (int u = 0; u < kChunkA; ++u)
 #pragma unroll
-            for (int c2 = 0; c2 < VW; ++c2)
-              sm += Num<T>::exp2(Num<T>::at(cv[u], c2) + Num<T>::at(kv[u], c2) - mx);
+            for (int c2 = 0; c2 < VW; ++c2) {
+              const T v = Num<T>::at(cv[u], c2) + Num<T>::at(kv[u], c2);
+              cm = v > cm ? v : cm;
+            }
+          lse_rescale(mx, sm, cm);
+          if (mx != neg_inf<T>()) {
+#pragma unroll
+            for (int u = 0; u < kChunkA; ++u)
+#pragma unroll
+              for (int c2 = 0; c2 < VW; ++c2)
+                sm += Num<T>::exp2(Num<T>::at(cv[u], c2) + Num<T>::at(kv[u], c2) - mx);
+          }
         }
+        group_merge(mx, sm, 32);
       }
-      group_merge(mx, sm, 32);
       if (lane == 0) {
         scratch[2 * task] = mx;
         scratch[2 * task + 1] = sm;
@@ -627,7 +684,7 @@ struct DeviceInfo {
   int major = 0;
 };
 
-DeviceInfo device_info(int device) {
+DeviceInfo query_device_info(int device) {
   DeviceInfo info;
   SINSIM_CUDA_CHECK(cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, device));
   SINSIM_CUDA_CHECK(cudaDeviceGetAttribute(&info.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -635,6 +692,15 @@ DeviceInfo device_info(int device) {
   return info;
 }
 
+
+DeviceInfo device_info(int device) {
+  static std::mutex lock;
+  static std::map<int, DeviceInfo> cache;
+  const std::lock_guard<std::mutex> guard(lock);
+  auto it = cache.find(device);
+  if (it == cache.end()) it = cache.emplace(device, query_device_info(device)).first;
+  return it->second;
+}
 
 struct Layout {
   int G = 1, Q = 1;
@@ -705,7 +771,10 @@ void prepare_kernel_attributes(const DeviceInfo& dev) {
 }
 
 // Chooses blocks per problem: enough rows per block to amortise the exchange
-// (about 4096 entries of K each), no more blocks than the GPU runs at once.
+// (about 4096 entries of K each) and no more blocks than run at once. Across
+// cluster sizes G, Q (clusters per problem) is what the GPU can co-schedule;
+// the layout with the most blocks wins, larger clusters on near ties (their
+// exchange stays in distributed shared memory).
 template <typename T>
 Layout choose_layout(const std::vector<ProblemDesc<T>>& probs, const DeviceInfo& dev) {
   int64_t max_entries = 0;
@@ -715,16 +784,45 @@ Layout choose_layout(const std::vector<ProblemDesc<T>>& probs, const DeviceInfo&
   const int by_gpu = std::max(1, dev.sms / P);
   const int K = std::max(1, std::min(by_work, by_gpu));
   if (K == 1 || dev.major < 9) return plan_layout(probs, 1, 1, dev);  // no clusters before Hopper
+  Layout best = plan_layout(probs, 1, 1, dev);
+  int best_blocks = 1;
   for (int G : {16, 8, 4, 2}) {
     if (G > K) continue;
-    const int Q = std::min(32, K / G);
-    Layout L = plan_layout(probs, G, Q, dev);
-    const int clusters = max_active_clusters<T>(L, G * std::max(1, std::min(P * Q, 64)));
-    if (clusters <= 0) continue;
-    if (Q > 1 && clusters < Q) continue;  // the Q clusters of a problem must run together
-    return L;
+    int Q = std::min(32, K / G);
+    while (Q >= 1) {
+      const Layout L = plan_layout(probs, G, Q, dev);
+      const int clusters = max_active_clusters<T>(L, G * std::max(1, std::min(P * Q, 256)));
+      if (clusters <= 0) break;
+      if (Q > 1 && clusters < Q) {  // the Q clusters of a problem must run together
+        Q = clusters;
+        continue;
+      }
+      if (G * Q > best_blocks * 11 / 10) {
+        best = L;
+        best_blocks = G * Q;
+      }
+      break;
+    }
   }
-  return plan_layout(probs, 1, 1, dev);
+  return best;
+}
+
+// The layout depends only on the device and the problem shapes; occupancy
+// queries cost tens of microseconds, so each signature is planned once.
+template <typename T>
+std::pair<Layout, int> cached_layout(const std::vector<ProblemDesc<T>>& probs, const DeviceInfo& dev, int device) {
+  static std::mutex lock;
+  static std::map<std::vector<int>, std::pair<Layout, int>> cache;
+  std::vector<int> key{device, static_cast<int>(sizeof(T))};
+  for (const auto& p : probs) key.insert(key.end(), {p.n, p.m, p.ld});
+  const std::lock_guard<std::mutex> guard(lock);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  prepare_kernel_attributes<T>(dev);
+  const Layout L = choose_layout(probs, dev);
+  int per_launch = static_cast<int>(probs.size());
+  if (L.Q > 1) per_launch = std::max(1, max_active_clusters<T>(L, L.G * L.Q) / L.Q);
+  return cache.emplace(key, std::make_pair(L, per_launch)).first->second;
 }
 
 template <typename T>
@@ -800,13 +898,7 @@ void solve_sets(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
     }
   }
 
-  prepare_kernel_attributes<T>(dev);
-  const Layout L = choose_layout(probs, dev);
-  int per_launch = static_cast<int>(probs.size());
-  if (L.Q > 1) {
-    const int clusters = max_active_clusters<T>(L, L.G * L.Q);
-    per_launch = std::max(1, clusters / L.Q);
-  }
+  const auto [L, per_launch] = cached_layout(probs, dev, ref.get_device());
 
   // descriptors to the device (asynchronous copy from pinned memory, stream ordered)
   const int64_t desc_bytes = static_cast<int64_t>(probs.size() * sizeof(ProblemDesc<T>));
