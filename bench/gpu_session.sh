@@ -20,7 +20,7 @@ if [[ " $what " == *" tests "* ]]; then
   python3 -m pytest tests/test_sinkhorn_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/cuda_tests.log" | tail -25
 fi
 if [[ " $what " == *" profile "* ]]; then
-  python3 bench/profile_iterations.py 2>&1 | tee "$OUT/profile.txt"
+  python3 bench/profile_iterations.py --layouts 2>&1 | tee "$OUT/profile.txt"
 fi
 if [[ " $what " == *" bench "* ]]; then
   python3 -m pytest bench/test_sinkhorn_cuda.py --benchmark-only -q -p no:cacheprovider \

@@ -3,11 +3,15 @@
 For each size: forward time at max_iter = 1, 10, 100 (the slope is the cost
 of one iteration, the intercept the fixed cost: cost matrix, launches,
 Python), and the backward alone. CUDA-event medians over 20 runs after
-warm-up.  Usage: python bench/profile_iterations.py
+warm-up. With --layouts, also the per-iteration cost of forced kernel
+layouts (SINSIM_CUDA_LAYOUT="G,Q": G blocks per cluster, Q clusters).
+
+    python bench/profile_iterations.py [--layouts]
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -56,5 +60,35 @@ def main():
         print(f"{name:18s} {fwd[1]:8.3f} {fwd[10]:8.3f} {fwd[100]:8.3f} {per_iter:8.2f} {total - fwd[100]:8.3f} {total:8.3f}")
 
 
+LAYOUTS = {
+    "n256": [(1, 1), (2, 1), (4, 1), (8, 1), (16, 1), (8, 2), (16, 2)],
+    "n1024": [(4, 1), (8, 1), (16, 1), (16, 2), (16, 4), (8, 8), (8, 15), (4, 31)],
+    "n4096": [(16, 4), (16, 7), (8, 15), (4, 31)],
+    "64x256": [(1, 1), (2, 1), (4, 1)],
+}
+SHAPES = {"n256": (256, None), "n1024": (1024, None), "n4096": (4096, None), "64x256": (256, 64)}
+
+
+def sweep_layouts():
+    print("\nper-iteration cost (us) by forced layout G,Q")
+    for name, layouts in LAYOUTS.items():
+        n, batch = SHAPES[name]
+        x, y = embeddings(n, batch=batch, device="cuda")
+        cells = []
+        for G, Q in layouts:
+            os.environ["SINSIM_CUDA_LAYOUT"] = f"{G},{Q}"
+            try:
+                t10 = gpu_ms(lambda: sinsim_ext.sinkhorn_cost(x, y, max_iter=10, check_finite=False), reps=10)
+                t100 = gpu_ms(lambda: sinsim_ext.sinkhorn_cost(x, y, max_iter=100, check_finite=False), reps=10)
+                cells.append(f"{G},{Q}: {(t100 - t10) / 90 * 1e3:.2f}")
+            except RuntimeError as exc:
+                cells.append(f"{G},{Q}: failed ({str(exc).splitlines()[0][:40]})")
+            finally:
+                del os.environ["SINSIM_CUDA_LAYOUT"]
+        print(f"{name:8s} " + " | ".join(cells))
+
+
 if __name__ == "__main__":
     main()
+    if "--layouts" in sys.argv:
+        sweep_layouts()

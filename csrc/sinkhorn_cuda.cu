@@ -29,8 +29,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -708,8 +711,10 @@ struct Layout {
   size_t smem_bytes = 0;
 };
 
+// Shared-memory plan for G blocks per cluster and Q clusters per problem;
+// empty when the fixed buffers alone do not fit.
 template <typename T>
-Layout plan_layout(const std::vector<ProblemDesc<T>>& probs, int G, int Q, const DeviceInfo& dev) {
+std::optional<Layout> plan_layout(const std::vector<ProblemDesc<T>>& probs, int G, int Q, const DeviceInfo& dev) {
   Layout L;
   L.G = G;
   L.Q = Q;
@@ -720,7 +725,7 @@ Layout plan_layout(const std::vector<ProblemDesc<T>>& probs, int G, int Q, const
     max_rows = std::max(max_rows, R);
     max_ld = std::max(max_ld, p.ld);
     const int nq = p.ld / Num<T>::kWidth;
-    const int RS = std::max(1, std::min(R, kThreads / nq));
+    const int RS = std::max(1, std::min(kThreads / nq, R / kChunkB));
     if (RS > 1) scratch = std::max(scratch, 2 * RS * p.ld);
     const int CS = std::max(1, kWarps / std::max(R, 1));
     scratch = std::max(scratch, 2 * R * CS);
@@ -730,8 +735,7 @@ Layout plan_layout(const std::vector<ProblemDesc<T>>& probs, int G, int Q, const
   L.scratch = scratch;
   const size_t fixed = smem_plan(max_ld, max_rows, scratch, G, Num<T>::kWidth).slab;
   const size_t budget = static_cast<size_t>(dev.smem_optin) / sizeof(T);
-  TORCH_CHECK(fixed < budget, "sinsim_ext: problem too large for the CUDA kernel's shared memory (ld = ",
-              max_ld, ")");
+  if (fixed + max_ld > budget) return std::nullopt;  // not even one row of K on chip
   // keep the largest row block on chip if it fits, else as many rows as fit
   const size_t want = static_cast<size_t>(max_rows) * max_ld;
   L.slab_capacity = static_cast<int>(std::min(want, budget - fixed));
@@ -770,6 +774,18 @@ void prepare_kernel_attributes(const DeviceInfo& dev) {
   }
 }
 
+// SINSIM_CUDA_LAYOUT="G,Q" forces G blocks per cluster and Q clusters per
+// problem (for experiments and benchmarks of the layouts themselves).
+inline std::optional<std::pair<int, int>> forced_layout() {
+  const char* env = std::getenv("SINSIM_CUDA_LAYOUT");
+  if (env == nullptr || *env == 0) return std::nullopt;
+  int G = 0, Q = 0;
+  TORCH_CHECK_VALUE(std::sscanf(env, "%d,%d", &G, &Q) == 2 && (G == 1 || G == 2 || G == 4 || G == 8 || G == 16) &&
+                        Q >= 1 && Q <= 32,
+                    "SINSIM_CUDA_LAYOUT must be 'G,Q' with G in {1,2,4,8,16} and 1 <= Q <= 32, got '", env, "'");
+  return std::make_pair(G, Q);
+}
+
 // Chooses blocks per problem: enough rows per block to amortise the exchange
 // (about 4096 entries of K each) and no more blocks than run at once. Across
 // cluster sizes G, Q (clusters per problem) is what the GPU can co-schedule;
@@ -780,18 +796,29 @@ Layout choose_layout(const std::vector<ProblemDesc<T>>& probs, const DeviceInfo&
   int64_t max_entries = 0;
   for (const auto& p : probs) max_entries = std::max<int64_t>(max_entries, static_cast<int64_t>(p.n) * p.ld);
   const int P = static_cast<int>(probs.size());
+  const auto forced = forced_layout();
+  if (forced) {
+    const auto L = plan_layout(probs, forced->first, forced->second, dev);
+    TORCH_CHECK(L, "sinsim_ext: SINSIM_CUDA_LAYOUT=", forced->first, ",", forced->second,
+                " does not fit in shared memory for these shapes");
+    return *L;
+  }
   const int by_work = static_cast<int>(std::min<int64_t>(1 << 20, (max_entries + 4095) / 4096));
   const int by_gpu = std::max(1, dev.sms / P);
   const int K = std::max(1, std::min(by_work, by_gpu));
-  if (K == 1 || dev.major < 9) return plan_layout(probs, 1, 1, dev);  // no clusters before Hopper
-  Layout best = plan_layout(probs, 1, 1, dev);
-  int best_blocks = 1;
+  std::optional<Layout> best;
+  int best_blocks = 0;
+  if (K == 1 || dev.major < 9) {  // no clusters before Hopper
+    best = plan_layout(probs, 1, 1, dev);
+    best_blocks = 1;
+  }
   for (int G : {16, 8, 4, 2}) {
-    if (G > K) continue;
+    if (K == 1 || dev.major < 9 || G > K) continue;
     int Q = std::min(32, K / G);
     while (Q >= 1) {
-      const Layout L = plan_layout(probs, G, Q, dev);
-      const int clusters = max_active_clusters<T>(L, G * std::max(1, std::min(P * Q, 256)));
+      const auto L = plan_layout(probs, G, Q, dev);
+      if (!L) break;
+      const int clusters = max_active_clusters<T>(*L, G * std::max(1, std::min(P * Q, 256)));
       if (clusters <= 0) break;
       if (Q > 1 && clusters < Q) {  // the Q clusters of a problem must run together
         Q = clusters;
@@ -804,7 +831,9 @@ Layout choose_layout(const std::vector<ProblemDesc<T>>& probs, const DeviceInfo&
       break;
     }
   }
-  return best;
+  TORCH_CHECK(best, "sinsim_ext: these problem sizes do not fit the CUDA kernel's shared memory (",
+              max_entries, " cost entries); use the CPU back end or smaller batches");
+  return *best;
 }
 
 // The layout depends only on the device and the problem shapes; occupancy
@@ -813,7 +842,8 @@ template <typename T>
 std::pair<Layout, int> cached_layout(const std::vector<ProblemDesc<T>>& probs, const DeviceInfo& dev, int device) {
   static std::mutex lock;
   static std::map<std::vector<int>, std::pair<Layout, int>> cache;
-  std::vector<int> key{device, static_cast<int>(sizeof(T))};
+  const auto forced = forced_layout();
+  std::vector<int> key{device, static_cast<int>(sizeof(T)), forced ? forced->first : 0, forced ? forced->second : 0};
   for (const auto& p : probs) key.insert(key.end(), {p.n, p.m, p.ld});
   const std::lock_guard<std::mutex> guard(lock);
   auto it = cache.find(key);
