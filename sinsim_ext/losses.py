@@ -1,0 +1,320 @@
+r"""Self-supervised losses as small ``nn.Module`` s: SinSim and its baselines.
+
+Every loss takes the two views' embeddings, ``(N, d)`` each (row ``i`` of both
+comes from the same image), and returns a scalar. Inputs of any floating dtype
+are computed in float32, so the losses are safe under bf16/fp16 autocast.
+
+* :class:`NTXentLoss` - SimCLR's contrastive loss.
+* :class:`SinkhornLoss` - the entropic optimal-transport cost between the two
+  views' empirical distributions (the SinSim regulariser).
+* :class:`SinSimLoss` - ``NT-Xent + lambda * Sinkhorn``.
+* :class:`BYOLLoss` - BYOL's normalised regression loss.
+* :class:`VICRegLoss` - variance-invariance-covariance regularisation.
+* :class:`BarlowTwinsLoss` - redundancy reduction on the cross-correlation.
+
+The default coefficients are the published ones; each class cites its source.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import reference
+from .ops import backends, sinkhorn_cost
+
+__all__ = [
+    "BYOLLoss",
+    "BarlowTwinsLoss",
+    "NTXentLoss",
+    "SinSimLoss",
+    "SinkhornLoss",
+    "VICRegLoss",
+]
+
+
+def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a square matrix, flattened."""
+    n = m.shape[0]
+    return m.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+class NTXentLoss(nn.Module):
+    r"""NT-Xent, the normalised temperature-scaled cross entropy of SimCLR.
+
+    With ``u = normalize([z1; z2])`` (``2N`` unit vectors) and
+    ``s_ij = <u_i, u_j> / tau``, each of the ``2N`` embeddings must pick out its
+    positive (the other view of the same image) among the ``2N - 1`` others::
+
+        l(i, j) = -log( exp(s_ij) / sum_{k != i} exp(s_ik) )
+        L = 1/(2N) sum_{k=1..N} [ l(k, k+N) + l(k+N, k) ]
+
+    Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive
+    Learning of Visual Representations", ICML 2020, arXiv:2002.05709, Eq. (1).
+
+    Args:
+        temperature: ``tau`` > 0. SimCLR used 0.5 for CIFAR-10 (appendix B.9)
+            and 0.1 for ImageNet.
+    """
+
+    def __init__(self, temperature: float = 0.5):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        n = z1.shape[0]
+        u = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+        logits = (u @ u.T) / self.temperature
+        self_pairs = torch.eye(2 * n, dtype=torch.bool, device=u.device)
+        logits = logits.masked_fill(self_pairs, float("-inf"))
+        positives = torch.arange(2 * n, device=u.device).roll(n)
+        return F.cross_entropy(logits, positives)
+
+
+class SinkhornLoss(nn.Module):
+    r"""Entropic optimal-transport cost between two batches of embeddings.
+
+    The empirical distributions ``mu = 1/n sum_i delta_{x_i}`` and
+    ``nu = 1/m sum_j delta_{y_j}`` are compared by::
+
+        W_eps(mu, nu) = min_{P in U(1/n, 1/m)} <P, C> + eps KL(P | 1/(nm))
+
+    with ``C_ij = ||x_i - y_j||^2`` (``cost="sqeuclidean"``) or
+    ``1 - cos(x_i, y_j)`` (``cost="cosine"``), computed by log-domain Sinkhorn
+    iterations (:func:`sinsim_ext.sinkhorn_cost`; DESIGN.md section 3). With
+    ``normalize=True`` the points are first projected on the unit sphere, so
+    squared distances lie in ``[0, 4]`` and ``eps`` has a fixed scale. With
+    ``debias=True`` the value is the Sinkhorn divergence
+    ``W(x, y) - W(x, x)/2 - W(y, y)/2``, which is 0 when the batches coincide.
+
+    Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport",
+    NeurIPS 2013; Feydy et al., "Interpolating between Optimal Transport and
+    MMD using Sinkhorn Divergences", AISTATS 2019 (the debiased divergence).
+
+    Args:
+        eps: entropic regularisation, in units of the cost.
+        cost: ``"sqeuclidean"`` or ``"cosine"``.
+        normalize: L2-normalise the embeddings first.
+        max_iter: Sinkhorn iterations.
+        debias: use the Sinkhorn divergence.
+        backend: ``"kernel"`` (the compiled operator), ``"reference"`` (plain
+            PyTorch, autograd through the iterations) or ``"auto"`` (the
+            kernel when it is compiled for the inputs' device, else the
+            reference).
+        check_finite: validate the inputs for NaN/inf (one device sync per
+            call on GPUs). Off by default: in a training step a bad input
+            gives a NaN loss, which the training loop detects without a sync.
+    """
+
+    BACKENDS = ("auto", "kernel", "reference")
+
+    def __init__(
+        self,
+        eps: float = 0.05,
+        cost: str = "sqeuclidean",
+        normalize: bool = True,
+        max_iter: int = 100,
+        debias: bool = False,
+        backend: str = "auto",
+        check_finite: bool = False,
+    ):
+        super().__init__()
+        if backend not in self.BACKENDS:
+            raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
+        self.eps = float(eps)
+        self.cost = cost
+        self.normalize = bool(normalize)
+        self.max_iter = int(max_iter)
+        self.debias = bool(debias)
+        self.backend = backend
+        self.check_finite = bool(check_finite)
+
+    def solver(self, device: torch.device):
+        """The Sinkhorn function this loss calls for inputs on ``device``."""
+        if self.backend == "reference" or (
+            self.backend == "auto" and device.type not in backends()
+        ):
+            return reference.sinkhorn_cost
+        return sinkhorn_cost
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = x.float(), y.float()
+        if self.normalize:
+            x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+        solve = self.solver(x.device)
+        return solve(
+            x,
+            y,
+            eps=self.eps,
+            cost=self.cost,
+            max_iter=self.max_iter,
+            debias=self.debias,
+            check_finite=self.check_finite,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"eps={self.eps}, cost={self.cost!r}, normalize={self.normalize}, "
+            f"max_iter={self.max_iter}, debias={self.debias}, backend={self.backend!r}"
+        )
+
+
+class SinSimLoss(nn.Module):
+    r"""SinSim: SimCLR's NT-Xent plus a Sinkhorn regulariser::
+
+        L = NT-Xent_tau(z1, z2) + lambda * W_eps(s1, s2)
+
+    ``z`` are the projections; ``s`` are the embeddings the optimal-transport
+    term compares: the encoder features ``h`` as in the SinSim paper, or the
+    projections themselves (``s = z``, the default when ``s1, s2`` are not
+    given). See :class:`NTXentLoss` and :class:`SinkhornLoss` for the terms.
+
+    Args:
+        temperature: NT-Xent temperature.
+        weight: ``lambda``, the weight of the Sinkhorn term.
+        **sinkhorn: keyword arguments of :class:`SinkhornLoss` (``eps``,
+            ``cost``, ``normalize``, ``max_iter``, ``debias``, ``backend``,
+            ``check_finite``).
+    """
+
+    def __init__(self, temperature: float = 0.5, weight: float = 0.1, **sinkhorn):
+        super().__init__()
+        if not weight >= 0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+        self.ntxent = NTXentLoss(temperature)
+        self.sinkhorn = SinkhornLoss(**sinkhorn)
+
+    def terms(
+        self,
+        z1: torch.Tensor,
+        z2: torch.Tensor,
+        s1: Optional[torch.Tensor] = None,
+        s2: Optional[torch.Tensor] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """The two unweighted terms, ``{"ntxent": ..., "sinkhorn": ...}``."""
+        s1 = z1 if s1 is None else s1
+        s2 = z2 if s2 is None else s2
+        return {"ntxent": self.ntxent(z1, z2), "sinkhorn": self.sinkhorn(s1, s2)}
+
+    def combine(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return terms["ntxent"] + self.weight * terms["sinkhorn"]
+
+    def forward(self, z1, z2, s1=None, s2=None) -> torch.Tensor:
+        return self.combine(self.terms(z1, z2, s1, s2))
+
+
+class BYOLLoss(nn.Module):
+    r"""BYOL's loss: mean squared error between unit vectors::
+
+        L(p, z) = 1/N sum_i || p_i/|p_i| - z_i/|z_i| ||^2 = 1/N sum_i (2 - 2 cos(p_i, z_i))
+
+    ``p`` is the online network's prediction, ``z`` the target network's
+    projection of the other view; ``z`` is treated as a constant (stop
+    gradient). BYOL symmetrises: ``L(p1, z2') + L(p2, z1')``.
+
+    Grill et al., "Bootstrap Your Own Latent: A New Approach to
+    Self-Supervised Learning", NeurIPS 2020, arXiv:2006.07733, Eq. (2).
+    """
+
+    def forward(self, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        p = F.normalize(p.float(), dim=-1)
+        z = F.normalize(z.detach().float(), dim=-1)
+        return (2 - 2 * (p * z).sum(dim=-1)).mean()
+
+
+class VICRegLoss(nn.Module):
+    r"""VICReg: variance-invariance-covariance regularisation::
+
+        s(Z, Z') = 1/(N d) sum_i ||z_i - z'_i||^2                        (invariance)
+        v(Z)     = 1/d sum_j max(0, gamma - sqrt(Var(z^j) + 1e-4))        (variance)
+        c(Z)     = 1/d sum_{j != k} Cov(Z)_jk^2                           (covariance)
+        L = lambda s(Z, Z') + mu (v(Z) + v(Z')) / 2 + nu (c(Z) + c(Z'))
+
+    with unbiased batch (co)variances and ``gamma = 1``. The normalisations
+    (the mean over dimensions in ``s``, the halved variance term) follow the
+    authors' code (facebookresearch/vicreg, ``main_vicreg.py``), which the
+    published coefficients lambda = mu = 25, nu = 1 go with.
+
+    Bardes, Ponce, LeCun, "VICReg: Variance-Invariance-Covariance
+    Regularization for Self-Supervised Learning", ICLR 2022, arXiv:2105.04906,
+    Eqs. (1)-(6) and section 4.
+    """
+
+    def __init__(
+        self,
+        sim_weight: float = 25.0,
+        var_weight: float = 25.0,
+        cov_weight: float = 1.0,
+        gamma: float = 1.0,
+        eps: float = 1e-4,
+    ):
+        super().__init__()
+        self.sim_weight, self.var_weight, self.cov_weight = sim_weight, var_weight, cov_weight
+        self.gamma, self.eps = gamma, eps
+
+    def variance(self, z: torch.Tensor) -> torch.Tensor:
+        std = torch.sqrt(z.var(dim=0) + self.eps)
+        return F.relu(self.gamma - std).mean()
+
+    @staticmethod
+    def covariance(z: torch.Tensor) -> torch.Tensor:
+        n, d = z.shape
+        z = z - z.mean(dim=0)
+        cov = (z.T @ z) / (n - 1)
+        return _off_diagonal(cov).pow(2).sum() / d
+
+    def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> Dict[str, torch.Tensor]:
+        z1, z2 = z1.float(), z2.float()
+        return {
+            "invariance": F.mse_loss(z1, z2),
+            "variance": (self.variance(z1) + self.variance(z2)) / 2,
+            "covariance": self.covariance(z1) + self.covariance(z2),
+        }
+
+    def combine(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return (
+            self.sim_weight * terms["invariance"]
+            + self.var_weight * terms["variance"]
+            + self.cov_weight * terms["covariance"]
+        )
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.terms(z1, z2))
+
+
+class BarlowTwinsLoss(nn.Module):
+    r"""Barlow Twins: make the views' cross-correlation matrix the identity::
+
+        z_hat = (z - mean_batch(z)) / sqrt(var_batch(z) + 1e-5)     (per dimension, biased var)
+        C_jk  = 1/N sum_i z_hat1_ij z_hat2_ik
+        L = sum_j (1 - C_jj)^2 + lambda sum_j sum_{k != j} C_jk^2
+
+    The standardisation is the authors' ``BatchNorm1d(affine=False)``.
+
+    Zbontar, Jing, Misra, LeCun, Deny, "Barlow Twins: Self-Supervised Learning
+    via Redundancy Reduction", ICML 2021, arXiv:2103.03230, Eqs. (1)-(2);
+    lambda = 5e-3 (section 4, "Implementation details").
+    """
+
+    def __init__(self, lambda_offdiag: float = 5e-3, eps: float = 1e-5):
+        super().__init__()
+        self.lambda_offdiag = lambda_offdiag
+        self.eps = eps
+
+    def standardize(self, z: torch.Tensor) -> torch.Tensor:
+        mean = z.mean(dim=0)
+        var = z.var(dim=0, unbiased=False)
+        return (z - mean) / torch.sqrt(var + self.eps)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        z1, z2 = self.standardize(z1.float()), self.standardize(z2.float())
+        c = (z1.T @ z2) / z1.shape[0]
+        on_diag = (1 - torch.diagonal(c)).pow(2).sum()
+        off_diag = _off_diagonal(c).pow(2).sum()
+        return on_diag + self.lambda_offdiag * off_diag

@@ -1,0 +1,165 @@
+"""Each loss of sinsim_ext.losses against a hand computation on a tiny case."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sinsim_ext.losses import (
+    BarlowTwinsLoss,
+    BYOLLoss,
+    NTXentLoss,
+    SinkhornLoss,
+    SinSimLoss,
+    VICRegLoss,
+)
+
+T = torch.tensor
+
+
+def ntxent_by_hand(z1, z2, tau):
+    """NT-Xent written out with Python floats (SimCLR Eq. 1)."""
+    u = [[x / math.sqrt(sum(c * c for c in v)) for x in v] for v in z1 + z2]
+    n2 = len(u)
+    total = 0.0
+    for i in range(n2):
+        pos = (i + n2 // 2) % n2
+        s = [sum(a * b for a, b in zip(u[i], u[k])) / tau for k in range(n2)]
+        total += -s[pos] + math.log(sum(math.exp(s[k]) for k in range(n2) if k != i))
+    return total / n2
+
+
+def test_ntxent_orthogonal_pairs_closed_form():
+    # u = [e1, e2, e1, e2], tau = 1: each row sees its positive (cos 1) and
+    # two orthogonal negatives (cos 0): loss = -1 + log(e + 2).
+    z = T([[1.0, 0.0], [0.0, 1.0]])
+    assert NTXentLoss(temperature=1.0)(z, z).item() == pytest.approx(math.log(math.e + 2) - 1, abs=1e-6)
+
+
+def test_ntxent_single_pair_is_zero():
+    # With N = 1 the positive is the only other embedding: -s + log(exp(s)) = 0.
+    assert NTXentLoss(0.3)(T([[0.3, -1.2]]), T([[2.0, 0.5]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ntxent_matches_hand_computation():
+    z1 = [[1.0, 2.0, 0.0], [0.5, -1.0, 1.0], [-2.0, 0.1, 0.3]]
+    z2 = [[0.9, 2.2, 0.1], [0.0, -1.0, 2.0], [1.0, 1.0, 1.0]]
+    got = NTXentLoss(temperature=0.5)(T(z1), T(z2)).item()
+    assert got == pytest.approx(ntxent_by_hand(z1, z2, 0.5), rel=1e-5)
+
+
+def test_ntxent_is_invariant_to_scale_and_rejects_bad_temperature():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    loss = NTXentLoss(0.2)
+    assert loss(3 * z1, 0.5 * z2).item() == pytest.approx(loss(z1, z2).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        NTXentLoss(0.0)
+
+
+def test_sinkhorn_single_point_is_the_squared_distance_of_unit_vectors():
+    # One point each: the only plan is P = [[1]], whose KL term is 0.
+    x, y = T([[3.0, 4.0]]), T([[1.0, 0.0]])  # unit vectors (0.6, 0.8) and (1, 0)
+    assert SinkhornLoss(eps=0.1)(x, y).item() == pytest.approx(0.4**2 + 0.8**2, abs=1e-5)
+    assert SinkhornLoss(eps=0.1, normalize=False)(x, y).item() == pytest.approx(2.0**2 + 4.0**2, abs=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["kernel", "reference"])
+def test_sinkhorn_two_points_closed_form(backend):
+    # x = y = {e1, e2}: C = [[0, 2], [2, 0]], uniform weights. The optimal
+    # plan is [[p, q], [q, p]] with q / p = exp(-2 / eps), p + q = 1/2, and
+    # W = <P, C> + eps KL(P | 1/4) = 4 q + eps (2 p log 4p + 2 q log 4q).
+    eps = 0.5
+    r = math.exp(-2 / eps)
+    p, q = 1 / (2 * (1 + r)), r / (2 * (1 + r))
+    expected = 4 * q + eps * (2 * p * math.log(4 * p) + 2 * q * math.log(4 * q))
+    e = torch.eye(2, dtype=torch.float64)
+    got = SinkhornLoss(eps=eps, max_iter=500, backend=backend)(e, e)
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_sinkhorn_loss_is_differentiable_and_scale_free_when_normalised():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, generator=g, requires_grad=True)
+    y = torch.randn(5, 3, generator=g)
+    loss = SinkhornLoss(eps=0.1)
+    value = loss(x, y)
+    value.backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert loss(10 * x.detach(), 0.1 * y).item() == pytest.approx(value.item(), rel=1e-5)
+
+
+def test_sinkhorn_auto_backend_picks_the_kernel_where_it_is_compiled():
+    import sinsim_ext
+    from sinsim_ext import reference
+
+    loss = SinkhornLoss()
+    cpu = torch.device("cpu")
+    assert loss.solver(cpu) is (sinsim_ext.sinkhorn_cost if "cpu" in sinsim_ext.backends() else reference.sinkhorn_cost)
+    assert SinkhornLoss(backend="reference").solver(cpu) is reference.sinkhorn_cost
+    with pytest.raises(ValueError, match="backend"):
+        SinkhornLoss(backend="gpu")
+
+
+def test_sinsim_is_ntxent_plus_weighted_sinkhorn():
+    g = torch.Generator().manual_seed(2)
+    z1, z2 = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    h1, h2 = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+    loss = SinSimLoss(temperature=0.5, weight=0.3, eps=0.1)
+    expected = NTXentLoss(0.5)(z1, z2) + 0.3 * SinkhornLoss(eps=0.1)(h1, h2)
+    assert loss(z1, z2, h1, h2).item() == pytest.approx(expected.item(), rel=1e-6)
+    # without s1, s2 the transport term compares the projections themselves
+    expected_z = NTXentLoss(0.5)(z1, z2) + 0.3 * SinkhornLoss(eps=0.1)(z1, z2)
+    assert loss(z1, z2).item() == pytest.approx(expected_z.item(), rel=1e-6)
+    assert SinSimLoss(weight=0.0)(z1, z2, h1, h2).item() == pytest.approx(NTXentLoss(0.5)(z1, z2).item(), rel=1e-6)
+
+
+def test_byol_loss_by_hand_and_stop_gradient():
+    p = T([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    z = T([[0.0, 1.0], [2.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    # 2 - 2 cos: orthogonal -> 2, parallel -> 0, 45 degrees -> 2 - sqrt(2)
+    loss = BYOLLoss()(p, z)
+    assert loss.item() == pytest.approx((2 + 0 + 2 - math.sqrt(2)) / 3, abs=1e-6)
+    loss.backward()
+    assert p.grad is not None and z.grad is None
+
+
+def test_vicreg_by_hand():
+    z1 = T([[1.0, 0.0], [-1.0, 0.0]])
+    z2 = T([[1.0, 2.0], [-1.0, -2.0]])
+    # invariance: mean of (z1 - z2)^2 over 4 entries = (4 + 4) / 4 = 2
+    # variance: z1's 2nd dim is constant: std = sqrt(0 + 1e-4) = 0.01 -> hinge 0.99,
+    #   v(z1) = 0.99 / 2; every other dim has std >= sqrt(2) -> 0; term = (0.495 + 0) / 2
+    # covariance: cov(z1) = [[2, 0], [0, 0]] -> 0; cov(z2) = [[2, 4], [4, 8]] -> (16 + 16) / 2 = 16
+    loss = VICRegLoss()
+    terms = loss.terms(z1, z2)
+    assert terms["invariance"].item() == pytest.approx(2.0)
+    assert terms["variance"].item() == pytest.approx(0.2475, abs=1e-6)
+    assert terms["covariance"].item() == pytest.approx(16.0, abs=1e-5)
+    assert loss(z1, z2).item() == pytest.approx(25 * 2 + 25 * 0.2475 + 16, abs=1e-4)
+
+
+def test_barlow_twins_by_hand():
+    z1 = T([[1.0, 2.0], [-1.0, -2.0]])  # standardised: [[1, 1], [-1, -1]]
+    z2 = T([[1.0, -1.0], [-1.0, 1.0]])  # standardised: itself
+    # C = z1^T z2 / 2 = [[1, -1], [1, -1]]: on-diagonal (1-1)^2 + (1+1)^2 = 4, off-diagonal 1 + 1 = 2
+    assert BarlowTwinsLoss(lambda_offdiag=5e-3, eps=0.0)(z1, z2).item() == pytest.approx(4 + 5e-3 * 2, abs=1e-6)
+    # identical, decorrelated views reach the minimum 0
+    z = T([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    assert BarlowTwinsLoss(eps=0.0)(z, z).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [NTXentLoss(), SinSimLoss(), BarlowTwinsLoss(), VICRegLoss(), BYOLLoss()],
+    ids=lambda m: type(m).__name__,
+)
+def test_losses_compute_half_precision_inputs_in_float32(loss):
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    full = loss(z1, z2)
+    half = loss(z1.bfloat16(), z2.bfloat16())
+    assert half.dtype == torch.float32
+    assert half.item() == pytest.approx(full.item(), rel=2e-2, abs=2e-2)

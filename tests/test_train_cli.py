@@ -1,0 +1,145 @@
+"""The command line end to end on digits (tiny budgets), its errors, and the
+NaN guard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repository root, for `import train`
+
+from train import protocol  # noqa: E402
+from train.config import parse_config  # noqa: E402
+from train.methods import METHODS  # noqa: E402
+from train.run import main  # noqa: E402
+
+TINY = ["--dataset", "digits", "--train-subset", "256", "--batch-size", "64", "--image-size", "8", "--probe-epochs", "10"]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, str(ROOT / "train" / "run.py"), *args],
+                          capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_digits_single_method_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(*TINY, "--method", "sinsim", "--epochs", "2", "--sinkhorn-weight", "0.5", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    result = json.loads((out / "results.json").read_text())
+    for probe in ("linear", "mlp", "knn"):
+        assert 60 < result[probe] <= 100, result  # chance is 10%
+    assert result["epochs"] == 2 and result["budget"]["pretrain_images"] == 256 and result["budget"]["steps"] == 8
+    assert result["images_per_second"] > 0 and result["seed"] == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and {"ntxent", "sinkhorn", "lr"} <= set(rows[0])
+    config = json.loads((out / "config.json").read_text())
+    assert config["sinkhorn_weight"] == 0.5 and config["sinkhorn_on"] == "features" and config["temperature"] == 0.2
+    assert "| sinsim |" in (out / "results.md").read_text()
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 2
+
+
+def test_method_all_runs_each_method_and_writes_one_table(tmp_path):
+    out = tmp_path / "all"
+    proc = run_cli(*TINY, "--method", "all", "--epochs", "1", "--train-subset", "128", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    combined = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in combined] == list(METHODS)
+    table = (out / "results.md").read_text()
+    for name in METHODS:
+        assert (out / name / "results.json").is_file() and f"| {name} |" in table
+        assert json.loads((out / name / "config.json").read_text())["method"] == name
+    assert "| method | linear % | MLP % | kNN % |" in proc.stdout  # the table is printed too
+
+
+def test_bad_flag_is_an_argparse_error_not_a_traceback():
+    proc = run_cli("--epochs", "0")
+    assert proc.returncode == 2
+    assert "usage:" in proc.stderr and "positive integer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--method", "moco"], "invalid choice"),
+        (["--dataset", "imagenet"], "invalid choice"),
+        (["--sinkhorn-eps", "-1"], "positive number"),
+        (["--sinkhorn-weight", "nan"], "non-negative number"),
+        (["--lr", "abc"], "positive number"),
+        (["--batch-size", "2.5"], "positive integer"),
+        (["--ema-tau", "1.0"], "[0, 1)"),
+        (["--resume", "--overwrite"], "contradict"),
+    ],
+)
+def test_bad_flags(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(["--device", "cuda"])
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_mnist_without_data_or_network_names_the_path_and_flag(tmp_path, capsys, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: <urlopen error Name or service not known>")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    code = main(["--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in err and "--data-dir" in err and "download failed" in err
+    code = main(["--dataset", "mnist", "--no-download", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert code == 1 and "--no-download" in capsys.readouterr().err
+
+
+def test_an_existing_run_is_neither_overwritten_nor_mixed(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = TINY + ["--method", "simclr", "--epochs", "1", "--train-subset", "128", "--probe-epochs", "2", "--out", out]
+    assert main(args) == 0
+    first = json.loads((Path(out) / "results.json").read_text())
+    assert main(args) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    # --resume keeps the finished result; other training flags are refused
+    assert main(args + ["--resume"]) == 0
+    assert json.loads((Path(out) / "results.json").read_text()) == first
+    assert main(args + ["--resume", "--lr", "0.9"]) == 1
+    assert "different training settings" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    calls = {"n": 0}
+    real = METHODS["simclr"].loss_terms
+
+    def poisoned(self, x1, x2):
+        calls["n"] += 1
+        loss, terms = real(self, x1, x2)
+        if calls["n"] > 3:  # epoch 1 has 2 steps, so epoch 2 goes bad
+            loss = loss * float("nan")
+        return loss, terms
+
+    monkeypatch.setattr(METHODS["simclr"], "loss_terms", poisoned)
+    out = tmp_path / "run"
+    args = TINY + ["--method", "simclr", "--epochs", "3", "--train-subset", "128", "--out", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "NaN/inf at step 4 (epoch 2)" in err and "last good checkpoint (epoch 1)" in err
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in state["method"].values() if t.is_floating_point())
+    assert not (out / "results.json").exists()
+    assert protocol.CHECKPOINT == "checkpoint.pt"

@@ -1,0 +1,242 @@
+"""The run configuration: one dataclass, its command line, and its resolution.
+
+A field left at ``None`` means "the default for this dataset / method":
+:func:`resolve` fills dataset defaults (epochs, batch size, image size) from
+``train.datasets.DATASETS`` and :func:`for_method` fills the method's
+published hyper-parameters from ``Method.defaults``. The fully resolved config
+of every run is written to its output folder as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .datasets import DATASETS
+from .methods import METHODS
+
+_CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "sinsim"
+OPTIMIZERS = ("lars", "sgd", "adamw")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class Config:
+    # what to run, on what, where
+    dataset: str = "digits"
+    method: str = "sinsim"
+    data_dir: str = str(_CACHE_HOME / "data")
+    cache_dir: str = str(_CACHE_HOME)
+    out: Optional[str] = None
+    download: bool = True
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    # budget
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    image_size: Optional[int] = None
+    train_subset: Optional[int] = None
+    # optimisation (None: the method's published value)
+    optimizer: Optional[str] = None
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+    momentum: float = 0.9
+    warmup_epochs: Optional[float] = None
+    # heads and losses (None: the method's published value, or unused)
+    temperature: Optional[float] = None
+    proj_hidden_dim: Optional[int] = None
+    proj_output_dim: Optional[int] = None
+    pred_hidden_dim: Optional[int] = None
+    ema_tau: Optional[float] = None
+    barlow_lambda: Optional[float] = None
+    # SinSim's Sinkhorn term
+    sinkhorn_weight: float = 0.1
+    sinkhorn_eps: float = 0.05
+    sinkhorn_on: str = "features"
+    sinkhorn_cost: str = "sqeuclidean"
+    sinkhorn_normalize: bool = True
+    sinkhorn_iters: int = 100
+    sinkhorn_debias: bool = False
+    sinkhorn_backend: str = "auto"
+    # evaluation
+    probe_epochs: int = 100
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    knn_every: int = 0
+    # engineering
+    compile: bool = False
+    precision: str = "auto"
+    num_workers: int = min(8, os.cpu_count() or 1)
+    check_every: int = 50
+    checkpoint_every: int = 1
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # Fields that change the trained weights: a checkpoint only resumes a run
+    # that agrees on all of them.
+    TRAINING_FIELDS = (
+        "dataset", "method", "seed", "epochs", "batch_size", "image_size", "train_subset",
+        "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs",
+        "temperature", "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim", "ema_tau", "barlow_lambda",
+        "sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
+        "sinkhorn_iters", "sinkhorn_debias", "precision",
+    )
+
+    def training_signature(self) -> Dict[str, Any]:
+        return {k: getattr(self, k) for k in self.TRAINING_FIELDS}
+
+
+def _typed(cast, predicate, what):
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not predicate(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _typed(int, lambda v: v > 0, "a positive integer")
+nonneg_int = _typed(int, lambda v: v >= 0, "a non-negative integer")
+positive_float = _typed(float, lambda v: v > 0 and v < float("inf"), "a positive number")
+nonneg_float = _typed(float, lambda v: 0 <= v < float("inf"), "a non-negative number")
+unit_interval = _typed(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Config()
+    p = argparse.ArgumentParser(
+        prog="python train/run.py",
+        description="Self-supervised pretraining (SinSim = SimCLR + lambda * Sinkhorn, and baselines) "
+        "followed by frozen-feature evaluation: linear probe, 2-layer MLP probe, kNN.",
+        epilog="Example: python train/run.py --dataset digits --method all   (a few minutes on 2 CPU cores)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("what to run")
+    g.add_argument("--dataset", choices=list(DATASETS), default=d.dataset,
+                   help="; ".join(f"{k}: {s.description}" for k, s in DATASETS.items()))
+    g.add_argument("--method", choices=list(METHODS) + ["all"], default=d.method,
+                   help="'all' runs every method into OUT/<method>/ and writes a combined table")
+    g.add_argument("--data-dir", default=d.data_dir, help="where the dataset files are (or are downloaded to)")
+    g.add_argument("--cache-dir", default=d.cache_dir, help="where decoded image archives are cached")
+    g.add_argument("--out", default=None, help="output folder (default: runs/<dataset>-<method>)")
+    g.add_argument("--download", action=argparse.BooleanOptionalAction, default=d.download,
+                   help="download missing datasets with torchvision")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint (skips finished methods)")
+    g.add_argument("--overwrite", action="store_true", help="start again even if OUT already holds a run")
+
+    g = p.add_argument_group("budget (defaults depend on the dataset)")
+    g.add_argument("--epochs", type=positive_int)
+    g.add_argument("--batch-size", type=positive_int)
+    g.add_argument("--image-size", type=positive_int, help="images are resized once to this side")
+    g.add_argument("--train-subset", type=positive_int, metavar="K",
+                   help="pretrain on K images; the probes still use the full labelled splits")
+
+    g = p.add_argument_group("optimisation (defaults: each method's published recipe)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--lr", type=positive_float, help="learning rate per 256 images (scaled by batch/256)")
+    g.add_argument("--weight-decay", type=nonneg_float)
+    g.add_argument("--momentum", type=unit_interval, default=d.momentum)
+    g.add_argument("--warmup-epochs", type=nonneg_float, help="linear warm-up (default: min(10, epochs/10))")
+
+    g = p.add_argument_group("method heads and losses (defaults: published values)")
+    g.add_argument("--temperature", type=positive_float, help="NT-Xent temperature (simclr, sinsim)")
+    g.add_argument("--proj-hidden-dim", type=positive_int)
+    g.add_argument("--proj-output-dim", type=positive_int)
+    g.add_argument("--pred-hidden-dim", type=positive_int, help="BYOL predictor width")
+    g.add_argument("--ema-tau", type=unit_interval, help="BYOL base target momentum")
+    g.add_argument("--barlow-lambda", type=nonneg_float, help="Barlow Twins off-diagonal weight")
+
+    g = p.add_argument_group("SinSim's Sinkhorn term")
+    g.add_argument("--sinkhorn-weight", type=nonneg_float, default=d.sinkhorn_weight, metavar="LAMBDA")
+    g.add_argument("--sinkhorn-eps", type=positive_float, default=d.sinkhorn_eps, metavar="EPS")
+    g.add_argument("--sinkhorn-on", choices=["features", "projection"], default=d.sinkhorn_on,
+                   help="compare encoder features h (the paper) or projections z")
+    g.add_argument("--sinkhorn-cost", choices=["sqeuclidean", "cosine"], default=d.sinkhorn_cost)
+    g.add_argument("--sinkhorn-normalize", action=argparse.BooleanOptionalAction, default=d.sinkhorn_normalize,
+                   help="L2-normalise the embeddings before transport")
+    g.add_argument("--sinkhorn-iters", type=positive_int, default=d.sinkhorn_iters)
+    g.add_argument("--sinkhorn-debias", action="store_true", help="use the Sinkhorn divergence")
+    g.add_argument("--sinkhorn-backend", choices=["auto", "kernel", "reference"], default=d.sinkhorn_backend,
+                   help="compiled kernel, plain-PyTorch reference, or auto (kernel when built for the device)")
+
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--probe-epochs", type=positive_int, default=d.probe_epochs, help="MLP probe epochs")
+    g.add_argument("--knn-k", type=positive_int, default=d.knn_k)
+    g.add_argument("--knn-every", type=nonneg_int, default=d.knn_every, help="kNN monitor every N epochs (0: off)")
+
+    g = p.add_argument_group("engineering")
+    g.add_argument("--compile", action="store_true", help="torch.compile the augmentations and the training step")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    g.add_argument("--num-workers", type=positive_int, default=d.num_workers, help="threads decoding image archives")
+    g.add_argument("--check-every", type=positive_int, default=d.check_every, help="check the loss for NaN/inf every N steps")
+    g.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every, help="epochs between checkpoints")
+    return p
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
+    """Parse the command line into a dataset-resolved :class:`Config`;
+    impossible combinations exit through ``parser.error``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cfg = Config(**vars(args))
+    if cfg.resume and cfg.overwrite:
+        parser.error("--resume and --overwrite contradict each other")
+    if cfg.device == "cuda" and not _cuda_available():
+        parser.error("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    if cfg.precision == "bf16" and resolved_device(cfg) == "cpu":
+        parser.error("--precision bf16 needs --device cuda (CPU runs use fp32)")
+    return resolve(cfg)
+
+
+def resolved_device(cfg: Config) -> str:
+    if cfg.device == "auto":
+        return "cuda" if _cuda_available() else "cpu"
+    return cfg.device
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill the dataset defaults and the device; methods are filled later."""
+    spec = DATASETS[cfg.dataset]
+    cfg = dataclasses.replace(
+        cfg,
+        device=resolved_device(cfg),
+        epochs=cfg.epochs or spec.epochs,
+        batch_size=cfg.batch_size or spec.batch_size,
+        image_size=cfg.image_size or spec.image_size,
+        out=cfg.out or str(Path("runs") / f"{cfg.dataset}-{cfg.method}"),
+    )
+    if cfg.precision == "auto":
+        cfg.precision = "bf16" if cfg.device == "cuda" else "fp32"
+    if cfg.warmup_epochs is None:
+        cfg.warmup_epochs = min(10.0, cfg.epochs / 10)
+    return cfg
+
+
+def for_method(cfg: Config, name: str, out: Optional[str] = None) -> Config:
+    """``cfg`` for one method: its published defaults fill the unset fields."""
+    filled = {k: v for k, v in METHODS[name].defaults.items() if getattr(cfg, k) is None}
+    return dataclasses.replace(cfg, method=name, out=out or cfg.out, **filled)
+
+
+def method_names(cfg: Config) -> List[str]:
+    return list(METHODS) if cfg.method == "all" else [cfg.method]

@@ -1,0 +1,98 @@
+"""The in-memory form every dataset loader returns, and its error type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class DatasetError(RuntimeError):
+    """A dataset is missing, incomplete or corrupt; the message says what was
+    expected where and which flag changes it."""
+
+
+@dataclass
+class ImageData:
+    """A labelled image dataset held in memory as uint8 tensors.
+
+    Images are ``(N, C, H, W)`` uint8 in 0..255; labels are int64 class
+    indices into ``classes``. ``pretrain`` is what self-supervised training
+    sees: the train split, or for STL-10 the train and unlabeled splits.
+    """
+
+    name: str
+    pretrain: torch.Tensor
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: List[str]
+    source: str = ""  # where it was read from, for the run's config
+    notes: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        for split in ("pretrain", "train_images", "test_images"):
+            t = getattr(self, split)
+            if t.dtype != torch.uint8 or t.dim() != 4:
+                raise ValueError(f"{self.name}.{split} must be uint8 (N, C, H, W), got {t.dtype} {tuple(t.shape)}")
+        for images, labels in ((self.train_images, self.train_labels), (self.test_images, self.test_labels)):
+            if len(images) != len(labels):
+                raise ValueError(f"{self.name}: {len(images)} images but {len(labels)} labels")
+
+    @property
+    def channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_images.shape[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def channel_stats(self) -> tuple:
+        """Per-channel mean and std of the pretraining images, in [0, 1] units."""
+        x = self.pretrain.double().div_(255.0)
+        return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist())
+
+    def resized(self, size: int) -> "ImageData":
+        """The same data with every image resized to ``size`` x ``size`` once
+        (bilinear, antialiased), so that training never resizes a full image."""
+        if self.train_images.shape[-2:] == (size, size) and self.pretrain.shape[-2:] == (size, size):
+            return self
+        return replace(
+            self,
+            pretrain=resize_uint8(self.pretrain, size),
+            train_images=resize_uint8(self.train_images, size),
+            test_images=resize_uint8(self.test_images, size),
+        )
+
+    def with_pretrain_subset(self, k: Optional[int], seed: int) -> "ImageData":
+        """Keep ``k`` pretraining images, drawn without replacement with
+        ``seed``; the labelled splits used by the probes are unchanged."""
+        if k is None:
+            return self
+        n = len(self.pretrain)
+        if k > n:
+            raise DatasetError(f"--train-subset {k} is larger than the {n} pretraining images of {self.name}")
+        keep = np.sort(np.random.default_rng(seed).permutation(n)[:k])
+        return replace(self, pretrain=self.pretrain[torch.from_numpy(keep)])
+
+
+def resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    out = []
+    for part in images.split(chunk):
+        x = F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out) if out else images.new_empty((0, images.shape[1], size, size))
+
+
+def as_tensors(images: np.ndarray, labels: Sequence[int]) -> tuple:
+    """``(N, C, H, W)`` uint8 and int64 tensors from numpy arrays (no copy when contiguous)."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    return torch.from_numpy(images), torch.as_tensor(np.asarray(labels, dtype=np.int64))

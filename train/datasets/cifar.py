@@ -1,0 +1,131 @@
+"""CIFAR-10 and CIFAR-100, from any of the layouts they come in.
+
+Looked for under ``DATA_DIR`` in this order:
+
+1. the official python pickles, torchvision's layout:
+   ``cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}`` or
+   ``cifar-100-python/{train,test,meta}``;
+2. an image folder ``cifar10/{train,test}/<class>/*`` (or ``cifar100/...``);
+3. the JPEG archive ``cifar10-jpeg.tar.gz`` (or ``cifar100-jpeg.tar.gz``),
+   decoded once and cached (see :mod:`train.datasets.folder`);
+4. otherwise the pickles are downloaded with torchvision's ``CIFAR10`` /
+   ``CIFAR100`` classes, when there is a network.
+
+For CIFAR-100 the sorted fine-class folder names give the official label
+order (apple = 0 ... worm = 99), so all layouts agree on labels. The JPEG
+copies are lossy: report their accuracies as "CIFAR-10 (JPEG copy)".
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import folder
+from .base import DatasetError, ImageData, as_tensors
+from .download import try_download
+
+LAYOUTS = {
+    "cifar10": {
+        "pickle_dir": "cifar-10-batches-py",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "meta": ("batches.meta", "label_names"),
+        "labels": "labels",
+        "torchvision": "CIFAR10",
+    },
+    "cifar100": {
+        "pickle_dir": "cifar-100-python",
+        "train": ["train"],
+        "test": ["test"],
+        "meta": ("meta", "fine_label_names"),
+        "labels": "fine_labels",
+        "torchvision": "CIFAR100",
+    },
+}
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise DatasetError(f"{path} is corrupt: not a CIFAR python pickle ({exc})") from exc
+
+
+def read_pickles(folder_path: Path, name: str) -> ImageData:
+    """Read the official python-pickle batches of ``name`` from ``folder_path``."""
+    layout = LAYOUTS[name]
+    splits = {}
+    for split in ("train", "test"):
+        xs, ys = [], []
+        for batch in layout[split]:
+            entry = _unpickle(folder_path / batch)
+            try:
+                data, labels = np.asarray(entry["data"], dtype=np.uint8), entry[layout["labels"]]
+            except KeyError as exc:
+                raise DatasetError(f"{folder_path / batch} has no {exc} entry: not a {name} batch") from exc
+            if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+                raise DatasetError(f"{folder_path / batch}: data {data.shape} / {len(labels)} labels is not CIFAR's N x 3072")
+            xs.append(data.reshape(-1, 3, 32, 32))
+            ys.extend(labels)
+        splits[split] = as_tensors(np.concatenate(xs), ys)
+    meta_file, key = layout["meta"]
+    if (folder_path / meta_file).is_file():
+        classes = list(_unpickle(folder_path / meta_file)[key])
+    else:
+        classes = [str(i) for i in range(int(max(splits["train"][1].max(), splits["test"][1].max())) + 1)]
+    (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
+    return ImageData(
+        name=name,
+        pretrain=train_images,
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+        classes=classes,
+        source=str(folder_path),
+    )
+
+
+def _has_pickles(data_dir: Path, name: str) -> Optional[Path]:
+    layout = LAYOUTS[name]
+    path = data_dir / layout["pickle_dir"]
+    needed = layout["train"] + layout["test"]
+    return path if all((path / f).is_file() for f in needed) else None
+
+
+def _jpeg_source(data_dir: Path, name: str) -> Optional[Path]:
+    for candidate in (data_dir / name, data_dir / f"{name}-jpeg" / name):
+        if (candidate / "train").is_dir() and (candidate / "test").is_dir():
+            return candidate
+    archive = data_dir / f"{name}-jpeg.tar.gz"
+    return archive if archive.is_file() else None
+
+
+def load(name: str, data_dir: Path, cache_dir: Path, download: bool = True, num_workers: int = 4, **_ignored) -> ImageData:
+    data_dir = Path(data_dir).expanduser()
+    pickles = _has_pickles(data_dir, name)
+    if pickles is not None:
+        return read_pickles(pickles, name)
+    jpeg = _jpeg_source(data_dir, name)
+    if jpeg is not None:
+        data = folder.image_data(name, jpeg, 32, cache_dir, num_workers)
+        data.notes.append(f"{name} read from the lossy JPEG copy {jpeg}: report as '{name} (JPEG copy)'")
+        return data
+    import torchvision.datasets
+
+    tv_class = getattr(torchvision.datasets, LAYOUTS[name]["torchvision"])
+    reason = try_download(lambda root: tv_class(root, train=True, download=True), data_dir, download)
+    pickles = _has_pickles(data_dir, name)
+    if pickles is None:
+        raise DatasetError(
+            f"{name} not found in {data_dir}: expected the python pickles "
+            f"{data_dir / LAYOUTS[name]['pickle_dir']}/ (torchvision's layout), an image folder "
+            f"{data_dir / name}/{{train,test}}/<class>/, or the archive {data_dir / (name + '-jpeg.tar.gz')} "
+            f"({reason}). Pass --data-dir DIR holding one of these (this project's offline copy: --data-dir ../shared/data)."
+        )
+    return read_pickles(pickles, name)

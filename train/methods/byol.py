@@ -1,0 +1,63 @@
+"""BYOL (Grill et al., NeurIPS 2020, arXiv:2006.07733).
+
+An online network (encoder, projector, predictor) predicts the projection a
+momentum target network (encoder, projector) gives to the other view::
+
+    L = L_byol(q(z1), z2') + L_byol(q(z2), z1')
+
+The target's weights follow the online ones: ``xi <- tau xi + (1 - tau)
+theta`` after each step, with ``tau = 1 - (1 - tau_base) (cos(pi k/K) + 1) / 2``
+rising from ``tau_base`` to 1 over the ``K`` training steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from sinsim_ext.losses import BYOLLoss
+
+from ..models import mlp
+from .base import Method
+
+
+class BYOL(Method):
+    name = "byol"
+    # ResNet-18 on CIFAR, solo-learn scripts/pretrain/cifar/byol.yaml: LARS lr
+    # 1.0 per 256 images, weight decay 1e-5, projector and predictor
+    # 4096 -> 256, tau_base 0.99 (the paper's ImageNet runs: 0.996).
+    defaults = dict(optimizer="lars", lr=1.0, weight_decay=1e-5, proj_hidden_dim=4096, proj_output_dim=256,
+                    pred_hidden_dim=4096, ema_tau=0.99)
+    recipe = "byol"
+
+    def __init__(self, backbone, feature_dim, cfg):
+        super().__init__(backbone, feature_dim, cfg)
+        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim)
+        self.predictor = mlp(cfg.proj_output_dim, cfg.pred_hidden_dim, cfg.proj_output_dim)
+        self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.tau_base = cfg.ema_tau
+        self.byol = BYOLLoss()
+
+    def trainable(self):
+        return torch.nn.ModuleList([self.backbone, self.projector, self.predictor])
+
+    def loss_terms(self, x1, x2):
+        p1 = self.predictor(self.projector(self.backbone(x1)))
+        p2 = self.predictor(self.projector(self.backbone(x2)))
+        with torch.no_grad():
+            t1 = self.target_projector(self.target_backbone(x1))
+            t2 = self.target_projector(self.target_backbone(x2))
+        loss = self.byol(p1, t2) + self.byol(p2, t1)
+        return loss, {"byol": loss}
+
+    def tau(self, step: int, total_steps: int) -> float:
+        return 1 - (1 - self.tau_base) * (math.cos(math.pi * step / max(1, total_steps)) + 1) / 2
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step, total_steps):
+        tau = self.tau(step, total_steps)
+        for online, target in ((self.backbone, self.target_backbone), (self.projector, self.target_projector)):
+            torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), 1 - tau)

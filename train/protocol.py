@@ -1,0 +1,214 @@
+"""The whole protocol for one method (pretrain, evaluate, record) and for all.
+
+Output folder of a method run::
+
+    config.json      the resolved config
+    metrics.csv      one row per epoch: loss and its terms, lr, time, images/s (kNN if monitored)
+    checkpoint.pt    the last finished epoch (see train.checkpoint)
+    results.json     linear / MLP / kNN accuracy, budget, timings, seed
+    results.md       the same as a markdown table
+
+``--method all`` runs every method into ``OUT/<method>/`` and writes the
+combined ``OUT/results.json`` and ``OUT/results.md``.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .augment import TwoViews, view_specs
+from .checkpoint import atomic_write_json, load_checkpoint, restore, save_checkpoint
+from .config import Config, for_method, method_names
+from .datasets import DATASETS, ImageData, load_dataset
+from .engine import EpochStats, NonFiniteLossError, Trainer
+from .evaluate import evaluate_encoder, knn_monitor
+from .methods import METHODS
+from .models import resnet18_encoder
+from .optim import build_optimizer, build_scheduler
+from .results import read_results, write_combined, write_method_results, write_metrics_csv
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class RunError(RuntimeError):
+    """A run cannot start or cannot go on; the message says why and what to do."""
+
+
+def log(message: str) -> None:
+    tqdm.write(message)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def dataset_label(data: ImageData) -> str:
+    return f"{data.name} (JPEG copy)" if any("JPEG copy" in n for n in data.notes) else data.name
+
+
+def method_dirs(cfg: Config) -> Dict[str, Path]:
+    names = method_names(cfg)
+    if cfg.method == "all":
+        return {name: Path(cfg.out) / name for name in names}
+    return {names[0]: Path(cfg.out)}
+
+
+def check_out_dirs(cfg: Config) -> None:
+    """Refuse to start over a finished or interrupted run without a word;
+    with ``--overwrite``, clear the old run's state first."""
+    if cfg.resume:
+        return
+    if cfg.overwrite:
+        for d in method_dirs(cfg).values():
+            for name in (CHECKPOINT, "results.json", "results.md", "metrics.csv"):
+                (d / name).unlink(missing_ok=True)
+        return
+    taken = [d for d in method_dirs(cfg).values() if (d / CHECKPOINT).exists() or (d / "results.json").exists()]
+    if taken:
+        raise RunError(
+            f"{taken[0]} already holds a run. Pass --resume to continue it (finished methods are kept), "
+            "--overwrite to start again, or another --out"
+        )
+
+
+def _configure_backends(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+
+
+def run_method(cfg: Config, data: ImageData) -> Dict:
+    """Pretrain ``cfg.method`` on ``data``, evaluate it, write its outputs."""
+    out = Path(cfg.out)
+    signature = cfg.training_signature()
+    previous = read_results(out) if cfg.resume else None
+    if previous is not None and previous.get("signature") == signature:
+        log(f"{cfg.method}: finished earlier, keeping {out / 'results.json'}")
+        return previous
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", cfg.to_dict())
+    wall_start = time.perf_counter()
+
+    seed_everything(cfg.seed)
+    device = torch.device(cfg.device)
+    _configure_backends(device)
+    backbone, feature_dim = resnet18_encoder(data.channels, cfg.image_size)
+    method = METHODS[cfg.method](backbone, feature_dim, cfg).to(device)
+    images = data.with_pretrain_subset(cfg.train_subset, cfg.seed).pretrain.to(device)
+    mean, std = data.channel_stats()
+    spec = DATASETS[cfg.dataset]
+    views = TwoViews(view_specs(method.recipe, cfg.image_size, spec.hflip, spec.crop_min_scale), mean, std)
+    batch_size = min(cfg.batch_size, len(images))
+    if batch_size < cfg.batch_size:
+        log(f"note: batch size {cfg.batch_size} > {len(images)} pretraining images; using {batch_size}")
+    steps_per_epoch = len(images) // batch_size
+    optimizer = build_optimizer(cfg.optimizer, method.trainable(), cfg.lr * batch_size / 256, cfg.weight_decay, cfg.momentum)
+    scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch))
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    trainer = Trainer(method, images, views, optimizer, scheduler, batch_size=batch_size, epochs=cfg.epochs,
+                      generator=generator, precision=cfg.precision, compile=cfg.compile,
+                      check_every=cfg.check_every, label=cfg.method)
+
+    checkpoint_path = out / CHECKPOINT
+    start_epoch, metrics = 0, []
+    if cfg.resume:
+        state = load_checkpoint(checkpoint_path, signature)
+        if state is not None:
+            restore(state, method=method, optimizer=optimizer, scheduler=scheduler, generators={"data": generator})
+            start_epoch, metrics = state["epoch"], state["metrics"]
+            log(f"{cfg.method}: resuming after epoch {start_epoch} from {checkpoint_path}")
+
+    def on_epoch_end(s: EpochStats) -> None:
+        row = s.row()
+        if cfg.knn_every and s.epoch % cfg.knn_every == 0:
+            row["knn"] = knn_monitor(method.backbone, data, views.plain, k=cfg.knn_k,
+                                     temperature=cfg.knn_temperature, precision=cfg.precision)
+        metrics.append(row)
+        write_metrics_csv(out / "metrics.csv", metrics)
+        if s.epoch % cfg.checkpoint_every == 0 or s.epoch == cfg.epochs:
+            save_checkpoint(checkpoint_path, method=method, optimizer=optimizer, scheduler=scheduler,
+                            epoch=s.epoch, step=s.epoch * steps_per_epoch, metrics=metrics,
+                            generators={"data": generator}, signature=signature)
+        terms = " ".join(f"{k} {v:.4f}" for k, v in s.terms.items() if len(s.terms) > 1)
+        knn = f" knn {row['knn']:.2f}%" if "knn" in row else ""
+        log(f"{cfg.method} epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f} {terms}{knn} "
+            f"({s.seconds:.1f} s, {s.images_per_second:.0f} img/s)")
+
+    try:
+        trainer.fit(start_epoch, on_epoch_end)
+    except NonFiniteLossError as exc:
+        done = metrics[-1]["epoch"] if metrics else 0
+        kept = (f"the last good checkpoint (epoch {done}) is kept at {checkpoint_path}"
+                if checkpoint_path.exists() else "no epoch finished, so there is no checkpoint")
+        raise RunError(f"{cfg.method}: {exc}; {kept}") from exc
+
+    pretrain_seconds = sum(m["seconds"] for m in metrics)
+    eval_start = time.perf_counter()
+    scores = evaluate_encoder(method.backbone, data, views.plain, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
+                              probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision)
+    eval_seconds = time.perf_counter() - eval_start
+    result = {
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "dataset_label": dataset_label(data),
+        **{k: round(v, 4) for k, v in scores.items()},
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "pretrain_seconds": round(pretrain_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "epoch_seconds_median": round(statistics.median(m["seconds"] for m in metrics), 4),
+        "images_per_second": round(statistics.median(m["images_per_second"] for m in metrics), 1),
+        "final_loss": metrics[-1]["loss"],
+        "device": device_label(device),
+        "budget": {
+            "epochs": cfg.epochs,
+            "batch_size": batch_size,
+            "image_size": cfg.image_size,
+            "train_subset": cfg.train_subset,
+            "pretrain_images": len(images),
+            "steps": steps_per_epoch * cfg.epochs,
+        },
+        "data_source": data.source,
+        "notes": data.notes,
+        "signature": signature,
+    }
+    write_method_results(out, result)
+    log(f"{cfg.method}: linear {result['linear']:.2f}%  MLP {result['mlp']:.2f}%  kNN {result['knn']:.2f}%  "
+        f"(pretrain {pretrain_seconds:.1f} s, eval {eval_seconds:.1f} s) -> {out}")
+    return result
+
+
+def run_protocol(cfg: Config) -> List[Dict]:
+    """Run ``cfg.method`` (or every method) and return the result records."""
+    check_out_dirs(cfg)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.cache_dir, cfg.image_size,
+                        download=cfg.download, num_workers=cfg.num_workers)
+    for note in data.notes:
+        log(f"note: {note}")
+    log(f"{data.name}: {len(data.pretrain)} pretraining images, {len(data.train_images)} train / "
+        f"{len(data.test_images)} test labelled, {data.num_classes} classes, {cfg.image_size} px, device {cfg.device}")
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    if cfg.method == "all":
+        atomic_write_json(Path(cfg.out) / "config.json", cfg.to_dict())
+    results = [run_method(for_method(cfg, name, str(path)), data) for name, path in method_dirs(cfg).items()]
+    if cfg.method == "all":
+        table = write_combined(Path(cfg.out), results)
+        log("\n" + table + f"\n(written to {Path(cfg.out) / 'results.md'})")
+    return results

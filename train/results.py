@@ -1,0 +1,68 @@
+"""Result records (``results.json``), their markdown tables and the per-epoch CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .checkpoint import atomic_write_json, atomic_write_text
+
+COLUMNS = (
+    ("method", "method", "{}"),
+    ("linear", "linear %", "{:.2f}"),
+    ("mlp", "MLP %", "{:.2f}"),
+    ("knn", "kNN %", "{:.2f}"),
+    ("epochs", "epochs", "{}"),
+    ("pretrain_seconds", "pretrain s", "{:.1f}"),
+    ("images_per_second", "img/s", "{:.0f}"),
+    ("seed", "seed", "{}"),
+)
+
+
+def markdown_table(results: Sequence[Dict], title: Optional[str] = None) -> str:
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| " + " | ".join(h for _, h, _ in COLUMNS) + " |")
+    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+    for r in results:
+        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_title(result: Dict) -> str:
+    budget = result["budget"]
+    subset = f", pretrained on {budget['train_subset']} images" if budget.get("train_subset") else ""
+    return (f"{result['dataset_label']}: ResNet-18, {budget['epochs']} epochs, batch {budget['batch_size']}, "
+            f"{budget['image_size']} px{subset}, {result['device']}")
+
+
+def write_method_results(out: Path, result: Dict) -> None:
+    atomic_write_json(Path(out) / "results.json", result)
+    atomic_write_text(Path(out) / "results.md", markdown_table([result], table_title(result)))
+
+
+def read_results(out: Path) -> Optional[Dict]:
+    path = Path(out) / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_combined(out: Path, results: List[Dict]) -> str:
+    """``results.json`` (a list) and ``results.md`` for a ``--method all`` run."""
+    table = markdown_table(results, table_title(results[0]) if results else None)
+    atomic_write_json(Path(out) / "results.json", results)
+    atomic_write_text(Path(out) / "results.md", table)
+    return table
+
+
+def write_metrics_csv(path: Path, rows: List[Dict]) -> None:
+    fields: List[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
