@@ -807,6 +807,11 @@ Layout choose_layout(const std::vector<ProblemDesc<T>>& probs, const DeviceInfo&
     const auto L = plan_layout(probs, forced->first, forced->second, dev);
     TORCH_CHECK(L, "sinsim_ext: SINSIM_CUDA_LAYOUT=", forced->first, ",", forced->second,
                 " does not fit in shared memory for these shapes");
+    // the Q clusters of a problem wait for each other: they must all be resident
+    const int clusters = L->G > 1 || L->Q > 1 ? max_active_clusters<T>(*L, L->G * L->Q) : 1;
+    TORCH_CHECK(L->Q == 1 || clusters >= L->Q, "sinsim_ext: SINSIM_CUDA_LAYOUT=", forced->first, ",",
+                forced->second, " needs ", L->Q, " co-resident clusters of ", L->G,
+                " blocks but this GPU runs ", clusters, " at once");
     return *L;
   }
   const int by_work = static_cast<int>(std::min<int64_t>(1 << 20, (max_entries + 4095) / 4096));
