@@ -51,7 +51,8 @@ def test_method_all_runs_each_method_and_writes_one_table(tmp_path):
     proc = run_cli(*TINY, "--method", "all", "--epochs", "1", "--train-subset", "128", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     combined = json.loads((out / "results.json").read_text())
-    assert [r["method"] for r in combined] == list(METHODS)
+    assert [r["method"] for r in combined] == list(METHODS) + ["random init"]
+    assert 60 < combined[-1]["linear"] <= 100 and combined[-1]["epochs"] == 0
     table = (out / "results.md").read_text()
     for name in METHODS:
         assert (out / name / "results.json").is_file() and f"| {name} |" in table

@@ -44,7 +44,8 @@ def test_loss_falls_in_a_few_steps(name):
     g = torch.Generator().manual_seed(1)
     x1 = torch.randn(16, 1, 8, 8, generator=g)
     x2 = x1 + 0.3 * torch.randn(16, 1, 8, 8, generator=g)
-    opt = build_optimizer(cfg.optimizer, method.trainable(), lr=cfg.lr * 16 / 256, weight_decay=cfg.weight_decay)
+    opt = build_optimizer(cfg.optimizer, method.trainable(), lr=cfg.lr * 16 / 256, weight_decay=cfg.weight_decay,
+                          bias_lr_scale=cfg.bias_lr_scale)
     losses = []
     method.train()
     for step in range(12):
@@ -95,7 +96,7 @@ def test_lars_step_by_hand():
     b = torch.nn.Parameter(torch.tensor([1.0]))
     module = torch.nn.Module()
     module.w, module.b = w, b
-    opt = LARS(parameter_groups(module, weight_decay=0.1), lr=1.0, momentum=0.0, eta=0.02)
+    opt = LARS(parameter_groups(module, weight_decay=0.1, lr=1.0, bias_lr_scale=0.25), lr=1.0, momentum=0.0, eta=0.02)
     w.grad = torch.tensor([[0.0, 1.0]])  # |g| = 1
     b.grad = torch.tensor([2.0])
     opt.step()
@@ -103,7 +104,7 @@ def test_lars_step_by_hand():
     ratio = 0.02 * 5 / (1 + 0.1 * 5)
     expected_w = torch.tensor([[3.0, 4.0]]) - ratio * (torch.tensor([[0.0, 1.0]]) + 0.1 * torch.tensor([[3.0, 4.0]]))
     torch.testing.assert_close(w.detach(), expected_w)
-    torch.testing.assert_close(b.detach(), torch.tensor([1.0 - 2.0]))  # bias: plain SGD, no decay
+    torch.testing.assert_close(b.detach(), torch.tensor([1.0 - 0.25 * 2.0]))  # bias: plain SGD at lr / 4, no decay
 
 
 def test_warmup_cosine_schedule():
@@ -120,3 +121,4 @@ def test_method_defaults_fill_only_unset_fields():
     assert byol.lr == 0.123 and byol.weight_decay == 1e-5 and byol.ema_tau == 0.99 and byol.out == "x/byol"
     barlow = for_method(cfg, "barlow")
     assert barlow.barlow_lambda == 5e-3 and barlow.proj_output_dim == 2048 and barlow.temperature is None
+    assert barlow.bias_lr_scale == 0.024 and byol.bias_lr_scale == 1.0

@@ -48,6 +48,7 @@ class Config:
     weight_decay: Optional[float] = None
     momentum: float = 0.9
     warmup_epochs: Optional[float] = None
+    bias_lr_scale: Optional[float] = None
     # heads and losses (None: the method's published value, or unused)
     temperature: Optional[float] = None
     proj_hidden_dim: Optional[int] = None
@@ -65,6 +66,7 @@ class Config:
     sinkhorn_debias: bool = False
     sinkhorn_backend: str = "auto"
     # evaluation
+    eval: bool = True
     probe_epochs: int = 100
     knn_k: int = 20
     knn_temperature: float = 0.07
@@ -83,7 +85,7 @@ class Config:
     # that agrees on all of them.
     TRAINING_FIELDS = (
         "dataset", "method", "seed", "epochs", "batch_size", "image_size", "train_subset",
-        "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs",
+        "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "bias_lr_scale",
         "temperature", "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim", "ema_tau", "barlow_lambda",
         "sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
         "sinkhorn_iters", "sinkhorn_debias", "precision",
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=nonneg_float)
     g.add_argument("--momentum", type=unit_interval, default=d.momentum)
     g.add_argument("--warmup-epochs", type=nonneg_float, help="linear warm-up (default: min(10, epochs/10))")
+    g.add_argument("--bias-lr-scale", type=nonneg_float,
+                   help="learning-rate factor of biases and norm parameters (default 1; Barlow Twins 0.024)")
 
     g = p.add_argument_group("method heads and losses (defaults: published values)")
     g.add_argument("--temperature", type=positive_float, help="NT-Xent temperature (simclr, sinsim)")
@@ -174,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compiled kernel, plain-PyTorch reference, or auto (kernel when built for the device)")
 
     g = p.add_argument_group("evaluation")
+    g.add_argument("--eval", action=argparse.BooleanOptionalAction, default=d.eval,
+                   help="probe the encoder after pretraining (--no-eval: timing runs)")
     g.add_argument("--probe-epochs", type=positive_int, default=d.probe_epochs, help="MLP probe epochs")
     g.add_argument("--knn-k", type=positive_int, default=d.knn_k)
     g.add_argument("--knn-every", type=nonneg_int, default=d.knn_every, help="kNN monitor every N epochs (0: off)")
@@ -235,7 +241,10 @@ def resolve(cfg: Config) -> Config:
 def for_method(cfg: Config, name: str, out: Optional[str] = None) -> Config:
     """``cfg`` for one method: its published defaults fill the unset fields."""
     filled = {k: v for k, v in METHODS[name].defaults.items() if getattr(cfg, k) is None}
-    return dataclasses.replace(cfg, method=name, out=out or cfg.out, **filled)
+    cfg = dataclasses.replace(cfg, method=name, out=out or cfg.out, **filled)
+    if cfg.bias_lr_scale is None:
+        cfg.bias_lr_scale = 1.0
+    return cfg
 
 
 def method_names(cfg: Config) -> List[str]:

@@ -24,16 +24,17 @@ import torch
 from torch import nn
 
 
-def parameter_groups(module: nn.Module, weight_decay: float) -> List[dict]:
+def parameter_groups(module: nn.Module, weight_decay: float, lr: float, bias_lr_scale: float = 1.0) -> List[dict]:
     """Weights (>= 2-d) with weight decay and LARS adaptation; biases and
-    norm parameters (1-d) without either."""
+    norm parameters (1-d) without either, at ``bias_lr_scale`` times the
+    learning rate (Barlow Twins: 0.0048 / 0.2)."""
     decay, no_decay = [], []
     for p in module.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
     return [
-        {"params": decay, "weight_decay": weight_decay, "lars": True},
-        {"params": no_decay, "weight_decay": 0.0, "lars": False},
+        {"params": decay, "weight_decay": weight_decay, "lars": True, "lr": lr},
+        {"params": no_decay, "weight_decay": 0.0, "lars": False, "lr": lr * bias_lr_scale},
     ]
 
 
@@ -68,8 +69,9 @@ class LARS(torch.optim.SGD):
         return super().step(closure)
 
 
-def build_optimizer(name: str, module: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
-    groups = parameter_groups(module, weight_decay)
+def build_optimizer(name: str, module: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
+                    bias_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    groups = parameter_groups(module, weight_decay, lr, bias_lr_scale)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     for g in groups:

@@ -9,7 +9,8 @@ Output folder of a method run::
     results.md       the same as a markdown table
 
 ``--method all`` runs every method into ``OUT/<method>/`` and writes the
-combined ``OUT/results.json`` and ``OUT/results.md``.
+combined ``OUT/results.json`` and ``OUT/results.md``, with a last row for the
+untrained (random-init) encoder: the floor pretraining has to beat.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
     if batch_size < cfg.batch_size:
         log(f"note: batch size {cfg.batch_size} > {len(images)} pretraining images; using {batch_size}")
     steps_per_epoch = len(images) // batch_size
-    optimizer = build_optimizer(cfg.optimizer, method.trainable(), cfg.lr * batch_size / 256, cfg.weight_decay, cfg.momentum)
+    optimizer = build_optimizer(cfg.optimizer, method.trainable(), cfg.lr * batch_size / 256, cfg.weight_decay,
+                                cfg.momentum, cfg.bias_lr_scale)
     scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch))
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     trainer = Trainer(method, images, views, optimizer, scheduler, batch_size=batch_size, epochs=cfg.epochs,
@@ -160,14 +162,18 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
 
     pretrain_seconds = sum(m["seconds"] for m in metrics)
     eval_start = time.perf_counter()
-    scores = evaluate_encoder(method.backbone, data, views.plain, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
-                              probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision)
+    scores = {"linear": None, "mlp": None, "knn": None}
+    if cfg.eval:
+        scores = evaluate_encoder(method.backbone, data, views.plain, knn_k=cfg.knn_k,
+                                  knn_temperature=cfg.knn_temperature, probe_epochs=cfg.probe_epochs,
+                                  seed=cfg.seed, precision=cfg.precision)
     eval_seconds = time.perf_counter() - eval_start
     result = {
         "method": cfg.method,
         "dataset": cfg.dataset,
         "dataset_label": dataset_label(data),
-        **{k: round(v, 4) for k, v in scores.items()},
+        **{k: None if v is None else round(v, 4) for k, v in scores.items()},
+        "knn_k": cfg.knn_k,
         "epochs": cfg.epochs,
         "seed": cfg.seed,
         "pretrain_seconds": round(pretrain_seconds, 3),
@@ -190,9 +196,30 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
         "signature": signature,
     }
     write_method_results(out, result)
-    log(f"{cfg.method}: linear {result['linear']:.2f}%  MLP {result['mlp']:.2f}%  kNN {result['knn']:.2f}%  "
-        f"(pretrain {pretrain_seconds:.1f} s, eval {eval_seconds:.1f} s) -> {out}")
+    if cfg.eval:
+        log(f"{cfg.method}: linear {result['linear']:.2f}%  MLP {result['mlp']:.2f}%  kNN {result['knn']:.2f}%  "
+            f"(pretrain {pretrain_seconds:.1f} s, eval {eval_seconds:.1f} s) -> {out}")
+    else:
+        log(f"{cfg.method}: pretrained in {pretrain_seconds:.1f} s (median epoch {result['epoch_seconds_median']:.2f} s), "
+            f"no evaluation (--no-eval) -> {out}")
     return result
+
+
+def random_init_reference(cfg: Config, data: ImageData) -> Dict:
+    """The probes on an untrained encoder: the floor that pretraining must beat."""
+    seed_everything(cfg.seed)
+    device = torch.device(cfg.device)
+    encoder, _ = resnet18_encoder(data.channels, cfg.image_size)
+    mean, std = data.channel_stats()
+    to_input = TwoViews(view_specs("simclr", cfg.image_size), mean, std).plain
+    start = time.perf_counter()
+    scores = evaluate_encoder(encoder.to(device), data, to_input, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
+                              probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision)
+    log(f"random init (no pretraining): linear {scores['linear']:.2f}%  MLP {scores['mlp']:.2f}%  kNN {scores['knn']:.2f}%")
+    return {"method": "random init", "dataset": cfg.dataset, "dataset_label": dataset_label(data),
+            **{k: round(v, 4) for k, v in scores.items()}, "knn_k": cfg.knn_k, "epochs": 0, "seed": cfg.seed,
+            "eval_seconds": round(time.perf_counter() - start, 3), "device": device_label(device),
+            "budget": {"epochs": 0, "batch_size": None, "image_size": cfg.image_size, "train_subset": None}}
 
 
 def run_protocol(cfg: Config) -> List[Dict]:
@@ -202,13 +229,15 @@ def run_protocol(cfg: Config) -> List[Dict]:
                         download=cfg.download, num_workers=cfg.num_workers)
     for note in data.notes:
         log(f"note: {note}")
-    log(f"{data.name}: {len(data.pretrain)} pretraining images, {len(data.train_images)} train / "
+    subset = f" (a random {cfg.train_subset} of them with --train-subset)" if cfg.train_subset else ""
+    log(f"{data.name}: {len(data.pretrain)} pretraining images{subset}, {len(data.train_images)} train / "
         f"{len(data.test_images)} test labelled, {data.num_classes} classes, {cfg.image_size} px, device {cfg.device}")
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     if cfg.method == "all":
         atomic_write_json(Path(cfg.out) / "config.json", cfg.to_dict())
     results = [run_method(for_method(cfg, name, str(path)), data) for name, path in method_dirs(cfg).items()]
-    if cfg.method == "all":
+    if cfg.method == "all" and cfg.eval:
+        results.append(random_init_reference(cfg, data))
         table = write_combined(Path(cfg.out), results)
         log("\n" + table + f"\n(written to {Path(cfg.out) / 'results.md'})")
     return results

@@ -33,10 +33,10 @@ def markdown_table(results: Sequence[Dict], title: Optional[str] = None) -> str:
 
 
 def table_title(result: Dict) -> str:
-    budget = result["budget"]
+    budget = result["budget"]  # of the first (a pretrained) method
     subset = f", pretrained on {budget['train_subset']} images" if budget.get("train_subset") else ""
     return (f"{result['dataset_label']}: ResNet-18, {budget['epochs']} epochs, batch {budget['batch_size']}, "
-            f"{budget['image_size']} px{subset}, {result['device']}")
+            f"{budget['image_size']} px{subset}, kNN k={result.get('knn_k')}, {result['device']}")
 
 
 def write_method_results(out: Path, result: Dict) -> None:

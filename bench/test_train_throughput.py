@@ -1,0 +1,75 @@
+"""Images per second of one pretraining step, per method.
+
+    pytest bench/test_train_throughput.py --benchmark-only --benchmark-group-by=group
+
+One step is what the trainer does per batch: augment two views of a uint8
+batch already on the device, forward, loss, backward, optimiser step (and
+BYOL's target update). SinSim is timed with the compiled Sinkhorn kernel and
+with the plain-PyTorch reference, so its overhead over SimCLR shows directly.
+Each entry's ``extra_info`` holds ``images_per_second`` (batch / median step).
+
+* CPU: batch 32 of 3 x 16 x 16 images (small, so it runs anywhere).
+* CUDA, when present: the CIFAR-10 setting, batch 512 of 3 x 32 x 32, bf16
+  autocast, channels-last, eager (``--compile`` is measured end to end by
+  ``train/gpu_check.sh``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import train`
+
+from train.augment import TwoViews, view_specs  # noqa: E402
+from train.config import Config, for_method, resolve  # noqa: E402
+from train.engine import Trainer  # noqa: E402
+from train.methods import METHODS  # noqa: E402
+from train.models import resnet18_encoder  # noqa: E402
+from train.optim import build_optimizer, build_scheduler  # noqa: E402
+
+SETTINGS = {"cpu": dict(batch=32, size=16, precision="fp32", rounds=5)}
+if torch.cuda.is_available():
+    SETTINGS["cuda"] = dict(batch=512, size=32, precision="bf16", rounds=30)
+
+CASES = [(name, "auto") for name in METHODS] + [("sinsim", "reference")]
+
+
+def make_trainer(name: str, backend: str, device: str, batch: int, size: int, precision: str) -> Trainer:
+    torch.manual_seed(0)
+    base = resolve(Config(dataset="cifar10", method=name, device=device, image_size=size, batch_size=batch))
+    cfg = for_method(dataclasses.replace(base, sinkhorn_backend=backend), name)
+    backbone, dim = resnet18_encoder(3, size)
+    method = METHODS[name](backbone, dim, cfg).to(device)
+    images = torch.randint(0, 256, (4 * batch, 3, size, size), dtype=torch.uint8, device=device)
+    views = TwoViews(view_specs(method.recipe, size), (0.5,) * 3, (0.25,) * 3)
+    optimizer = build_optimizer(cfg.optimizer, method.trainable(), cfg.lr * batch / 256, cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, total_steps=10_000, warmup_steps=0)
+    return Trainer(method, images, views, optimizer, scheduler, batch_size=batch, epochs=1,
+                   generator=torch.Generator(device=device).manual_seed(0), precision=precision, progress=False)
+
+
+@pytest.mark.parametrize("device", list(SETTINGS))
+@pytest.mark.parametrize("name,backend", CASES, ids=[f"{n}-{b}" if b != "auto" else n for n, b in CASES])
+def test_train_step_throughput(benchmark, name, backend, device):
+    s = SETTINGS[device]
+    trainer = make_trainer(name, backend, device, s["batch"], s["size"], s["precision"])
+    trainer.method.train()
+    batch = trainer.images[: s["batch"]]
+
+    def step():
+        loss, _ = trainer._train_step(batch)
+        trainer.method.after_optimizer_step(1, 10)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return loss
+
+    benchmark.group = f"train step, {device}, batch {s['batch']}, {s['size']} px"
+    loss = benchmark.pedantic(step, rounds=s["rounds"], warmup_rounds=2)
+    assert torch.isfinite(loss)
+    benchmark.extra_info["images_per_second"] = s["batch"] / benchmark.stats.stats.median
+    benchmark.extra_info["sinkhorn_backend"] = backend if name == "sinsim" else None
