@@ -16,7 +16,6 @@ Each entry's ``extra_info`` holds ``images_per_second`` (batch / median step).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -25,12 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import train`
 
-from train.augment import TwoViews, view_specs  # noqa: E402
 from train.config import Config, for_method, resolve  # noqa: E402
 from train.engine import Trainer  # noqa: E402
 from train.methods import METHODS  # noqa: E402
-from train.models import resnet18_encoder  # noqa: E402
-from train.optim import build_optimizer, build_scheduler  # noqa: E402
+from train.protocol import build_trainer  # noqa: E402
 
 SETTINGS = {"cpu": dict(batch=32, size=16, precision="fp32", rounds=5)}
 if torch.cuda.is_available():
@@ -41,16 +38,10 @@ CASES = [(name, "auto") for name in METHODS] + [("sinsim", "reference")]
 
 def make_trainer(name: str, backend: str, device: str, batch: int, size: int, precision: str) -> Trainer:
     torch.manual_seed(0)
-    base = resolve(Config(dataset="cifar10", method=name, device=device, image_size=size, batch_size=batch))
-    cfg = for_method(dataclasses.replace(base, sinkhorn_backend=backend), name)
-    backbone, dim = resnet18_encoder(3, size)
-    method = METHODS[name](backbone, dim, cfg).to(device)
+    base = resolve(Config(dataset="cifar10", method=name, device=device, image_size=size, batch_size=batch,
+                          precision=precision, sinkhorn_backend=backend))
     images = torch.randint(0, 256, (4 * batch, 3, size, size), dtype=torch.uint8, device=device)
-    views = TwoViews(view_specs(method.recipe, size), (0.5,) * 3, (0.25,) * 3)
-    optimizer = build_optimizer(cfg.optimizer, method.trainable(), cfg.lr * batch / 256, cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, total_steps=10_000, warmup_steps=0)
-    return Trainer(method, images, views, optimizer, scheduler, batch_size=batch, epochs=1,
-                   generator=torch.Generator(device=device).manual_seed(0), precision=precision, progress=False)
+    return build_trainer(for_method(base, name), images, 3, (0.5,) * 3, (0.25,) * 3)
 
 
 @pytest.mark.parametrize("device", list(SETTINGS))

@@ -26,6 +26,10 @@ from torch import nn
 from . import reference
 from .ops import backends, sinkhorn_cost
 
+# The devices the compiled kernel was built for, read once (not inside a step
+# that torch.compile traces).
+_KERNEL_DEVICES = frozenset(backends())
+
 __all__ = [
     "BYOLLoss",
     "BarlowTwinsLoss",
@@ -136,9 +140,7 @@ class SinkhornLoss(nn.Module):
 
     def solver(self, device: torch.device):
         """The Sinkhorn function this loss calls for inputs on ``device``."""
-        if self.backend == "reference" or (
-            self.backend == "auto" and device.type not in backends()
-        ):
+        if self.backend == "reference" or (self.backend == "auto" and device.type not in _KERNEL_DEVICES):
             return reference.sinkhorn_cost
         return sinkhorn_cost
 

@@ -30,7 +30,8 @@ def run_cli(*args, cwd=None):
 
 def test_digits_single_method_end_to_end(tmp_path):
     out = tmp_path / "run"
-    proc = run_cli(*TINY, "--method", "sinsim", "--epochs", "2", "--sinkhorn-weight", "0.5", "--out", str(out))
+    proc = run_cli(*TINY, "--method", "sinsim", "--epochs", "2", "--sinkhorn-weight", "0.5", "--knn-every", "1",
+                   "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     result = json.loads((out / "results.json").read_text())
@@ -39,7 +40,8 @@ def test_digits_single_method_end_to_end(tmp_path):
     assert result["epochs"] == 2 and result["budget"]["pretrain_images"] == 256 and result["budget"]["steps"] == 8
     assert result["images_per_second"] > 0 and result["seed"] == 0
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert [r["epoch"] for r in rows] == ["1", "2"] and {"ntxent", "sinkhorn", "lr"} <= set(rows[0])
+    assert [r["epoch"] for r in rows] == ["1", "2"] and {"ntxent", "sinkhorn", "lr", "knn"} <= set(rows[0])
+    assert float(rows[-1]["knn"]) == pytest.approx(result["knn"])  # the monitor and the final kNN agree
     config = json.loads((out / "config.json").read_text())
     assert config["sinkhorn_weight"] == 0.5 and config["sinkhorn_on"] == "features" and config["temperature"] == 0.2
     assert "| sinsim |" in (out / "results.md").read_text()

@@ -28,6 +28,7 @@ On one-channel images the colour steps reduce to brightness and contrast.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Dict, Sequence, Tuple
@@ -36,8 +37,16 @@ import torch
 import torch.nn.functional as F
 
 _LUMA = (0.299, 0.587, 0.114)
-# RGB -> YIQ and back (NTSC); rotating (I, Q) by theta shifts hue by theta.
+# RGB -> YIQ (NTSC) and its inverse; rotating (I, Q) by theta shifts hue by theta.
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+_YIQ_TO_RGB = tuple(map(tuple, torch.linalg.inv(torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)).tolist()))
+
+
+@functools.lru_cache(maxsize=None)
+def _constant(values: tuple, shape: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A constant tensor, made once per device: building it from Python
+    numbers in every step would be a blocking host-to-device copy on CUDA."""
+    return torch.tensor(values, dtype=dtype, device=device).view(shape)
 
 
 @dataclass(frozen=True)
@@ -91,15 +100,15 @@ def to_unit_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    m = _constant(tuple(mean), (1, -1, 1, 1), x.device, x.dtype)
+    s = _constant(tuple(std), (1, -1, 1, 1), x.device, x.dtype)
     return (x - m) / s
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
-    w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    w = _constant(_LUMA, (1, 3, 1, 1), x.device, x.dtype)
     return (x * w).sum(dim=1, keepdim=True)
 
 
@@ -113,8 +122,8 @@ def _bernoulli(gen, n, p, device) -> torch.Tensor:
 
 def _hue_matrices(theta: torch.Tensor) -> torch.Tensor:
     """Per-sample 3x3 RGB matrices rotating the YIQ chroma plane by ``theta``."""
-    to_yiq = torch.tensor(_RGB_TO_YIQ, device=theta.device, dtype=theta.dtype)
-    from_yiq = torch.linalg.inv(to_yiq)
+    to_yiq = _constant(_RGB_TO_YIQ, (3, 3), theta.device, theta.dtype)
+    from_yiq = _constant(_YIQ_TO_RGB, (3, 3), theta.device, theta.dtype)
     cos, sin = torch.cos(theta), torch.sin(theta)
     rot = torch.zeros(theta.shape[0], 3, 3, device=theta.device, dtype=theta.dtype)
     rot[:, 0, 0] = 1

@@ -116,6 +116,15 @@ nonneg_float = _typed(float, lambda v: 0 <= v < float("inf"), "a non-negative nu
 unit_interval = _typed(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the unset (None) and off (False) ones."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.help is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = Config()
     p = argparse.ArgumentParser(
@@ -123,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-supervised pretraining (SinSim = SimCLR + lambda * Sinkhorn, and baselines) "
         "followed by frozen-feature evaluation: linear probe, 2-layer MLP probe, kNN.",
         epilog="Example: python train/run.py --dataset digits --method all   (a few minutes on 2 CPU cores)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("what to run")
     g.add_argument("--dataset", choices=list(DATASETS), default=d.dataset,
@@ -135,14 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="output folder (default: runs/<dataset>-<method>)")
     g.add_argument("--download", action=argparse.BooleanOptionalAction, default=d.download,
                    help="download missing datasets with torchvision")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: CUDA when available")
+    g.add_argument("--seed", type=int, default=d.seed, help="seeds the model, the data order and the augmentations")
     g.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint (skips finished methods)")
     g.add_argument("--overwrite", action="store_true", help="start again even if OUT already holds a run")
 
     g = p.add_argument_group("budget (defaults depend on the dataset)")
-    g.add_argument("--epochs", type=positive_int)
-    g.add_argument("--batch-size", type=positive_int)
+    g.add_argument("--epochs", type=positive_int, help="pretraining epochs")
+    g.add_argument("--batch-size", type=positive_int, help="images per step (two views each)")
     g.add_argument("--image-size", type=positive_int, help="images are resized once to this side")
     g.add_argument("--train-subset", type=positive_int, metavar="K",
                    help="pretrain on K images; the probes still use the full labelled splits")
@@ -151,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", choices=OPTIMIZERS)
     g.add_argument("--lr", type=positive_float, help="learning rate per 256 images (scaled by batch/256)")
     g.add_argument("--weight-decay", type=nonneg_float)
-    g.add_argument("--momentum", type=unit_interval, default=d.momentum)
+    g.add_argument("--momentum", type=unit_interval, default=d.momentum, help="SGD / LARS momentum")
     g.add_argument("--warmup-epochs", type=nonneg_float, help="linear warm-up (default: min(10, epochs/10))")
     g.add_argument("--bias-lr-scale", type=nonneg_float,
                    help="learning-rate factor of biases and norm parameters (default 1; Barlow Twins 0.024)")
@@ -165,14 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--barlow-lambda", type=nonneg_float, help="Barlow Twins off-diagonal weight")
 
     g = p.add_argument_group("SinSim's Sinkhorn term")
-    g.add_argument("--sinkhorn-weight", type=nonneg_float, default=d.sinkhorn_weight, metavar="LAMBDA")
-    g.add_argument("--sinkhorn-eps", type=positive_float, default=d.sinkhorn_eps, metavar="EPS")
+    g.add_argument("--sinkhorn-weight", type=nonneg_float, default=d.sinkhorn_weight, metavar="LAMBDA",
+                   help="weight of the Sinkhorn term")
+    g.add_argument("--sinkhorn-eps", type=positive_float, default=d.sinkhorn_eps, metavar="EPS",
+                   help="entropic regularisation, in units of the cost")
     g.add_argument("--sinkhorn-on", choices=["features", "projection"], default=d.sinkhorn_on,
                    help="compare encoder features h (the paper) or projections z")
-    g.add_argument("--sinkhorn-cost", choices=["sqeuclidean", "cosine"], default=d.sinkhorn_cost)
+    g.add_argument("--sinkhorn-cost", choices=["sqeuclidean", "cosine"], default=d.sinkhorn_cost, help="ground cost")
     g.add_argument("--sinkhorn-normalize", action=argparse.BooleanOptionalAction, default=d.sinkhorn_normalize,
                    help="L2-normalise the embeddings before transport")
-    g.add_argument("--sinkhorn-iters", type=positive_int, default=d.sinkhorn_iters)
+    g.add_argument("--sinkhorn-iters", type=positive_int, default=d.sinkhorn_iters, help="Sinkhorn iterations")
     g.add_argument("--sinkhorn-debias", action="store_true", help="use the Sinkhorn divergence")
     g.add_argument("--sinkhorn-backend", choices=["auto", "kernel", "reference"], default=d.sinkhorn_backend,
                    help="compiled kernel, plain-PyTorch reference, or auto (kernel when built for the device)")
@@ -181,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval", action=argparse.BooleanOptionalAction, default=d.eval,
                    help="probe the encoder after pretraining (--no-eval: timing runs)")
     g.add_argument("--probe-epochs", type=positive_int, default=d.probe_epochs, help="MLP probe epochs")
-    g.add_argument("--knn-k", type=positive_int, default=d.knn_k)
+    g.add_argument("--knn-k", type=positive_int, default=d.knn_k, help="neighbours of the kNN classifier")
     g.add_argument("--knn-every", type=nonneg_int, default=d.knn_every, help="kNN monitor every N epochs (0: off)")
 
     g = p.add_argument_group("engineering")

@@ -94,6 +94,26 @@ def _configure_backends(device: torch.device) -> None:
         torch.set_float32_matmul_precision("high")
 
 
+def build_trainer(cfg: Config, images: torch.Tensor, channels: int, mean, std) -> Trainer:
+    """The method, augmentations, optimiser, schedule and generator of a run
+    on the uint8 ``images`` (already on ``cfg.device``), ready to train."""
+    device = torch.device(cfg.device)
+    _configure_backends(device)
+    backbone, feature_dim = resnet18_encoder(channels, cfg.image_size)
+    method = METHODS[cfg.method](backbone, feature_dim, cfg).to(device)
+    spec = DATASETS[cfg.dataset]
+    views = TwoViews(view_specs(method.recipe, cfg.image_size, spec.hflip, spec.crop_min_scale), mean, std)
+    batch_size = min(cfg.batch_size, len(images))
+    steps_per_epoch = len(images) // batch_size
+    optimizer = build_optimizer(cfg.optimizer, method.trainable(), cfg.lr * batch_size / 256, cfg.weight_decay,
+                                cfg.momentum, cfg.bias_lr_scale)
+    scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch))
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    return Trainer(method, images, views, optimizer, scheduler, batch_size=batch_size, epochs=cfg.epochs,
+                   generator=generator, precision=cfg.precision, compile=cfg.compile,
+                   check_every=cfg.check_every, label=cfg.method)
+
+
 def run_method(cfg: Config, data: ImageData) -> Dict:
     """Pretrain ``cfg.method`` on ``data``, evaluate it, write its outputs."""
     out = Path(cfg.out)
@@ -108,24 +128,13 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
 
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
-    _configure_backends(device)
-    backbone, feature_dim = resnet18_encoder(data.channels, cfg.image_size)
-    method = METHODS[cfg.method](backbone, feature_dim, cfg).to(device)
     images = data.with_pretrain_subset(cfg.train_subset, cfg.seed).pretrain.to(device)
     mean, std = data.channel_stats()
-    spec = DATASETS[cfg.dataset]
-    views = TwoViews(view_specs(method.recipe, cfg.image_size, spec.hflip, spec.crop_min_scale), mean, std)
-    batch_size = min(cfg.batch_size, len(images))
+    trainer = build_trainer(cfg, images, data.channels, mean, std)
+    method, views, optimizer, scheduler = trainer.method, trainer.views, trainer.optimizer, trainer.scheduler
+    generator, batch_size, steps_per_epoch = trainer.generator, trainer.batch_size, trainer.steps_per_epoch
     if batch_size < cfg.batch_size:
         log(f"note: batch size {cfg.batch_size} > {len(images)} pretraining images; using {batch_size}")
-    steps_per_epoch = len(images) // batch_size
-    optimizer = build_optimizer(cfg.optimizer, method.trainable(), cfg.lr * batch_size / 256, cfg.weight_decay,
-                                cfg.momentum, cfg.bias_lr_scale)
-    scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch))
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    trainer = Trainer(method, images, views, optimizer, scheduler, batch_size=batch_size, epochs=cfg.epochs,
-                      generator=generator, precision=cfg.precision, compile=cfg.compile,
-                      check_every=cfg.check_every, label=cfg.method)
 
     checkpoint_path = out / CHECKPOINT
     start_epoch, metrics = 0, []
