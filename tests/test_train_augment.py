@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import train`
 
-from train.augment import Augment, TwoViews, ViewSpec, _gray, _hue_matrices, view_specs  # noqa: E402
+from train.augment import Augment, TwoViews, ViewSpec, _gray, _rotate_hue, view_specs  # noqa: E402
 
 IDENTITY = ViewSpec(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
 UNIT = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean / std that leave [0, 1] values as they are
@@ -83,12 +83,15 @@ def test_grayscale_and_solarize():
 
 
 def test_hue_rotation_keeps_luma_and_zero_is_identity():
-    torch.testing.assert_close(_hue_matrices(torch.zeros(2)), torch.eye(3).expand(2, 3, 3), atol=1e-5, rtol=0)
     rgb = torch.rand(5, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    m = _hue_matrices(torch.linspace(-3, 3, 5))
-    rotated = torch.einsum("nij,njhw->nihw", m, rgb)
+    torch.testing.assert_close(_rotate_hue(rgb, torch.zeros(5)), rgb, atol=1e-5, rtol=0)
+    rotated = _rotate_hue(rgb, torch.linspace(-3, 3, 5))
     torch.testing.assert_close(_gray(rotated), _gray(rgb), atol=1e-5, rtol=0)
     assert not torch.allclose(rotated, rgb, atol=1e-2)
+    # a full turn comes back; gray pixels have no chroma to rotate
+    torch.testing.assert_close(_rotate_hue(rgb, torch.full((5,), 2 * torch.pi)), rgb, atol=1e-5, rtol=0)
+    gray = rgb[:, :1].expand(-1, 3, -1, -1)
+    torch.testing.assert_close(_rotate_hue(gray, torch.full((5,), 1.0)), gray, atol=1e-4, rtol=0)
 
 
 def test_blur_smooths_and_keeps_the_mean():

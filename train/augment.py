@@ -28,25 +28,22 @@ On one-channel images the colour steps reduce to brightness and contrast.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, replace
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+# ITU-R 601 luma and the NTSC YIQ transform (its Y is the luma), kept as Python
+# numbers: a tensor made from them in a step would be a blocking host-to-device
+# copy on CUDA.
 _LUMA = (0.299, 0.587, 0.114)
-# RGB -> YIQ (NTSC) and its inverse; rotating (I, Q) by theta shifts hue by theta.
-_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
-_YIQ_TO_RGB = tuple(map(tuple, torch.linalg.inv(torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)).tolist()))
-
-
-@functools.lru_cache(maxsize=None)
-def _constant(values: tuple, shape: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A constant tensor, made once per device: building it from Python
-    numbers in every step would be a blocking host-to-device copy on CUDA."""
-    return torch.tensor(values, dtype=dtype, device=device).view(shape)
+_RGB_TO_I = (0.596, -0.274, -0.322)
+_RGB_TO_Q = (0.211, -0.523, 0.312)
+_YIQ_TO_RGB = tuple(
+    map(tuple, torch.linalg.inv(torch.tensor((_LUMA, _RGB_TO_I, _RGB_TO_Q), dtype=torch.float64)).tolist())
+)
 
 
 @dataclass(frozen=True)
@@ -99,17 +96,19 @@ def to_unit_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    m = _constant(tuple(mean), (1, -1, 1, 1), x.device, x.dtype)
-    s = _constant(tuple(std), (1, -1, 1, 1), x.device, x.dtype)
-    return (x - m) / s
+def stats_tensors(mean: Sequence[float], std: Sequence[float], device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std as ``(1, C, 1, 1)`` tensors on ``device``."""
+    return (torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1),
+            torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1))
+
+
+def _mix(x: torch.Tensor, w: Sequence[float]) -> torch.Tensor:
+    """``w[0] R + w[1] G + w[2] B``, shape ``(B, 1, H, W)``."""
+    return w[0] * x[:, 0:1] + w[1] * x[:, 1:2] + w[2] * x[:, 2:3]
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[1] == 1:
-        return x
-    w = _constant(_LUMA, (1, 3, 1, 1), x.device, x.dtype)
-    return (x * w).sum(dim=1, keepdim=True)
+    return x if x.shape[1] == 1 else _mix(x, _LUMA)
 
 
 def _uniform(gen, n, low, high, device) -> torch.Tensor:
@@ -120,16 +119,13 @@ def _bernoulli(gen, n, p, device) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=device) < p
 
 
-def _hue_matrices(theta: torch.Tensor) -> torch.Tensor:
-    """Per-sample 3x3 RGB matrices rotating the YIQ chroma plane by ``theta``."""
-    to_yiq = _constant(_RGB_TO_YIQ, (3, 3), theta.device, theta.dtype)
-    from_yiq = _constant(_YIQ_TO_RGB, (3, 3), theta.device, theta.dtype)
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    rot = torch.zeros(theta.shape[0], 3, 3, device=theta.device, dtype=theta.dtype)
-    rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2] = cos, -sin
-    rot[:, 2, 1], rot[:, 2, 2] = sin, cos
-    return from_yiq @ rot @ to_yiq
+def _rotate_hue(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Rotate each image's chroma plane (I, Q of YIQ) by its angle ``theta``;
+    the luma Y is unchanged."""
+    y, i, q = _gray(x), _mix(x, _RGB_TO_I), _mix(x, _RGB_TO_Q)
+    cos, sin = torch.cos(theta).view(-1, 1, 1, 1), torch.sin(theta).view(-1, 1, 1, 1)
+    yiq = (y, cos * i - sin * q, sin * i + cos * q)
+    return torch.cat([sum(c * t for c, t in zip(row, yiq)) for row in _YIQ_TO_RGB], dim=1)
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -184,8 +180,10 @@ class Augment:
         params["solarize"] = _bernoulli(gen, n, s.solarize_p, dev)
         return params
 
-    def apply(self, x: torch.Tensor, p: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """The augmented, normalised float32 view of the uint8 batch ``x``."""
+    def apply(self, x: torch.Tensor, p: Dict[str, torch.Tensor],
+              stats: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """The augmented, normalised float32 view of the uint8 batch ``x``;
+        ``stats`` are the mean and std on the device (made here when None)."""
         x = to_unit_float(x)
         n, c, size = x.shape[0], x.shape[1], x.shape[-1]
         zero = torch.zeros_like(p["crop_w"])
@@ -202,8 +200,7 @@ class Augment:
             x = (x * col(p["contrast"]) + (1 - col(p["contrast"])) * _gray(x).mean(dim=(1, 2, 3), keepdim=True)).clamp(0, 1)
             if c == 3:
                 x = (x * col(p["saturation"]) + (1 - col(p["saturation"])) * _gray(x)).clamp(0, 1)
-                m = _hue_matrices(p["hue"] * (2 * math.pi))
-                x = torch.einsum("nij,njhw->nihw", m, x).clamp(0, 1)
+                x = _rotate_hue(x, p["hue"] * (2 * math.pi)).clamp(0, 1)
         if c == 3 and self.spec.grayscale_p > 0:
             x = torch.where(col(p["grayscale"]), _gray(x).expand_as(x), x)
         if self.spec.blur_p > 0:
@@ -211,7 +208,8 @@ class Augment:
             x = torch.where(col(p["blur"]), _blur(x, p["sigma"], kernel), x)
         if self.spec.solarize_p > 0:
             x = torch.where(col(p["solarize"]) & (x >= 0.5), 1 - x, x)
-        return normalize(x, self.mean, self.std)
+        mean, std = stats if stats is not None else stats_tensors(self.mean, self.std, x.device)
+        return (x - mean) / std
 
 
 class TwoViews:
@@ -220,18 +218,26 @@ class TwoViews:
     def __init__(self, specs: Tuple[ViewSpec, ViewSpec], mean, std):
         self.views = (Augment(specs[0], mean, std), Augment(specs[1], mean, std))
         self.mean, self.std = tuple(mean), tuple(std)
+        self._stats: Dict[torch.device, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._apply = self.apply
 
     def compile(self) -> None:
         self._apply = torch.compile(self.apply, dynamic=False)
 
-    def apply(self, x, p1, p2):
-        return self.views[0].apply(x, p1), self.views[1].apply(x, p2)
+    def stats(self, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std on ``device``, copied there once."""
+        if device not in self._stats:
+            self._stats[device] = stats_tensors(self.mean, self.std, device)
+        return self._stats[device]
+
+    def apply(self, x, p1, p2, stats):
+        return self.views[0].apply(x, p1, stats), self.views[1].apply(x, p2, stats)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
         p1, p2 = self.views[0].sample(x, gen), self.views[1].sample(x, gen)
-        return self._apply(x, p1, p2)
+        return self._apply(x, p1, p2, self.stats(x.device))
 
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         """The un-augmented, normalised input (for evaluation)."""
-        return normalize(to_unit_float(x), self.mean, self.std)
+        mean, std = self.stats(x.device)
+        return (to_unit_float(x) - mean) / std
