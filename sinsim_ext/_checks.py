@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -189,3 +190,21 @@ def _check_values(x, y, a, b, has_a: bool, has_b: bool, cost: str) -> None:
     for message, is_bad in zip(flags, bad):
         if is_bad:
             raise ValueError(message)
+
+
+def warn_if_unconverged(error: torch.Tensor, pb: Problem) -> None:
+    """RuntimeWarning when some problem stopped at max_iter above ``tol``.
+
+    Only with a ``tol`` (reading the error is a device synchronisation) and
+    not while torch.compile traces.
+    """
+    if pb.tol is None or _is_compiling():
+        return
+    worst = float(error.detach().max())
+    if not worst < pb.tol:
+        warnings.warn(
+            f"Sinkhorn did not reach tol={pb.tol:g} in max_iter={pb.max_iter} iterations "
+            f"(marginal error {worst:.3g}); raise max_iter or eps",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -24,7 +24,6 @@ of the current plan's transport cost, the usual choice in practice.
 
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -38,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         "`pip install -e . --no-build-isolation` (see README.md)."
     ) from exc
 
-from ._checks import Problem, _is_compiling, prepare
+from ._checks import Problem, prepare, warn_if_unconverged
 from .result import SinkhornResult
 
 __all__ = ["backends", "sinkhorn", "sinkhorn_cost"]
@@ -107,19 +106,6 @@ def _run(pb: Problem, debias: bool):
     )
 
 
-def _warn_if_unconverged(error: torch.Tensor, pb: Problem) -> None:
-    if pb.tol is None or _is_compiling():
-        return
-    worst = float(error.max())
-    if not worst < pb.tol:
-        warnings.warn(
-            f"Sinkhorn did not reach tol={pb.tol:g} in max_iter={pb.max_iter} iterations "
-            f"(marginal error {worst:.3g}); raise max_iter or eps",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
 def sinkhorn_cost(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -165,7 +151,7 @@ def sinkhorn_cost(
     """
     pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
     out = _run(pb, debias)
-    _warn_if_unconverged(out[8], pb)
+    warn_if_unconverged(out[8], pb)
     value = out[0].to(pb.out_dtype)
     return value if pb.batched else value[0]
 
@@ -192,7 +178,7 @@ def sinkhorn(
     with torch.no_grad():
         out = _run(pb, debias=False)
     f, g, n_iter, error = out[1], out[2], out[7][0], out[8][0]
-    _warn_if_unconverged(error, pb)
+    warn_if_unconverged(error, pb)
     if not pb.batched:
         f, g, n_iter, error = f[0], g[0], n_iter[0], error[0]
     return SinkhornResult(f, g, n_iter, error)

@@ -29,12 +29,11 @@ is ``(T(p), p)``.
 
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Tuple
 
 import torch
 
-from ._checks import Problem, prepare
+from ._checks import Problem, prepare, warn_if_unconverged
 from .result import SinkhornResult
 
 __all__ = ["cost_matrix", "sinkhorn", "sinkhorn_cost"]
@@ -118,19 +117,6 @@ def _solve_symmetric(C, a, eps, max_iter, tol) -> Tuple[torch.Tensor, ...]:
     return f_out, g_out, n_iter, error
 
 
-def _warn_if_unconverged(error: torch.Tensor, tol: Optional[float], max_iter: int) -> None:
-    if tol is None:
-        return
-    worst = float(error.detach().max())
-    if not worst < tol:
-        warnings.warn(
-            f"Sinkhorn did not reach tol={tol:g} in max_iter={max_iter} iterations "
-            f"(marginal error {worst:.3g}); raise max_iter or eps",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
 def _ot(problem: Problem, x, y, a, b, symmetric: bool):
     C = cost_matrix(x, y, problem.cost)
     if symmetric:
@@ -153,7 +139,7 @@ def sinkhorn(
     """Potentials ``f``, ``g``; iterations run; final marginal error. See the module docstring."""
     pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
     f, g, n_iter, error = _ot(pb, pb.x, pb.y, pb.a, pb.b, symmetric=False)
-    _warn_if_unconverged(error, pb.tol, pb.max_iter)
+    warn_if_unconverged(error, pb)
     if not pb.batched:
         f, g, n_iter, error = f[0], g[0], n_iter[0], error[0]
     return SinkhornResult(f, g, n_iter, error)
@@ -186,6 +172,6 @@ def sinkhorn_cost(
         fy, gy, _, ey = _ot(pb, pb.y, pb.y, pb.b, pb.b, symmetric=True)
         value = value - 0.5 * ((pb.a * (fx + gx)).sum(-1) + (pb.b * (fy + gy)).sum(-1))
         errors += [ex, ey]
-    _warn_if_unconverged(torch.stack(errors), pb.tol, pb.max_iter)
+    warn_if_unconverged(torch.stack(errors), pb)
     value = value.to(pb.out_dtype)
     return value if pb.batched else value[0]
