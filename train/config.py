@@ -22,6 +22,7 @@ from .methods import METHODS
 _CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "sinsim"
 OPTIMIZERS = ("lars", "sgd", "adamw")
 PRECISIONS = ("auto", "bf16", "fp32")
+PROTOCOLS = ("single", "paper")
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Config:
     # evaluation
     eval: bool = True
     probe_epochs: int = 100
+    probe_train_subset: Optional[int] = None  # probes on a fixed random subset of the labelled splits
+    probe_test_subset: Optional[int] = None
     knn_k: int = 20
     knn_temperature: float = 0.07
     knn_every: int = 0
@@ -148,7 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=d.seed, help="seeds the model, the data order and the augmentations")
     g.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint (skips finished methods)")
     g.add_argument("--overwrite", action="store_true", help="start again even if OUT already holds a run")
+    g.add_argument("--protocol", choices=PROTOCOLS, default="single",
+                   help="single: one --dataset/--method run (this page); paper: the SinSim paper's experiments "
+                   "(tables, embeddings, sweeps, report), see `python train/run.py --protocol paper --help`")
+    add_training_arguments(p)
+    return p
 
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The budget, optimisation, heads, Sinkhorn, evaluation and engineering
+    flags: shared by the single-run parser and the paper protocol's
+    (:mod:`train.paper.spec`), so both spell every setting the same way."""
+    d = Config()
     g = p.add_argument_group("budget (defaults depend on the dataset)")
     g.add_argument("--epochs", type=positive_int, help="pretraining epochs")
     g.add_argument("--batch-size", type=positive_int, help="images per step (two views each)")
@@ -192,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval", action=argparse.BooleanOptionalAction, default=d.eval,
                    help="probe the encoder after pretraining (--no-eval: timing runs)")
     g.add_argument("--probe-epochs", type=positive_int, default=d.probe_epochs, help="MLP probe epochs")
+    g.add_argument("--probe-train-subset", type=positive_int, metavar="K",
+                   help="probes (linear, MLP, kNN) train on K labelled images, a fixed random subset (seed 0, the same "
+                   "for every run) of the train split: for CPU runs, where features of 60,000 images take long")
+    g.add_argument("--probe-test-subset", type=positive_int, metavar="K",
+                   help="probes are scored on K test images, a fixed random subset (seed 0) of the test split")
     g.add_argument("--knn-k", type=positive_int, default=d.knn_k, help="neighbours of the kNN classifier")
     g.add_argument("--knn-every", type=nonneg_int, default=d.knn_every, help="kNN monitor every N epochs (0: off)")
 
@@ -201,7 +220,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-workers", type=positive_int, default=d.num_workers, help="threads decoding image archives")
     g.add_argument("--check-every", type=positive_int, default=d.check_every, help="check the loss for NaN/inf every N steps")
     g.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every, help="epochs between checkpoints")
-    return p
 
 
 def _cuda_available() -> bool:
@@ -214,8 +232,10 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
     """Parse the command line into a dataset-resolved :class:`Config`;
     impossible combinations exit through ``parser.error``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    cfg = Config(**vars(args))
+    args = vars(parser.parse_args(argv))
+    if args.pop("protocol") != "single":
+        parser.error("--protocol paper has its own flags: python train/run.py --protocol paper --help")
+    cfg = Config(**args)
     if cfg.resume and cfg.overwrite:
         parser.error("--resume and --overwrite contradict each other")
     if cfg.device == "cuda" and not _cuda_available():

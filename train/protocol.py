@@ -130,6 +130,7 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
     device = torch.device(cfg.device)
     images = data.with_pretrain_subset(cfg.train_subset, cfg.seed).pretrain.to(device)
     mean, std = data.channel_stats()
+    data = probe_data(cfg, data)
     trainer = build_trainer(cfg, images, data.channels, mean, std)
     method, views, optimizer, scheduler = trainer.method, trainer.views, trainer.optimizer, trainer.scheduler
     generator, batch_size, steps_per_epoch = trainer.generator, trainer.batch_size, trainer.steps_per_epoch
@@ -199,6 +200,7 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
             "train_subset": cfg.train_subset,
             "pretrain_images": len(images),
             "steps": steps_per_epoch * cfg.epochs,
+            **probe_budget(data),
         },
         "data_source": data.source,
         "notes": data.notes,
@@ -214,12 +216,24 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
     return result
 
 
+def probe_data(cfg: Config, data: ImageData) -> ImageData:
+    """``data`` with the labelled splits cut to ``--probe-train-subset`` /
+    ``--probe-test-subset`` (a fixed subset, the same for every run)."""
+    return data.with_labelled_subset(cfg.probe_train_subset, cfg.probe_test_subset)
+
+
+def probe_budget(data: ImageData) -> Dict:
+    """How many labelled images the probes saw (goes into results.json)."""
+    return {"probe_train_images": len(data.train_images), "probe_test_images": len(data.test_images)}
+
+
 def random_init_reference(cfg: Config, data: ImageData) -> Dict:
     """The probes on an untrained encoder: the floor that pretraining must beat."""
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     encoder, _ = resnet18_encoder(data.channels, cfg.image_size)
     mean, std = data.channel_stats()
+    data = probe_data(cfg, data)
     to_input = TwoViews(view_specs("simclr", cfg.image_size), mean, std).plain
     start = time.perf_counter()
     scores = evaluate_encoder(encoder.to(device), data, to_input, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
@@ -228,7 +242,8 @@ def random_init_reference(cfg: Config, data: ImageData) -> Dict:
     return {"method": "random init", "dataset": cfg.dataset, "dataset_label": dataset_label(data),
             **{k: round(v, 4) for k, v in scores.items()}, "knn_k": cfg.knn_k, "epochs": 0, "seed": cfg.seed,
             "eval_seconds": round(time.perf_counter() - start, 3), "device": device_label(device),
-            "budget": {"epochs": 0, "batch_size": None, "image_size": cfg.image_size, "train_subset": None}}
+            "budget": {"epochs": 0, "batch_size": None, "image_size": cfg.image_size, "train_subset": None,
+                       **probe_budget(data)}}
 
 
 def run_protocol(cfg: Config) -> List[Dict]:
@@ -241,6 +256,9 @@ def run_protocol(cfg: Config) -> List[Dict]:
     subset = f" (a random {cfg.train_subset} of them with --train-subset)" if cfg.train_subset else ""
     log(f"{data.name}: {len(data.pretrain)} pretraining images{subset}, {len(data.train_images)} train / "
         f"{len(data.test_images)} test labelled, {data.num_classes} classes, {cfg.image_size} px, device {cfg.device}")
+    if cfg.probe_train_subset or cfg.probe_test_subset:
+        probed = probe_data(cfg, data)
+        log(f"probes use a fixed subset: {len(probed.train_images)} train / {len(probed.test_images)} test images")
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     if cfg.method == "all":
         atomic_write_json(Path(cfg.out) / "config.json", cfg.to_dict())

@@ -35,8 +35,10 @@ def markdown_table(results: Sequence[Dict], title: Optional[str] = None) -> str:
 def table_title(result: Dict) -> str:
     budget = result["budget"]  # of the first (a pretrained) method
     subset = f", pretrained on {budget['train_subset']} images" if budget.get("train_subset") else ""
+    probes = (f", probes on {budget['probe_train_images']} train / {budget['probe_test_images']} test images"
+              if "probe_train_images" in budget else "")
     return (f"{result['dataset_label']}: ResNet-18, {budget['epochs']} epochs, batch {budget['batch_size']}, "
-            f"{budget['image_size']} px{subset}, kNN k={result.get('knn_k')}, {result['device']}")
+            f"{budget['image_size']} px{subset}{probes}, kNN k={result.get('knn_k')}, {result['device']}")
 
 
 def write_method_results(out: Path, result: Dict) -> None:

@@ -93,6 +93,24 @@ class ImageData:
         keep = np.sort(np.random.default_rng(seed).permutation(n)[:k])
         return replace(self, pretrain=self.pretrain[torch.from_numpy(keep)])
 
+    def with_labelled_subset(self, train_k: Optional[int], test_k: Optional[int], seed: int = 0) -> "ImageData":
+        """Keep ``train_k`` labelled train and ``test_k`` test images (None:
+        all), each drawn without replacement with ``seed``; the pretraining
+        images are unchanged. The seed is fixed (not the run's), so that every
+        method and seed is probed on the same images and their scores can be
+        compared pair by pair."""
+        picks = {}
+        for split, k in (("train", train_k), ("test", test_k)):
+            images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if k is None or k >= len(images):
+                picks[split] = (images, labels)
+                continue
+            keep = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(images))[:k]))
+            picks[split] = (images[keep], labels[keep])
+        (train_images, train_labels), (test_images, test_labels) = picks["train"], picks["test"]
+        return replace(self, train_images=train_images, train_labels=train_labels,
+                       test_images=test_images, test_labels=test_labels)
+
 
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     out = []
