@@ -1,0 +1,179 @@
+"""The paper protocol's numbers against hand computations: the embedding
+geometry (alignment, uniformity, silhouette), the mean and spread over seeds,
+the paired comparison, and a report written from fake result files."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from train.config import Config  # noqa: E402
+from train.paper import geometry  # noqa: E402
+from train.paper.aggregate import format_summary, paired_comparison, summarize  # noqa: E402
+from train.paper.cells import Cell, grid_sinsim_cell, method_cell  # noqa: E402
+from train.paper.report import write_report  # noqa: E402
+from train.paper.spec import PaperConfig, record_protocol  # noqa: E402
+
+T_975_DF2 = 4.302652729749464  # Student t quantile, 0.975, 2 degrees of freedom (tables)
+
+
+# --- geometry ---------------------------------------------------------------------------------
+
+def test_alignment_by_hand():
+    x = torch.tensor([[3.0, 0.0], [0.0, 2.0]])  # normalised: (1, 0), (0, 1)
+    y = torch.tensor([[5.0, 0.0], [1.0, 0.0]])  # normalised: (1, 0), (1, 0)
+    # squared distances 0 and |(0,1) - (1,0)|^2 = 2
+    assert geometry.alignment(x, y) == pytest.approx((0 + 2) / 2)
+    assert geometry.alignment(x, y, alpha=1) == pytest.approx((0 + math.sqrt(2)) / 2)
+    assert geometry.alignment(x, x) == 0
+
+
+def test_uniformity_by_hand():
+    x = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    # pairs: |(1,0)-(0,1)|^2 = 2, |(1,0)-(-1,0)|^2 = 4, |(0,1)-(-1,0)|^2 = 2
+    expected = math.log((math.exp(-2 * 2) + math.exp(-2 * 4) + math.exp(-2 * 2)) / 3)
+    assert geometry.uniformity(x) == pytest.approx(expected)
+    # two antipodal points: the lowest possible value, -t * 4 = -8; one point repeated: collapse, 0
+    assert geometry.uniformity(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-8.0)
+    assert geometry.uniformity(torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        geometry.uniformity(torch.ones(1, 3))
+
+
+def test_silhouette_by_hand():
+    a1, a2, b1, b2 = (1.0, 0.0), (0.6, 0.8), (-1.0, 0.0), (-0.6, 0.8)  # already unit vectors
+    labels = [0, 0, 1, 1]
+    d = math.dist
+
+    def s(own, other_class):
+        a = d(*own)
+        b = sum(d(own[0], o) for o in other_class) / len(other_class)
+        return (b - a) / max(a, b)
+
+    expected = (s((a1, a2), (b1, b2)) + s((a2, a1), (b1, b2)) + s((b1, b2), (a1, a2)) + s((b2, b1), (a1, a2))) / 4
+    x = torch.tensor([a1, a2, b1, b2]) * torch.tensor([[2.0], [1.0], [3.0], [0.5]])  # scale must not matter
+    assert geometry.silhouette(x, labels) == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        geometry.silhouette(x, [0, 0, 0, 0])
+
+
+# --- mean, spread and paired comparison -------------------------------------------------------
+
+def test_mean_and_sample_std_over_seeds_by_hand():
+    s = summarize({0: 90.0, 1: 92.0, 2: 97.0, 3: None})
+    assert s.n == 3 and s.seeds == (0, 1, 2)
+    assert s.mean == pytest.approx(93.0)
+    # ddof = 1: sqrt(((90-93)^2 + (92-93)^2 + (97-93)^2) / (3 - 1)) = sqrt(13)
+    assert s.std == pytest.approx(math.sqrt(13))
+    assert format_summary(s) == "93.00 ± 3.61 (n=3)"
+    assert format_summary(s, of=5) == "93.00 ± 3.61 (n=3 of 5)"
+    one = summarize({4: 88.5})
+    assert one.std is None and format_summary(one) == "88.50 (n=1)"
+    assert summarize({}) is None and format_summary(None) == "not run"
+
+
+def test_paired_comparison_by_hand():
+    a = {0: 90.0, 1: 92.0, 2: 97.0, 7: 50.0}  # seed 7 has no partner: left out
+    b = {0: 89.0, 1: 92.0, 2: 95.0}
+    c = paired_comparison(a, b)
+    # differences 1, 0, 2: mean 1, sd 1, standard error 1/sqrt(3)
+    assert c.seeds == (0, 1, 2) and c.mean == pytest.approx(1.0) and c.sd == pytest.approx(1.0)
+    half = T_975_DF2 / math.sqrt(3)
+    assert (c.low, c.high) == (pytest.approx(1 - half), pytest.approx(1 + half))
+    t = math.sqrt(3)  # t statistic; for 2 degrees of freedom P(|T| > t) = 1 - t / sqrt(2 + t^2)
+    assert c.p == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    assert c.verdict == "cannot tell apart"
+
+    clear = paired_comparison({0: 95.0, 1: 96.0, 2: 97.0}, {0: 90.0, 1: 90.5, 2: 91.0})
+    assert clear.verdict == "higher" and clear.low > 0
+    assert paired_comparison({0: 1.0, 1: 2.0, 2: 3.0}, {0: 5.0, 1: 5.5, 2: 7.5}).verdict == "lower"
+
+
+def test_paired_comparison_does_not_overclaim():
+    # two seeds that differ by the same test image: zero spread is not a win
+    same = paired_comparison({0: 83.2222, 1: 83.3333}, {0: 83.0, 1: 83.1111})
+    assert same.sd == 0 and not same.decided and "no spread" in same.verdict
+    # two seeds with a clear-looking gap still get no verdict (one degree of freedom)
+    two = paired_comparison({0: 95.0, 1: 96.0}, {0: 90.0, 1: 90.5})
+    assert not two.decided and "3" in two.verdict
+    one = paired_comparison({0: 95.0}, {0: 90.0})
+    assert one.n == 1 and not one.decided
+    assert paired_comparison({0: 1.0}, {1: 1.0}) is None
+    assert paired_comparison({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).verdict == "identical on every seed"
+
+
+# --- a report from fake result files ------------------------------------------------------------
+
+def fake_result(method, seed, linear, mlp=50.0, knn=40.0, dataset="cifar10", ips=1000.0):
+    return {
+        "method": method, "dataset": dataset, "dataset_label": f"{dataset} (JPEG copy)",
+        "linear": linear, "mlp": mlp, "knn": knn, "knn_k": 200, "epochs": 50, "seed": seed,
+        "pretrain_seconds": 120.0, "wall_seconds": 150.0, "epoch_seconds_median": 2.4, "images_per_second": ips,
+        "device": "NVIDIA H100 80GB HBM3", "data_source": "/data/cifar10-jpeg.tar.gz",
+        "notes": ["cifar10 read from the lossy JPEG copy: report as 'cifar10 (JPEG copy)'"],
+        "budget": {"epochs": 50, "batch_size": 512, "image_size": 32, "train_subset": None,
+                   "pretrain_images": 50000, "steps": 4850, "probe_train_images": 50000, "probe_test_images": 10000},
+    }
+
+
+def write_fake(out: Path, cell: Cell, seed: int, result: dict) -> None:
+    folder = cell.path(out, seed)
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(result))
+
+
+def test_report_from_fake_results_aggregates_by_hand_and_shows_unrun_cells(tmp_path):
+    pcfg = PaperConfig(base=Config(), out=str(tmp_path), datasets=["mnist", "cifar10"], seeds=[0, 1, 2],
+                       sweep_datasets=[])
+    record_protocol(pcfg)
+    for seed, (linear, sin_linear) in enumerate([(90.0, 89.0), (92.0, 92.0), (97.0, 95.0)]):
+        write_fake(tmp_path, method_cell("cifar10", "simclr"), seed, fake_result("simclr", seed, linear))
+        write_fake(tmp_path, grid_sinsim_cell(pcfg, "cifar10"), seed,
+                   fake_result("sinsim", seed, sin_linear, ips=500.0))
+    write_fake(tmp_path, method_cell("cifar10", "byol"), 0, fake_result("byol", 0, 80.0))
+    (method_cell("cifar10", "vicreg").path(tmp_path, 1)).mkdir(parents=True)
+    (method_cell("cifar10", "vicreg").path(tmp_path, 1) / "failed.json").write_text(json.dumps({"error": "NaN"}))
+
+    report = write_report(tmp_path, log=lambda m: None).read_text()
+    table1 = report.split("## Table I")[1].split("## Table II")[0]
+    rows = {line.split(" | ")[0].strip("| ").split("<br>")[0]: line for line in table1.splitlines() if line.startswith("| ")}
+    # CIFAR-10 column: the hand-computed mean and sample std of 90, 92, 97
+    assert "93.00 ± 3.61 (n=3)" in rows["SimCLR"]
+    # SinSim: 89, 92, 95 -> mean 92, std 3
+    assert "92.00 ± 3.00 (n=3)" in rows["SinSim (ours)"]
+    assert "80.00 (n=1 of 3)" in rows["BYOL"]
+    assert "failed (seed 1)" in rows["VICReg"]
+    # MNIST (asked for, nothing ran), CIFAR-100 and STL-10 (not asked for): "not run", never a number
+    for name in ("SimCLR", "BYOL", "Barlow Twins", "SinSim (ours)"):
+        cells = rows[name].strip("|").split(" | ")
+        assert cells[1].strip() == "not run" and cells[3].strip() == "not run" and cells[4].strip() == "not run"
+    assert "CIFAR-10 (JPEG copy)<br><sub>50 ep, batch 512, 50,000 img, 32 px; probes 50,000 / 10,000</sub>" in table1
+    assert "XX.X" not in report
+    # the verdict: the paired difference of 89/92/95 vs 90/92/97 is -1 +- ...: not a win
+    assert "**In these runs SinSim does not beat SimCLR**" in report
+    assert "SinSim − SimCLR = -1.00" in report
+    # the cost of the Sinkhorn term: 500 vs 1000 img/s
+    assert "a SinSim step takes 2.00x the time of a SimCLR step (500 vs 1,000 img/s)" in report
+    assert "NVIDIA H100 80GB HBM3: 7 cell runs" in report
+
+
+# --- the probes' fixed labelled subset (--probe-train-subset / --probe-test-subset) ------------
+
+def test_labelled_subset_is_fixed_and_leaves_pretraining_alone():
+    from train.datasets import load_dataset
+
+    data = load_dataset("digits", None, "/tmp", 8)
+    a = data.with_labelled_subset(100, 50)
+    b = data.with_pretrain_subset(64, seed=5).with_labelled_subset(100, 50)  # another run seed: same probe images
+    assert len(a.train_images) == 100 and len(a.test_images) == 50 and len(a.pretrain) == len(data.pretrain)
+    assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_labels, b.test_labels)
+    assert len(b.pretrain) == 64
+    assert data.with_labelled_subset(None, 10_000) is not data and len(data.with_labelled_subset(None, None).test_images) == 450

@@ -1,0 +1,66 @@
+"""Kill a paper-protocol grid in the middle of a cell, run the same command
+again: the finished cell is kept untouched, the cut one resumes from its
+checkpoint, and the report records the killed invocation."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--protocol", "paper", "--datasets", "digits", "--methods", "simclr", "sinsim", "--seeds", "0",
+        "--epochs", "2", "--train-subset", "64", "--batch-size", "32", "--image-size", "8", "--probe-epochs", "2",
+        "--probe-train-subset", "200", "--probe-test-subset", "100", "--embedding-points", "100",
+        "--sweep-datasets", "--num-workers", "1"]
+
+
+def kill_when(cmd, ready, timeout=300):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"the grid ended before the kill: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the grid did not get there in time")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    return proc.returncode
+
+
+def test_killed_grid_keeps_finished_cells_and_resumes_the_cut_one(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "train" / "run.py"), *ARGS, "--out", str(out)]
+    simclr = out / "cells" / "digits" / "simclr" / "seed0"
+    sinsim = out / "cells" / "digits" / "sinsim-lam0.1-eps0.05-features" / "seed0"
+
+    assert kill_when(cmd, lambda: (sinsim / "checkpoint.pt").exists()) == -signal.SIGKILL
+    assert (simclr / "results.json").is_file() and (simclr / "embedding.json").is_file()
+    assert not (sinsim / "results.json").exists()
+    cut_at = torch.load(sinsim / "checkpoint.pt", weights_only=False)["epoch"]
+    assert cut_at == 1
+    kept = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(simclr.iterdir()) if p.suffix != ".pt"}
+    log_before = (out / "run.log").read_text()
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    new_log = (out / "run.log").read_text()[len(log_before):]
+    assert "skipped digits simclr seed 0: finished earlier" in new_log
+    assert "resumed digits sinsim-lam0.1-eps0.05-features seed 0" in new_log
+    assert "ran digits random-init seed 0" in new_log
+    assert f"sinsim: resuming after epoch {cut_at}" in rerun.stdout
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in kept} == kept
+    assert [r["epoch"] for r in csv.DictReader((sinsim / "metrics.csv").open())] == ["1", "2"]
+    report = (out / "report.md").read_text()
+    assert "| killed or still running |" in report and "| end |" in report
+    assert "SinSim − SimCLR" in report and "one paired seed" in report

@@ -1,0 +1,74 @@
+"""Reading what the cells left on disk (the report's only input)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+from .aggregate import Summary, format_summary, summarize
+from .cells import Cell
+
+DATASET_ERROR = "dataset-error.json"
+
+
+def _read(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class CellRecords:
+    """One cell's files over the seeds asked for."""
+
+    cell: Cell
+    requested: Tuple[int, ...]
+    results: Dict[int, dict] = field(default_factory=dict)
+    embeddings: Dict[int, dict] = field(default_factory=dict)
+    failed: Dict[int, str] = field(default_factory=dict)
+    folders: Dict[int, Path] = field(default_factory=dict)
+
+    def scores(self, key: str, source: str = "results") -> Dict[int, float]:
+        records = self.results if source == "results" else self.embeddings
+        return {s: r[key] for s, r in records.items() if r.get(key) is not None}
+
+    def summary(self, key: str, source: str = "results") -> Optional[Summary]:
+        return summarize(self.scores(key, source))
+
+    def text(self, key: str, source: str = "results", digits: int = 2) -> str:
+        """The table entry: mean ± std (n), "not run", or "failed"."""
+        s = self.summary(key, source)
+        if s is None:
+            return f"failed (seed {', '.join(map(str, sorted(self.failed)))})" if self.failed else "not run"
+        text = format_summary(s, digits, of=len(self.requested))
+        if self.failed:
+            text += f"; seed {', '.join(map(str, sorted(self.failed)))} failed"
+        return text
+
+    @property
+    def any_result(self) -> Optional[dict]:
+        return self.results[min(self.results)] if self.results else None
+
+
+def load_cell(out, cell: Cell, seeds: Sequence[int]) -> CellRecords:
+    rec = CellRecords(cell, tuple(seeds))
+    for seed in seeds:
+        folder = cell.path(out, seed)
+        result = _read(folder / "results.json")
+        if result is not None:
+            rec.results[seed] = result
+            rec.folders[seed] = folder
+            embedding = _read(folder / "embedding.json")
+            if embedding is not None:
+                rec.embeddings[seed] = embedding
+        else:
+            failed = _read(folder / "failed.json")
+            if failed is not None:
+                rec.failed[seed] = failed["error"]
+    return rec
+
+
+def dataset_error(out, dataset: str) -> Optional[str]:
+    """Why the last attempt could not load ``dataset``, if it could not."""
+    record = _read(Path(out) / "cells" / dataset / DATASET_ERROR)
+    return record["error"] if record else None

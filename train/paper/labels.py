@@ -1,0 +1,45 @@
+"""How datasets, methods and budgets are named in the report."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+DATASET_NAMES = {
+    "mnist": "MNIST",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "stl10": "STL-10",
+    "digits": "digits (scikit-learn 8x8)",
+    "folder": "image folder",
+}
+METHOD_NAMES = {
+    "simclr": "SimCLR",
+    "byol": "BYOL",
+    "vicreg": "VICReg",
+    "barlow": "Barlow Twins",
+    "sinsim": "SinSim (ours)",
+    "random-init": "random init (no pretraining)",
+}
+
+
+def dataset_title(dataset: str, result: Optional[dict] = None) -> str:
+    """``CIFAR-10 (JPEG copy)`` when the run read the lossy JPEG copy."""
+    name = DATASET_NAMES.get(dataset, dataset)
+    if result is not None and "JPEG copy" in result.get("dataset_label", ""):
+        name += " (JPEG copy)"
+    return name
+
+
+def budget_text(result: dict) -> str:
+    """``50 ep, batch 512, 50,000 img, 32 px; probes 50,000 / 10,000``."""
+    b = result["budget"]
+    probes = ""
+    if b.get("probe_train_images") is not None:
+        probes = f"; probes {b['probe_train_images']:,} / {b['probe_test_images']:,}"
+    if not b.get("epochs"):
+        return f"untrained, {b['image_size']} px{probes}"
+    return f"{b['epochs']} ep, batch {b['batch_size']}, {b['pretrain_images']:,} img, {b['image_size']} px{probes}"
+
+
+def sinsim_text(weight: float, eps: float, on: str) -> str:
+    return f"λ = {weight:g}, ε = {eps:g}, on {on}"

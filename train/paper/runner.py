@@ -1,0 +1,167 @@
+"""Runs the protocol's cells: trains what is missing, keeps what is finished,
+resumes what was cut, then writes the report.
+
+Order: dataset by dataset (each loaded once, and not at all when all its
+cells are finished), then seed by seed, then cell by cell; so a budget that
+runs out leaves whole tables with fewer seeds rather than one method with
+many. Per cell and seed, one of (logged to stdout and ``OUT/run.log``):
+
+* **skipped**: ``results.json`` is there and ``cell.json`` matches the
+  settings: nothing is recomputed;
+* **resumed**: a checkpoint is there: training continues after its epoch
+  (``train.protocol.run_method`` with ``--resume``, which restores weights,
+  optimiser, schedule and every random generator), then the probes;
+* **ran**: from scratch;
+* **failed**: the loss became NaN/inf (the last good checkpoint is kept and
+  ``failed.json`` says why); the other cells go on, the exit status is 1.
+
+A finished cell without ``embedding.json`` gets its embedding measured
+(:mod:`.analysis`). A dataset that cannot be loaded is recorded in
+``OUT/cells/<dataset>/dataset-error.json`` and skipped; the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, Optional
+
+from tqdm.auto import tqdm
+
+from ..checkpoint import atomic_write_json
+from ..config import Config, resolved_device
+from ..datasets import DatasetError, ImageData, load_dataset
+from ..protocol import CHECKPOINT, RunError, random_init_reference, run_method
+from ..results import read_results, write_method_results
+from .analysis import EMBEDDING_JSON, analyse_cell
+from .collect import DATASET_ERROR
+from .cells import RANDOM_INIT, Cell, cell_config, cell_identity, figure_cell_names, plan
+from .hardware import machine_info
+from .report import write_report
+from .spec import PaperConfig, record_protocol
+
+CELL_JSON = "cell.json"
+FAILED_JSON = "failed.json"
+
+
+class CellMismatch(RuntimeError):
+    """A cell folder was started with other settings than the ones asked for now."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_json(path: Path) -> Optional[Dict]:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def is_finished(cfg: Config, cell: Cell) -> bool:
+    """``results.json`` is there and was made with these settings."""
+    path = Path(cfg.out)
+    claimed, identity = read_json(path / CELL_JSON), cell_identity(cfg, cell)
+    if claimed is not None and claimed != identity:
+        diff = ", ".join(f"{k}: {claimed.get(k)!r} there, {v!r} now" for k, v in identity.items() if claimed.get(k) != v)
+        raise CellMismatch(f"{path} was started with other settings ({diff}); use the same flags or another --out")
+    return claimed is not None and read_results(path) is not None
+
+
+class PaperRunner:
+    def __init__(self, pcfg: PaperConfig):
+        self.pcfg = pcfg
+        self.out = Path(pcfg.out)
+        self.counts: Counter = Counter()
+
+    def log(self, message: str) -> None:
+        tqdm.write(message)
+        with open(self.out / "run.log", "a", encoding="utf-8") as f:
+            f.write(f"{now()} {message}\n")
+
+    def session(self, record: Dict) -> None:
+        with open(self.out / "sessions.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": now(), **record}) + "\n")
+
+    def run(self) -> int:
+        """Every selected cell, then the report; 1 when some cell failed."""
+        p = self.pcfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        record_protocol(p)
+        self.session({"event": "start", "argv": p.argv, "selection": p.selection(),
+                      "machine": machine_info(resolved_device(p.base))})
+        self.log(f"paper protocol: datasets {' '.join(p.datasets) or '-'}, methods {' '.join(p.methods)}, seeds "
+                 f"{' '.join(map(str, p.seeds))}, sweeps {' '.join(p.sweeps) or '-'} on "
+                 f"{' '.join(p.sweep_datasets) or '-'} -> {self.out}")
+        finished = False
+        try:
+            for dataset in p.all_datasets:
+                self.run_dataset(dataset)
+            finished = True
+        finally:
+            self.session({"event": "end" if finished else "interrupted", "counts": dict(self.counts)})
+        self.log("cells: " + ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())))
+        report = write_report(self.out, log=self.log)
+        self.log(f"report: {report}")
+        return 1 if self.counts["failed"] else 0
+
+    def jobs(self, dataset: str):
+        cells = plan(self.pcfg, dataset)
+        return [(cell, seed, cell_config(self.pcfg.base, cell, seed, self.out)) for seed in self.pcfg.seeds
+                for cell in cells]
+
+    def run_dataset(self, dataset: str) -> None:
+        jobs = self.jobs(dataset)
+        pending = [j for j in jobs if not (is_finished(j[2], j[0]) and (Path(j[2].out) / EMBEDDING_JSON).is_file())]
+        if not pending:
+            for cell, seed, _ in jobs:
+                self.log(f"skipped {dataset} {cell.name} seed {seed}: finished earlier")
+                self.counts["skipped"] += 1
+            return
+        base = self.pcfg.base
+        error_file = self.out / "cells" / dataset / DATASET_ERROR
+        try:
+            data = load_dataset(dataset, base.data_dir, base.cache_dir, jobs[0][2].image_size,
+                                download=base.download, num_workers=base.num_workers)
+        except DatasetError as exc:
+            atomic_write_json(error_file, {"error": str(exc), "time": now()})
+            self.log(f"not run: {dataset}: {exc}")
+            self.counts["dataset unavailable"] += len(pending)
+            return
+        error_file.unlink(missing_ok=True)
+        for note in data.notes:
+            self.log(f"note: {note}")
+        figure_cells = figure_cell_names(self.pcfg, dataset)
+        for cell, seed, cfg in jobs:
+            self.run_cell(cell, seed, cfg, data, save_features=cell.name in figure_cells)
+
+    def run_cell(self, cell: Cell, seed: int, cfg: Config, data: ImageData, save_features: bool) -> None:
+        path, label = Path(cfg.out), f"{cell.dataset} {cell.name} seed {seed}"
+        if is_finished(cfg, cell):
+            self.log(f"skipped {label}: finished earlier ({path / 'results.json'} kept)")
+            status = "skipped"
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path / CELL_JSON, cell_identity(cfg, cell))
+            (path / FAILED_JSON).unlink(missing_ok=True)
+            status = "resumed" if (path / CHECKPOINT).is_file() else "ran"
+            start = time.perf_counter()
+            try:
+                if cell.method == RANDOM_INIT:
+                    result = random_init_reference(cfg, data)
+                    write_method_results(path, result)
+                else:
+                    result = run_method(cfg, data)
+            except RunError as exc:
+                atomic_write_json(path / FAILED_JSON, {"error": str(exc), "time": now()})
+                self.log(f"failed {label}: {exc}")
+                self.counts["failed"] += 1
+                return
+            self.log(f"{status} {label} in {time.perf_counter() - start:.1f} s: linear {result['linear']:.2f}%, "
+                     f"MLP {result['mlp']:.2f}%, kNN {result['knn']:.2f}%")
+        self.counts[status] += 1
+        if not (path / EMBEDDING_JSON).is_file():
+            rec = analyse_cell(cfg, cell, data, self.pcfg.embedding_points, save_features)
+            self.log(f"embedded {label}: alignment {rec['alignment']:.4f}, uniformity {rec['uniformity']:.4f}, "
+                     f"silhouette {rec['silhouette']:.4f} ({rec['points']} test images)")

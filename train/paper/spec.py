@@ -1,0 +1,225 @@
+"""The paper protocol's settings: its command line, :class:`PaperConfig`, and ``paper.json``.
+
+Two kinds of setting:
+
+* **settings** change the numbers a cell produces (budget, optimiser, heads,
+  the grid SinSim's lambda / eps / placement, probes, kNN k, embedding
+  subsample size). One output folder holds one set of them: a rerun with
+  other settings is refused (:class:`ProtocolMismatch`), so that a table
+  never mixes budgets without saying so. Use another ``--out`` instead.
+* **selection** says which cells to run: datasets, methods, seeds, sweep
+  values. It may grow between invocations; ``paper.json`` keeps the union, so
+  the report lists every cell ever asked for and shows the unfinished ones as
+  "not run".
+
+Defaults that differ from a single run, and why:
+
+* ``--knn-k 200``: the prior measurement the sweeps must explain (issue 5:
+  CIFAR-10 JPEG copy, 50 epochs, lambda 0 / 0.1 / 1.0 -> 72.8 / 72.75 / 71.5%
+  kNN) used k = 200.
+* ``--sweep-on features projection``: that measurement put the term on the
+  projections, the paper (and the grid's SinSim, ``--sinkhorn-on features``)
+  on the encoder features; the sweeps run both.
+* ``--epsilons 0.02 0.05 0.1 0.5``: around the default 0.05; smaller values
+  need more than the 100 Sinkhorn iterations to converge (README, Convergence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..checkpoint import atomic_write_json
+from ..config import (Config, _cuda_available, _HelpFormatter, add_training_arguments, nonneg_float, nonneg_int,
+                      positive_float, positive_int, resolved_device)
+from ..datasets import DATASETS
+from ..methods import METHODS
+
+PAPER_DATASETS = ("mnist", "cifar10", "cifar100", "stl10")
+PAPER_METHODS = ("simclr", "byol", "vicreg", "barlow", "sinsim")
+FIGURE_METHODS = ("simclr", "sinsim", "vicreg")  # the paper's figure 1
+SWEEPS = ("lambda", "eps")
+PLACEMENTS = ("features", "projection")
+DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_LAMBDAS = (0.0, 0.01, 0.1, 1.0)
+DEFAULT_EPSILONS = (0.02, 0.05, 0.1, 0.5)
+DEFAULT_OUT = "runs/paper"
+
+# Config fields that say where and how fast a cell runs, not what it computes.
+RUN_ONLY_FIELDS = (
+    "dataset", "method", "seed", "out", "resume", "overwrite", "data_dir", "cache_dir", "download", "device",
+    "num_workers", "check_every", "checkpoint_every", "compile", "sinkhorn_backend", "knn_every",
+)
+SELECTION_FIELDS = ("datasets", "methods", "seeds", "sweep_datasets", "sweeps", "lambdas", "epsilons", "sweep_on")
+
+
+class ProtocolMismatch(RuntimeError):
+    """The output folder holds a protocol run with other settings."""
+
+
+@dataclass
+class PaperConfig:
+    base: Config  # the shared settings; dataset, method and seed are set per cell
+    out: str = DEFAULT_OUT
+    datasets: List[str] = field(default_factory=lambda: list(PAPER_DATASETS))
+    methods: List[str] = field(default_factory=lambda: list(PAPER_METHODS))
+    seeds: List[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
+    sweep_datasets: List[str] = field(default_factory=list)
+    sweeps: List[str] = field(default_factory=lambda: list(SWEEPS))
+    lambdas: List[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))
+    epsilons: List[float] = field(default_factory=lambda: list(DEFAULT_EPSILONS))
+    sweep_on: List[str] = field(default_factory=lambda: list(PLACEMENTS))
+    embedding_points: int = 2000
+    report_only: bool = False
+    argv: List[str] = field(default_factory=list)
+
+    def settings(self) -> Dict[str, Any]:
+        """What must agree between invocations into one output folder."""
+        kept = {k: v for k, v in self.base.to_dict().items() if k not in RUN_ONLY_FIELDS}
+        return {**kept, "embedding_points": self.embedding_points}
+
+    def selection(self) -> Dict[str, list]:
+        return {k: list(getattr(self, k)) for k in SELECTION_FIELDS}
+
+    @property
+    def all_datasets(self) -> List[str]:
+        return _unique(self.datasets + self.sweep_datasets)
+
+    @classmethod
+    def from_saved(cls, saved: Dict[str, Any], out: str) -> "PaperConfig":
+        """The config a ``paper.json`` describes (for the report)."""
+        settings = dict(saved["settings"])
+        points = settings.pop("embedding_points")
+        known = {f.name for f in dataclasses.fields(Config)}
+        base = Config(**{k: v for k, v in settings.items() if k in known})
+        return cls(base=base, out=out, embedding_points=points, **saved["selection"])
+
+
+def _unique(items: Sequence) -> list:
+    seen: list = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def build_paper_parser() -> argparse.ArgumentParser:
+    d = Config()
+    p = argparse.ArgumentParser(
+        prog="python train/run.py --protocol paper",
+        description="The SinSim paper's experiments: tables I and II (linear and MLP probes, methods x datasets x "
+        "seeds), figure 1 (t-SNE / UMAP, alignment, uniformity, silhouette), figures 2 and 3 (lambda and eps "
+        "sweeps, on features and on projections), and OUT/report.md. Resumable cell by cell: run the same command "
+        "again and finished cells are kept, an interrupted one resumes from its checkpoint.",
+        epilog="Examples: python train/run.py --protocol paper --data-dir ../shared/data   |   "
+        "python train/run.py --protocol paper --datasets digits --seeds 0 1 --epochs 1 --train-subset 256 "
+        "--sweep-datasets digits --out runs/paper-digits   (a few minutes on 2 CPU cores)   |   "
+        "python train/run.py --protocol paper --report-only --out runs/paper",
+        formatter_class=_HelpFormatter,
+    )
+    g = p.add_argument_group("what to run")
+    g.add_argument("--protocol", choices=["paper"], default="paper", help="this protocol")
+    g.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(PAPER_DATASETS), metavar="NAME",
+                   help=f"datasets of tables I and II and figure 1 ({', '.join(DATASETS)})")
+    g.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(PAPER_METHODS), metavar="NAME",
+                   help=f"methods of the tables ({', '.join(METHODS)})")
+    g.add_argument("--seeds", nargs="+", type=nonneg_int, default=list(DEFAULT_SEEDS), help="seeds of every cell")
+    g.add_argument("--out", default=DEFAULT_OUT, help="output folder (cells, figures, report.md)")
+    g.add_argument("--data-dir", default=d.data_dir, help="where the dataset files are (or are downloaded to)")
+    g.add_argument("--cache-dir", default=d.cache_dir, help="where decoded image archives are cached")
+    g.add_argument("--download", action=argparse.BooleanOptionalAction, default=d.download,
+                   help="download missing datasets with torchvision")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: CUDA when available")
+    g.add_argument("--report-only", action="store_true",
+                   help="write OUT/report.md and its figures from the files already in OUT; trains nothing")
+
+    g = p.add_argument_group("sweeps (figures 2 and 3)")
+    g.add_argument("--sweep-datasets", nargs="*", choices=list(DATASETS), default=None, metavar="NAME",
+                   help="datasets of the sweeps (default: cifar10 when it is in --datasets, else none; "
+                   "give the flag alone for none)")
+    g.add_argument("--sweeps", nargs="*", choices=SWEEPS, default=list(SWEEPS),
+                   help="lambda: accuracy vs the Sinkhorn weight at --sinkhorn-eps; eps: vs epsilon at --sinkhorn-weight")
+    g.add_argument("--lambdas", nargs="+", type=nonneg_float, default=list(DEFAULT_LAMBDAS), metavar="LAMBDA",
+                   help="Sinkhorn weights (0 is SimCLR)")
+    g.add_argument("--epsilons", nargs="+", type=positive_float, default=list(DEFAULT_EPSILONS), metavar="EPS",
+                   help="entropic regularisations")
+    g.add_argument("--sweep-on", nargs="+", choices=PLACEMENTS, default=list(PLACEMENTS),
+                   help="where the term acts in the sweeps: encoder features h, projections z, or both")
+
+    g = p.add_argument_group("embeddings (figure 1)")
+    g.add_argument("--embedding-points", type=positive_int, default=2000, metavar="K",
+                   help="test images (a fixed random subsample, seed 0) for t-SNE / UMAP, alignment, uniformity "
+                   "and silhouette")
+
+    add_training_arguments(p)
+    p.set_defaults(knn_k=200)
+    return p
+
+
+def parse_paper_config(argv: Optional[Sequence[str]] = None) -> PaperConfig:
+    parser = build_paper_parser()
+    args = vars(parser.parse_args(argv))
+    args.pop("protocol")
+    if not args["eval"]:
+        parser.error("--no-eval: the paper protocol's tables are the probes' accuracies")
+    if args["device"] == "cuda" and not _cuda_available():
+        parser.error("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    known = {f.name for f in dataclasses.fields(Config)}
+    base = Config(**{k: v for k, v in args.items() if k in known})
+    if base.precision == "bf16" and resolved_device(base) == "cpu":
+        parser.error("--precision bf16 needs --device cuda (CPU runs use fp32)")
+    datasets = _unique(args["datasets"])
+    sweep_datasets = args["sweep_datasets"]
+    if sweep_datasets is None:
+        sweep_datasets = ["cifar10"] if "cifar10" in datasets else []
+    return PaperConfig(
+        base=base,
+        out=args["out"],
+        datasets=datasets,
+        methods=_unique(args["methods"]),
+        seeds=_unique(args["seeds"]),
+        sweep_datasets=_unique(sweep_datasets),
+        sweeps=_unique(args["sweeps"]),
+        lambdas=_unique(args["lambdas"]),
+        epsilons=_unique(args["epsilons"]),
+        sweep_on=_unique(args["sweep_on"]),
+        embedding_points=args["embedding_points"],
+        report_only=args["report_only"],
+        argv=list(argv) if argv is not None else [],
+    )
+
+
+def paper_json(out) -> Path:
+    return Path(out) / "paper.json"
+
+
+def read_protocol(out) -> Optional[Dict[str, Any]]:
+    path = paper_json(out)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def record_protocol(pcfg: PaperConfig) -> Dict[str, Any]:
+    """Write ``OUT/paper.json``: this invocation's settings, which must equal
+    those already there, and the union of every selection so far."""
+    saved = read_protocol(pcfg.out)
+    settings, selection = pcfg.settings(), pcfg.selection()
+    if saved is not None:
+        diff = {k: (saved["settings"].get(k), v) for k, v in settings.items() if saved["settings"].get(k) != v}
+        if diff:
+            details = ", ".join(f"{_flag(k)}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            raise ProtocolMismatch(
+                f"{pcfg.out} holds a paper protocol run with other settings ({details}). One folder holds one "
+                "budget, so that its tables never mix them: repeat the same flags, or pass another --out"
+            )
+        selection = {k: _unique(list(saved["selection"].get(k, [])) + v) for k, v in selection.items()}
+    record = {"settings": settings, "selection": selection}
+    atomic_write_json(paper_json(pcfg.out), record)
+    return record
