@@ -173,3 +173,16 @@ def test_lambda_zero_trains_exactly_simclr():
     for name, tensor in states[0].items():
         assert torch.equal(tensor, states[1][name]), name
     assert METHODS["sinsim"].recipe == METHODS["simclr"].recipe
+
+
+def test_a_dataset_that_cannot_be_loaded_is_reported_not_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run.main(["--protocol", "paper", "--datasets", "stl10", "--seeds", "0", "--no-download",
+                     "--data-dir", str(tmp_path / "nowhere"), "--out", str(out)])
+    assert code == 1
+    assert "not run: stl10: STL-10 not found" in capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    table1 = report.split("## Table I")[1].split("## Table II")[0]
+    assert table1.count("not run (dataset not found)") == 6  # 5 methods and the floor, STL-10 column
+    assert "No dataset has finished SinSim and SimCLR cells" in report
+    assert not list(out.glob("cells/**/results.json"))

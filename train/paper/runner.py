@@ -13,11 +13,12 @@ many. Per cell and seed, one of (logged to stdout and ``OUT/run.log``):
   optimiser, schedule and every random generator), then the probes;
 * **ran**: from scratch;
 * **failed**: the loss became NaN/inf (the last good checkpoint is kept and
-  ``failed.json`` says why); the other cells go on, the exit status is 1.
+  ``failed.json`` says why); the other cells go on.
 
 A finished cell without ``embedding.json`` gets its embedding measured
 (:mod:`.analysis`). A dataset that cannot be loaded is recorded in
 ``OUT/cells/<dataset>/dataset-error.json`` and skipped; the report says so.
+The exit status is 1 when some cell failed or could not be run, else 0.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class PaperRunner:
             f.write(json.dumps({"time": now(), **record}) + "\n")
 
     def run(self) -> int:
-        """Every selected cell, then the report; 1 when some cell failed."""
+        """Every selected cell, then the report; 1 when some cell did not finish."""
         p = self.pcfg
         self.out.mkdir(parents=True, exist_ok=True)
         record_protocol(p)
@@ -104,7 +105,10 @@ class PaperRunner:
         self.log("cells: " + ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())))
         report = write_report(self.out, log=self.log)
         self.log(f"report: {report}")
-        return 1 if self.counts["failed"] else 0
+        missing = self.counts["failed"] + self.counts["dataset unavailable"]
+        if missing:
+            self.log(f"{missing} cell runs did not finish (failed, or their dataset could not be loaded): see above")
+        return 1 if missing else 0
 
     def jobs(self, dataset: str):
         cells = plan(self.pcfg, dataset)
