@@ -12,7 +12,8 @@ the same initial weights and the same data order, so the seeds pair up:
 (``scipy.stats.ttest_rel``; Student, 1908) gives the mean difference, its 95%
 confidence interval ``mean(d) +- t_{0.975, n-1} * sd(d) / sqrt(n)`` and a
 p-value. The verdict is "higher" or "lower" only when the interval excludes
-0 and at least 3 seeds pair up, otherwise "cannot tell apart". Why 3: with
+0 and at least 3 seeds pair up; "cannot tell apart" when it contains 0, "no
+verdict" with fewer than 3 paired seeds. Why 3: with
 2 seeds the interval rests on one degree of freedom, and accuracies move in
 steps of one test image, so two seeds that happen to differ by the same
 image count give a zero-width interval and a tiny p-value that mean
@@ -99,7 +100,7 @@ class Comparison:
         if self.low is None:
             return "cannot tell apart"
         if self.n < MIN_SEEDS:
-            return f"cannot tell apart (only {self.n} paired seeds; a verdict needs {MIN_SEEDS})"
+            return f"no verdict: only {self.n} paired seeds ({MIN_SEEDS} needed)"
         if self.low > 0:
             return "higher"
         if self.high < 0:

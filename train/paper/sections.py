@@ -13,8 +13,8 @@ from collections import Counter
 from typing import List, Optional, Sequence, Tuple
 
 from ..datasets import DATASETS
-from .aggregate import Comparison, paired_comparison
-from .cells import RANDOM_INIT, grid_sinsim_cell, method_cell, plan, sinsim_cell
+from .aggregate import MIN_SEEDS, Comparison, paired_comparison
+from .cells import RANDOM_INIT, method_cell, plan, sinsim_cell
 from .collect import CellRecords
 from .figures import UMAP_MISSING
 from .labels import METHOD_NAMES, budget_text, sinsim_text
@@ -171,19 +171,25 @@ def cost(data) -> str:
         for d in datasets:
             rec = data.grid(d, m)
             ips, secs = rec.summary("images_per_second"), rec.summary("pretrain_seconds")
+            spread = f" ± {ips.std:,.0f}" if ips is not None and ips.std is not None else ""
             row.append("not run" if ips is None else
-                       f"{ips.mean:,.0f} img/s, pretraining {secs.mean / 60:.1f} min (n={ips.n})")
+                       f"{ips.mean:,.0f}{spread} img/s, pretraining {secs.mean / 60:.1f} min (n={ips.n})")
         rows.append(row)
     lines = ["## Cost: throughput and wall time", "",
-             "Pretraining images per second (each image gives two augmented views; median over epochs, mean over "
-             "seeds) and pretraining wall time per run (mean over seeds).", "", md_table(head, rows)]
+             "Pretraining images per second (each image gives two augmented views; median over a run's epochs, "
+             "then mean ± std over seeds) and pretraining wall time per run (mean over seeds). The runs are "
+             "timed one after another, so a machine shared with other work, or a GPU of another kind, shows up "
+             "here: compare methods only on the same idle device, and mind the spread.", "", md_table(head, rows)]
     for d in datasets:
         a, b = data.grid(d, "sinsim"), data.grid(d, "simclr")
         sa, sb = a.summary("images_per_second"), b.summary("images_per_second")
         devices = sorted({r.get("device", "?") for m in data.table_methods for r in data.grid(d, m).results.values()})
         if sa is not None and sb is not None:
+            noisy = (sa.std or 0.0) + (sb.std or 0.0) > abs(sa.mean - sb.mean)
             lines.append(f"- {data.title(d)}: a SinSim step takes {sb.mean / sa.mean:.2f}x the time of a SimCLR step "
-                         f"({sa.mean:,.0f} vs {sb.mean:,.0f} img/s) on {', '.join(devices)}.")
+                         f"({sa.mean:,.0f} vs {sb.mean:,.0f} img/s) on {', '.join(devices)}"
+                         + (": the seed-to-seed spread is larger than the difference, so this does not measure the "
+                            "Sinkhorn term's cost." if noisy else "."))
         else:
             lines.append(f"- {data.title(d)}: ran on {', '.join(devices)}.")
     total = sum(r.get("wall_seconds", r.get("eval_seconds", 0.0)) for r in data.all_results())
@@ -246,15 +252,21 @@ def _sweep_table(points_by_on, simclr: CellRecords, x_name: str) -> Tuple[str, L
 
 
 def _resolution(comps: List[Comparison], what: str) -> str:
-    decided = [c for c in comps if c.decided]
-    halves = [(c.high - c.low) / 2 for c in comps if c.low is not None]
+    """What the seeds can and cannot tell apart among these comparisons."""
     if not comps:
         return "Nothing to compare yet."
-    text = ""
+    decided = [c for c in comps if c.decided]
+    few = [c for c in comps if c.n < MIN_SEEDS]
+    halves = [(c.high - c.low) / 2 for c in comps if c.low is not None]
     if decided:
-        text += f"{len(decided)} of {len(comps)} comparisons with SimCLR are resolved by the seeds (interval excludes 0). "
+        text = f"{len(decided)} of {len(comps)} comparisons with SimCLR are resolved by the seeds (interval excludes 0). "
+    elif len(few) == len(comps):
+        largest = max(comps, key=lambda c: abs(c.mean))
+        text = (f"With fewer than {MIN_SEEDS} paired seeds no comparison gets a verdict, in either direction; the "
+                f"largest difference seen is {largest.mean:+.2f} points. More seeds (--seeds 0 1 2 ...) would "
+                "resolve it or not. ")
     else:
-        text += f"No {what} differs from SimCLR by more than the seeds resolve. "
+        text = f"No {what} differs from SimCLR by more than the seeds resolve. "
     if halves:
         text += (f"With these seeds, differences smaller than about {min(halves):.2f}-{max(halves):.2f} points "
                  "(half-widths of the 95% intervals) cannot be told apart.")
@@ -301,10 +313,10 @@ def _placement(data, d: str) -> str:
     text = (f"### Where the term acts (λ = {b.sinkhorn_weight:g}, ε = {b.sinkhorn_eps:g})\n\n"
             + md_table(["term on", "linear %", "MLP %", "kNN %", "img/s"], rows))
     if "features" in recs and "projection" in recs:
-        for key in ("linear", "knn"):
+        for key, name in (("linear", "linear probe"), ("knn", "kNN")):
             c = paired_comparison(recs["projection"].scores(key), recs["features"].scores(key))
             if c is not None:
-                text += f"\n- {key}: projection − features = {c.text()}: {c.verdict}."
+                text += f"\n- {name}: projection − features = {c.text()}: {c.verdict}."
     return text
 
 
