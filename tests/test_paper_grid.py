@@ -39,8 +39,18 @@ CELLS = ["simclr", "byol", "vicreg", "barlow", SINSIM, "random-init", "sinsim-la
          "sinsim-lam0.5-eps0.5-projection"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster, and far faster when another process
+    holds a core (OpenMP workers busy-wait: 3x on the 2-core test machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def paper_run(tmp_path_factory):
+def paper_run(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("paper") / "out"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(figures, "umap_module", lambda: None)  # as without umap-learn (and no numba compile here)

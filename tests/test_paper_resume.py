@@ -5,6 +5,7 @@ checkpoint, and the report records the killed invocation."""
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -21,8 +22,11 @@ ARGS = ["--protocol", "paper", "--datasets", "digits", "--methods", "simclr", "s
         "--sweep-datasets", "--num-workers", "1"]
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny tensors: one thread is faster (see test_paper_grid.py)
+
+
 def kill_when(cmd, ready, timeout=300):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     deadline = time.monotonic() + timeout
     try:
         while not ready():
@@ -52,7 +56,7 @@ def test_killed_grid_keeps_finished_cells_and_resumes_the_cut_one(tmp_path):
     kept = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(simclr.iterdir()) if p.suffix != ".pt"}
     log_before = (out / "run.log").read_text()
 
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert rerun.returncode == 0, rerun.stderr
     new_log = (out / "run.log").read_text()[len(log_before):]
     assert "skipped digits simclr seed 0: finished earlier" in new_log
