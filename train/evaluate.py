@@ -1,9 +1,15 @@
 r"""Frozen-encoder evaluation: features without augmentation, then three scores.
 
-* **linear probe**: multinomial logistic regression (scikit-learn, L-BFGS,
-  L2 penalty ``C = 1``) on standardised features, trained on the train split,
-  accuracy on the test split. Convex, so the score depends on the features
-  only, not on an optimiser's schedule.
+* **linear probe**: multinomial logistic regression on standardised features,
+  trained on the train split, accuracy on the test split. It minimises
+  scikit-learn's ``LogisticRegression(C=1)`` objective (unpenalised bias)::
+
+      (1/n) sum_i CE(W x_i + b, y_i) + ||W||^2 / (2 C n)
+
+  by full-batch L-BFGS (``torch.optim.LBFGS``, strong-Wolfe line search) in
+  float64 on the features' device: on a GPU a few hundred milliseconds where
+  scikit-learn's CPU solver took up to a minute per run. Convex, so the score
+  depends on the features only; tests check it against scikit-learn.
 * **MLP probe**: ``Linear(512, 512) - BatchNorm - ReLU - Linear(512, classes)``
   on the same standardised features, AdamW (lr 1e-3, weight decay 1e-4) with
   a cosine schedule for ``probe_epochs`` epochs, in torch on the device.
@@ -16,14 +22,11 @@ Accuracies are percentages.
 
 from __future__ import annotations
 
-import warnings
 from typing import Dict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 
@@ -69,15 +72,38 @@ def _standardize(train_f: torch.Tensor, test_f: torch.Tensor):
     return (train_f - mean) / std, (test_f - mean) / std
 
 
+def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, classes: int, C: float = 1.0,
+                            max_iter: int = 1000, tol: float = 1e-6):
+    """Weights ``(W, b)`` minimising the objective in the module docstring on
+    features ``x`` (n, d) and labels ``y``; float64, on ``x``'s device.
+    Stops when the largest gradient entry is below ``tol`` or after
+    ``max_iter`` iterations (the budget; the fit is still used then)."""
+    x = x.double()
+    n, d = x.shape
+    weight = torch.zeros(classes, d, dtype=x.dtype, device=x.device, requires_grad=True)
+    bias = torch.zeros(classes, dtype=x.dtype, device=x.device, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
+                            tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+    def objective():
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ weight.T + bias, y) + weight.square().sum() / (2 * C * n)
+        loss.backward()
+        return loss
+
+    opt.step(objective)
+    return weight.detach(), bias.detach()
+
+
 def linear_probe_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
                           C: float = 1.0, max_iter: int = 1000) -> float:
     """Logistic-regression accuracy (%) on standardised features."""
     train_f, test_f = _standardize(train_f.double(), test_f.double())
-    clf = LogisticRegression(C=C, max_iter=max_iter)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is the budget; the score is still valid
-        clf.fit(train_f.cpu().numpy(), train_y.cpu().numpy())
-    return 100.0 * float(np.mean(clf.predict(test_f.cpu().numpy()) == test_y.cpu().numpy()))
+    train_y, test_y = train_y.to(train_f.device), test_y.to(train_f.device)
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    weight, bias = fit_logistic_regression(train_f, train_y, classes, C=C, max_iter=max_iter)
+    pred = (test_f @ weight.T + bias).argmax(dim=1)
+    return 100.0 * (pred == test_y).double().mean().item()
 
 
 def mlp_probe_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
