@@ -2,7 +2,10 @@ r"""Self-supervised losses as small ``nn.Module`` s: SinSim and its baselines.
 
 Every loss takes the two views' embeddings, ``(N, d)`` each (row ``i`` of both
 comes from the same image), and returns a scalar. Inputs of any floating dtype
-are computed in float32, so the losses are safe under bf16/fp16 autocast.
+are computed in float32 with autocast switched off inside the loss, so a
+bf16/fp16 autocast region around the model does not round the losses' own
+matrix products (VICReg's covariance, Barlow Twins' cross-correlation, the
+NT-Xent similarities) to half precision.
 
 * :class:`NTXentLoss` - SimCLR's contrastive loss.
 * :class:`SinkhornLoss` - the entropic optimal-transport cost between the two
@@ -17,6 +20,7 @@ The default coefficients are the published ones; each class cites its source.
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, Optional
 
 import torch
@@ -38,6 +42,17 @@ __all__ = [
     "SinkhornLoss",
     "VICRegLoss",
 ]
+
+
+def _without_autocast(loss_fn):
+    """Run ``loss_fn(self, *tensors)`` with autocast off on the tensors' device."""
+
+    @functools.wraps(loss_fn)
+    def wrapper(self, first: torch.Tensor, *args, **kwargs):
+        with torch.autocast(device_type=first.device.type, enabled=False):
+            return loss_fn(self, first, *args, **kwargs)
+
+    return wrapper
 
 
 def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
@@ -70,6 +85,7 @@ class NTXentLoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
 
+    @_without_autocast
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         n = z1.shape[0]
         u = F.normalize(torch.cat([z1, z2]).float(), dim=1)
@@ -144,6 +160,7 @@ class SinkhornLoss(nn.Module):
             return reference.sinkhorn_cost
         return sinkhorn_cost
 
+    @_without_autocast
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = x.float(), y.float()
         if self.normalize:
@@ -224,6 +241,7 @@ class BYOLLoss(nn.Module):
     Self-Supervised Learning", NeurIPS 2020, arXiv:2006.07733, Eq. (2).
     """
 
+    @_without_autocast
     def forward(self, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         p = F.normalize(p.float(), dim=-1)
         z = F.normalize(z.detach().float(), dim=-1)
@@ -271,6 +289,7 @@ class VICRegLoss(nn.Module):
         cov = (z.T @ z) / (n - 1)
         return _off_diagonal(cov).pow(2).sum() / d
 
+    @_without_autocast
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> Dict[str, torch.Tensor]:
         z1, z2 = z1.float(), z2.float()
         return {
@@ -314,6 +333,7 @@ class BarlowTwinsLoss(nn.Module):
         var = z.var(dim=0, unbiased=False)
         return (z - mean) / torch.sqrt(var + self.eps)
 
+    @_without_autocast
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         z1, z2 = self.standardize(z1.float()), self.standardize(z2.float())
         c = (z1.T @ z2) / z1.shape[0]

@@ -163,3 +163,17 @@ def test_losses_compute_half_precision_inputs_in_float32(loss):
     half = loss(z1.bfloat16(), z2.bfloat16())
     assert half.dtype == torch.float32
     assert half.item() == pytest.approx(full.item(), rel=2e-2, abs=2e-2)
+
+
+@pytest.mark.parametrize("loss_cls", [VICRegLoss, BarlowTwinsLoss, NTXentLoss])
+def test_losses_are_not_rounded_by_a_surrounding_autocast(gen, loss_cls):
+    """Under bf16 autocast a loss's own matrix products would be rounded to
+    8 mantissa bits (VICReg's covariance then blew up a CIFAR-10 run on an
+    H100); the loss must give its float32 value however it is called."""
+    z1, z2 = torch.randn(64, 32, generator=gen), torch.randn(64, 32, generator=gen)
+    loss = loss_cls()
+    expected = loss(z1, z2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss(z1, z2)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)

@@ -405,8 +405,8 @@ def methods(data) -> str:
 - Encoder: ResNet-18 (CIFAR stem for images of 32 px or less), each method with its published recipe
   (`train/methods/`); SinSim = SimCLR + λ · W_ε, here {sinsim_text(b.sinkhorn_weight, b.sinkhorn_eps, b.sinkhorn_on)}
   in the tables, {b.sinkhorn_iters} Sinkhorn iterations, cost {b.sinkhorn_cost}.
-- Linear probe: multinomial logistic regression (scikit-learn, L-BFGS, C = 1) on standardised frozen features of
-  the un-augmented images. MLP probe: Linear-BatchNorm-ReLU-Linear (512 hidden), AdamW, {b.probe_epochs} epochs.
+- Linear probe: multinomial logistic regression (scikit-learn's objective with C = 1, solved by L-BFGS in
+  float64 on the run's device) on standardised frozen features of the un-augmented images. MLP probe: Linear-BatchNorm-ReLU-Linear (512 hidden), AdamW, {b.probe_epochs} epochs.
   kNN: cosine similarity, k = {b.knn_k}, votes weighted by exp(sim / {b.knn_temperature:g}). See `train/evaluate.py`.
 - Seeds: a seed fixes the initial weights, the data order and the augmentations, so cells pair up by seed.
   Spread: sample standard deviation (ddof = 1). Comparisons: paired t-test over the common seeds
