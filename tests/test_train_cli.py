@@ -124,6 +124,14 @@ def test_an_existing_run_is_neither_overwritten_nor_mixed(tmp_path, capsys):
     assert "different training settings" in capsys.readouterr().err
 
 
+def test_resume_without_a_checkpoint_says_it_starts_from_scratch(tmp_path, capsys):
+    out = str(tmp_path / "empty")
+    args = TINY + ["--method", "simclr", "--epochs", "1", "--train-subset", "128", "--probe-epochs", "2", "--out", out]
+    assert main(args + ["--resume"]) == 0
+    assert "found no checkpoint" in capsys.readouterr().out
+    assert (Path(out) / "results.json").is_file()
+
+
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     calls = {"n": 0}
     real = METHODS["simclr"].loss_terms

@@ -151,7 +151,7 @@ class Trainer:
         if bad >= 0:
             raise NonFiniteLossError(
                 f"the training loss became NaN/inf at step {bad + 1} (epoch {epoch}); "
-                "try a lower --lr, or --precision fp32"
+                "try a longer --warmup-epochs or a lower --lr (a short run's warm-up is short: epochs/10)"
             )
 
     def fit(self, start_epoch: int, on_epoch_end: Callable[[EpochStats], None]) -> List[EpochStats]:

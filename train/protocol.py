@@ -145,6 +145,8 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
             restore(state, method=method, optimizer=optimizer, scheduler=scheduler, generators={"data": generator})
             start_epoch, metrics = state["epoch"], state["metrics"]
             log(f"{cfg.method}: resuming after epoch {start_epoch} from {checkpoint_path}")
+        else:
+            log(f"{cfg.method}: --resume found no checkpoint at {checkpoint_path}; starting from scratch")
 
     def on_epoch_end(s: EpochStats) -> None:
         row = s.row()
