@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 import torch
+from processes import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--protocol", "paper", "--datasets", "digits", "--methods", "simclr", "sinsim", "--seeds", "0",
@@ -25,30 +24,13 @@ ARGS = ["--protocol", "paper", "--datasets", "digits", "--methods", "simclr", "s
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny tensors: one thread is faster (see test_paper_grid.py)
 
 
-def kill_when(cmd, ready, timeout=300):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
-    deadline = time.monotonic() + timeout
-    try:
-        while not ready():
-            if proc.poll() is not None:
-                pytest.fail(f"the grid ended before the kill: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("the grid did not get there in time")
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    return proc.returncode
-
-
 def test_killed_grid_keeps_finished_cells_and_resumes_the_cut_one(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "train" / "run.py"), *ARGS, "--out", str(out)]
     simclr = out / "cells" / "digits" / "simclr" / "seed0"
     sinsim = out / "cells" / "digits" / "sinsim-lam0.1-eps0.05-features" / "seed0"
 
-    assert kill_when(cmd, lambda: (sinsim / "checkpoint.pt").exists()) == -signal.SIGKILL
+    assert kill_when(cmd, lambda: (sinsim / "checkpoint.pt").exists(), env=ENV) == -signal.SIGKILL
     assert (simclr / "results.json").is_file() and (simclr / "embedding.json").is_file()
     assert not (sinsim / "results.json").exists()
     cut_at = torch.load(sinsim / "checkpoint.pt", weights_only=False)["epoch"]

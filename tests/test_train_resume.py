@@ -8,11 +8,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from processes import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--dataset", "digits", "--train-subset", "256", "--batch-size", "64", "--image-size", "8",
@@ -21,23 +21,6 @@ ARGS = ["--dataset", "digits", "--train-subset", "256", "--batch-size", "64", "-
 
 def command(method, out, *extra):
     return [sys.executable, str(ROOT / "train" / "run.py"), *ARGS, "--method", method, "--out", str(out), *extra]
-
-
-def kill_after_first_checkpoint(cmd, checkpoint: Path, timeout=300):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    try:
-        while not checkpoint.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended before writing a checkpoint: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("no checkpoint within the time limit")
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    return proc.returncode
 
 
 def metrics(out: Path):
@@ -50,7 +33,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert subprocess.run(command(method, full), capture_output=True, timeout=600).returncode == 0
 
-    assert kill_after_first_checkpoint(command(method, killed), killed / "checkpoint.pt") == -signal.SIGKILL
+    assert kill_when(command(method, killed), (killed / "checkpoint.pt").exists) == -signal.SIGKILL
     interrupted_at = torch.load(killed / "checkpoint.pt", weights_only=False)["epoch"]
     assert 1 <= interrupted_at < 4, "the kill must land before the run finishes"
     assert not (killed / "results.json").exists()
