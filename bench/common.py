@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from sinsim_ext.testing import rel_err, saved_tensor_bytes  # noqa: F401  (re-exported for the benches)
+
 D, EPS, ITERS = 128, 0.05, 100
 
 
@@ -22,28 +24,9 @@ def embeddings(n: int, *, batch=None, d: int = D, device="cpu", dtype=torch.floa
     return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    return float((a - b).norm() / b.norm())
-
-
 def value_and_grad(fn, x, y, **kw):
     """Value and d value / d x of fn(x, y, **kw)."""
     x = x.detach().requires_grad_()
     value = fn(x, y, **kw)
     (grad,) = torch.autograd.grad(value, x)
     return value.detach(), grad
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd keeps for the backward of fn()."""
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total

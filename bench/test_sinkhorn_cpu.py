@@ -18,7 +18,7 @@ import torch
 import sinsim_ext
 from sinsim_ext import reference
 
-from common import EPS, ITERS, embeddings, rel_err, saved_bytes, value_and_grad
+from common import EPS, ITERS, embeddings, rel_err, saved_tensor_bytes, value_and_grad
 
 IMPLS = {"kernel": sinsim_ext.sinkhorn_cost, "reference": reference.sinkhorn_cost}
 KW = dict(eps=EPS, max_iter=ITERS)
@@ -58,7 +58,7 @@ def test_forward_backward(benchmark, impl, n):
     benchmark.extra_info["value_rel_err_vs_float64"] = rel_err(value, want_value)
     benchmark.extra_info["grad_rel_err_vs_float64"] = rel_err(grad, want_grad)
     xg = x.detach().requires_grad_()
-    benchmark.extra_info["backward_saved_MB"] = saved_bytes(lambda: fn(xg, y, **KW)) / 2**20
+    benchmark.extra_info["backward_saved_MB"] = saved_tensor_bytes(lambda: fn(xg, y, **KW)) / 2**20
 
 
 @pytest.mark.parametrize("max_iter", [10, 100, 1000])
@@ -72,6 +72,6 @@ def test_backward_cost_does_not_depend_on_iterations(benchmark, max_iter):
         return (sinsim_ext.sinkhorn_cost(x, y, eps=EPS, max_iter=max_iter),), {}
 
     benchmark.pedantic(lambda v: torch.autograd.grad(v, x), setup=setup, rounds=5)
-    benchmark.extra_info["backward_saved_MB"] = saved_bytes(
+    benchmark.extra_info["backward_saved_MB"] = saved_tensor_bytes(
         lambda: sinsim_ext.sinkhorn_cost(x, y, eps=EPS, max_iter=max_iter)
     ) / 2**20

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from sinsim_ext.testing import rel_err  # noqa: F401  (re-exported for the tests)
+
 
 def points(gen, *shape, dtype=torch.float64, scale=1.0, device="cpu"):
     return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).to(device)
@@ -17,8 +19,3 @@ def unit_points(gen, *shape, dtype=torch.float64, device="cpu"):
 def simplex(gen, *shape, dtype=torch.float64, device="cpu"):
     w = torch.rand(*shape, generator=gen, dtype=dtype) + 0.1
     return (w / w.sum(-1, keepdim=True)).to(device)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    return float((a - b).norm() / b.norm().clamp_min(1e-300))

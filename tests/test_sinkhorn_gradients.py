@@ -12,6 +12,7 @@ import sinsim_ext
 from sinsim_ext import reference
 
 from helpers import points, rel_err
+from sinsim_ext.testing import saved_tensor_bytes
 
 CONVERGED = dict(tol=1e-13, max_iter=20000)
 
@@ -73,27 +74,13 @@ def test_half_precision_inputs_get_gradients_in_their_dtype(gen):
     assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad.float()).all()
 
 
-def _saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd keeps for the backward of fn()."""
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
-
-
 def test_backward_memory_does_not_grow_with_iterations(gen):
     x = points(gen, 64, 16, dtype=torch.float32).requires_grad_()
     y = points(gen, 64, 16, dtype=torch.float32)
-    kernel = [_saved_bytes(lambda: sinsim_ext.sinkhorn_cost(x, y, max_iter=k)) for k in (5, 500)]
+    kernel = [saved_tensor_bytes(lambda: sinsim_ext.sinkhorn_cost(x, y, max_iter=k)) for k in (5, 500)]
     assert kernel[0] == kernel[1]
     # and it is O(n d), far below one n x m matrix per iteration
     assert kernel[1] < 64 * 64 * 4
     # the reference, differentiated through its loop, keeps memory per iteration
-    ref = [_saved_bytes(lambda: reference.sinkhorn_cost(x, y, max_iter=k)) for k in (5, 50)]
+    ref = [saved_tensor_bytes(lambda: reference.sinkhorn_cost(x, y, max_iter=k)) for k in (5, 50)]
     assert ref[1] > 5 * ref[0]
