@@ -124,3 +124,17 @@ def as_tensors(images: np.ndarray, labels: Sequence[int]) -> tuple:
     """``(N, C, H, W)`` uint8 and int64 tensors from numpy arrays (no copy when contiguous)."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
     return torch.from_numpy(images), torch.as_tensor(np.asarray(labels, dtype=np.int64))
+
+
+def from_arrays(name: str, train: tuple, test: tuple, *, classes: List[str], source: str,
+                unlabeled: Optional[np.ndarray] = None) -> ImageData:
+    """:class:`ImageData` from ``(images, labels)`` numpy pairs of the train and
+    test splits; pretraining uses the train images, plus ``unlabeled`` ones
+    when given (STL-10)."""
+    train_images, train_labels = as_tensors(*train)
+    test_images, test_labels = as_tensors(*test)
+    pretrain = train_images
+    if unlabeled is not None:
+        pretrain = torch.cat([train_images, torch.from_numpy(np.ascontiguousarray(unlabeled, dtype=np.uint8))])
+    return ImageData(name=name, pretrain=pretrain, train_images=train_images, train_labels=train_labels,
+                     test_images=test_images, test_labels=test_labels, classes=classes, source=source)

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from . import folder
-from .base import DatasetError, ImageData, as_tensors
+from .base import DatasetError, ImageData, from_arrays
 from .download import try_download
 
 LAYOUTS = {
@@ -72,23 +72,13 @@ def read_pickles(folder_path: Path, name: str) -> ImageData:
                 raise DatasetError(f"{folder_path / batch}: data {data.shape} / {len(labels)} labels is not CIFAR's N x 3072")
             xs.append(data.reshape(-1, 3, 32, 32))
             ys.extend(labels)
-        splits[split] = as_tensors(np.concatenate(xs), ys)
+        splits[split] = (np.concatenate(xs), ys)
     meta_file, key = layout["meta"]
     if (folder_path / meta_file).is_file():
         classes = list(_unpickle(folder_path / meta_file)[key])
     else:
-        classes = [str(i) for i in range(int(max(splits["train"][1].max(), splits["test"][1].max())) + 1)]
-    (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
-    return ImageData(
-        name=name,
-        pretrain=train_images,
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        classes=classes,
-        source=str(folder_path),
-    )
+        classes = [str(i) for i in range(int(max(max(splits["train"][1]), max(splits["test"][1]))) + 1)]
+    return from_arrays(name, splits["train"], splits["test"], classes=classes, source=str(folder_path))
 
 
 def _has_pickles(data_dir: Path, name: str) -> Optional[Path]:

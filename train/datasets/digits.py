@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from .base import ImageData, as_tensors
+from .base import ImageData, from_arrays
 
 
 def load(data_dir=None, **_ignored) -> ImageData:
@@ -20,15 +20,5 @@ def load(data_dir=None, **_ignored) -> ImageData:
     x_train, x_test, y_train, y_test = train_test_split(
         images, digits.target, test_size=0.25, stratify=digits.target, random_state=0
     )
-    train_images, train_labels = as_tensors(x_train, y_train)
-    test_images, test_labels = as_tensors(x_test, y_test)
-    return ImageData(
-        name="digits",
-        pretrain=train_images,
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        classes=[str(d) for d in range(10)],
-        source="sklearn.datasets.load_digits",
-    )
+    return from_arrays("digits", (x_train, y_train), (x_test, y_test), classes=[str(d) for d in range(10)],
+                       source="sklearn.datasets.load_digits")

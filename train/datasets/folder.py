@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .base import DatasetError, ImageData, as_tensors
+from .base import DatasetError, ImageData, from_arrays
 
 SPLITS = ("train", "test")
 LAYOUT = "train/<class>/<image> and test/<class>/<image>"
@@ -160,18 +160,8 @@ def cached_decode(source: Path, image_size: int, cache_dir: Path, num_workers: i
 
 def image_data(name: str, source: Path, image_size: int, cache_dir: Path, num_workers: int = 4) -> ImageData:
     arrays, cache = cached_decode(source, image_size, cache_dir, num_workers)
-    train_images, train_labels = as_tensors(arrays["train_x"], arrays["train_y"])
-    test_images, test_labels = as_tensors(arrays["test_x"], arrays["test_y"])
-    return ImageData(
-        name=name,
-        pretrain=train_images,
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        classes=list(arrays["classes"]),
-        source=f"{source} (decoded cache: {cache})",
-    )
+    return from_arrays(name, (arrays["train_x"], arrays["train_y"]), (arrays["test_x"], arrays["test_y"]),
+                       classes=list(arrays["classes"]), source=f"{source} (decoded cache: {cache})")
 
 
 def load(data_dir: Path, image_size: int = 64, cache_dir: Path = Path("~/.cache/sinsim"), num_workers: int = 4, **_ignored) -> ImageData:

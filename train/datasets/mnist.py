@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from .base import DatasetError, ImageData, as_tensors
+from .base import DatasetError, ImageData, from_arrays
 from .download import try_download
 
 FILES = {
@@ -85,15 +85,6 @@ def load(data_dir: Path, download: bool = True, **_ignored) -> ImageData:
                 f"MNIST {split} files do not match: images {images.shape}, labels {labels.shape} "
                 f"({files[f'{split}_images'].parent})"
             )
-    train_images, train_labels = as_tensors(arrays["train_images"][:, None], arrays["train_labels"])
-    test_images, test_labels = as_tensors(arrays["test_images"][:, None], arrays["test_labels"])
-    return ImageData(
-        name="mnist",
-        pretrain=train_images,
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        classes=[str(d) for d in range(10)],
-        source=str(files["train_images"].parent),
-    )
+    return from_arrays("mnist", (arrays["train_images"][:, None], arrays["train_labels"]),
+                       (arrays["test_images"][:, None], arrays["test_labels"]),
+                       classes=[str(d) for d in range(10)], source=str(files["train_images"].parent))

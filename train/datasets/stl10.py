@@ -13,9 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .base import DatasetError, ImageData, as_tensors
+from .base import DatasetError, ImageData, from_arrays
 from .download import try_download
 
 FOLDER = "stl10_binary"
@@ -54,17 +53,8 @@ def load(data_dir: Path, download: bool = True, **_ignored) -> ImageData:
     train_x = read_images(folder / "train_X.bin")
     test_x = read_images(folder / "test_X.bin")
     unlabeled = read_images(folder / "unlabeled_X.bin")
-    train_images, train_labels = as_tensors(train_x, read_labels(folder / "train_y.bin", len(train_x)))
-    test_images, test_labels = as_tensors(test_x, read_labels(folder / "test_y.bin", len(test_x)))
     names_file = folder / "class_names.txt"
     classes = names_file.read_text().split() if names_file.is_file() else [str(i) for i in range(10)]
-    return ImageData(
-        name="stl10",
-        pretrain=torch.cat([train_images, torch.from_numpy(np.ascontiguousarray(unlabeled))]),
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        classes=classes,
-        source=str(folder),
-    )
+    return from_arrays("stl10", (train_x, read_labels(folder / "train_y.bin", len(train_x))),
+                       (test_x, read_labels(folder / "test_y.bin", len(test_x))),
+                       classes=classes, source=str(folder), unlabeled=unlabeled)
