@@ -34,25 +34,10 @@ from typing import Optional, Tuple
 import torch
 
 from ._checks import Problem, prepare, warn_if_unconverged
+from .costs import cost_matrix
 from .result import SinkhornResult
 
 __all__ = ["cost_matrix", "sinkhorn", "sinkhorn_cost"]
-
-
-def cost_matrix(x: torch.Tensor, y: torch.Tensor, cost: str = "sqeuclidean") -> torch.Tensor:
-    """Pairwise cost between batched point sets ``(B, n, d)`` and ``(B, m, d)``.
-
-    ``sqeuclidean``: ``||x_i - y_j||^2``; ``cosine``: ``1 - <x_i/|x_i|, y_j/|y_j|>``.
-    """
-    if cost == "sqeuclidean":
-        x2 = (x * x).sum(-1, keepdim=True)
-        y2 = (y * y).sum(-1).unsqueeze(-2)
-        return (x2 + y2 - 2.0 * (x @ y.transpose(-1, -2))).clamp_min(0.0)
-    if cost == "cosine":
-        xn = x / x.norm(dim=-1, keepdim=True)
-        yn = y / y.norm(dim=-1, keepdim=True)
-        return 1.0 - xn @ yn.transpose(-1, -2)
-    raise ValueError(f"cost must be 'sqeuclidean' or 'cosine', got {cost!r}")
 
 
 def _row_update(C, g, log_b, eps):
