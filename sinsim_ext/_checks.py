@@ -19,6 +19,8 @@ from typing import Optional
 
 import torch
 
+from ._modes import in_vmap, is_compiling
+
 COSTS = ("sqeuclidean", "cosine")
 
 
@@ -36,11 +38,6 @@ class Problem:
     max_iter: int
     tol: Optional[float]
     out_dtype: torch.dtype  # dtype of the returned value
-
-
-def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
 
 
 def _check_points(name: str, t) -> None:
@@ -107,8 +104,11 @@ def prepare(
     Shape and type checks always run. Value checks (NaN/inf, negative
     weights, weights that do not sum to 1, zero vectors under the cosine
     cost) read the data, which on a GPU means one device synchronisation;
-    ``check_finite=False`` skips them, and they are skipped while
-    ``torch.compile`` traces. Non-finite inputs then give non-finite outputs.
+    ``check_finite=False`` skips them, and non-finite inputs then give
+    non-finite outputs. The value checks are the custom op
+    ``sinsim_ext::check_values``, so they also run inside code compiled by
+    ``torch.compile`` (as an op of the graph, ``fullgraph=True`` included)
+    and under ``torch.func.vmap`` (on the whole batch).
     """
     _check_points("x", x)
     _check_points("y", y)
@@ -155,8 +155,10 @@ def prepare(
     a2 = _weights("a", a, batch, n, "x", x3)
     b2 = _weights("b", b, batch, m, "y", y3)
 
-    if check_finite and not _is_compiling():
-        _check_values(x3, y3, a2, b2, a is not None, b is not None, cost)
+    if check_finite:
+        # The op returns a zero scalar; adding it keeps the check in compiled
+        # graphs (an op whose result is unused would be removed).
+        a2 = a2 + check_values(x3.detach(), y3.detach(), a2.detach(), b2.detach(), a is not None, b is not None, cost)
     return Problem(x3, y3, a2, b2, batched, eps, cost, int(max_iter), tol, out_dtype)
 
 
@@ -192,19 +194,48 @@ def _check_values(x, y, a, b, has_a: bool, has_b: bool, cost: str) -> None:
             raise ValueError(message)
 
 
-def warn_if_unconverged(error: torch.Tensor, pb: Problem) -> None:
-    """RuntimeWarning when some problem stopped at max_iter above ``tol``.
+@torch.library.custom_op("sinsim_ext::check_values", mutates_args=())
+def check_values(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                 has_a: bool, has_b: bool, cost: str) -> torch.Tensor:
+    """Raise ``ValueError`` for bad values (see :func:`_check_values`); return a zero scalar."""
+    _check_values(x, y, a, b, has_a, has_b, cost)
+    return x.new_zeros(())
 
-    Only with a ``tol`` (reading the error is a device synchronisation) and
-    not while torch.compile traces.
+
+@check_values.register_fake
+def _check_values_fake(x, y, a, b, has_a, has_b, cost):
+    return x.new_empty(())
+
+
+def _check_values_vmap(info, in_dims, x, y, a, b, has_a, has_b, cost):
+    """Under vmap: check the whole batch at once (mapped dim moved to the front)."""
+    x, y, a, b = (t if d is None else t.movedim(d, 0) for t, d in zip((x, y, a, b), in_dims))
+    return check_values(x, y, a, b, has_a, has_b, cost), None
+
+
+check_values.register_vmap(_check_values_vmap)
+
+
+def warn_if_unconverged(error: torch.Tensor, pb: Problem) -> None:
+    """RuntimeWarning when some problem stopped at max_iter above ``tol``."""
+    warn_if_above_tol(error, pb.tol, pb.max_iter, stacklevel=4)
+
+
+def warn_if_above_tol(error: torch.Tensor, tol, max_iter: int, stacklevel: int = 3) -> None:
+    """RuntimeWarning when some problem's final marginal error is not below ``tol``.
+
+    Only with a ``tol`` (reading the error is a device synchronisation). Not
+    while torch.compile traces, and not inside ``torch.func.vmap`` (the
+    compiled operator's vmap rule checks the whole batch instead; the
+    reference does not warn there).
     """
-    if pb.tol is None or _is_compiling():
+    if tol is None or is_compiling() or in_vmap():
         return
     worst = float(error.detach().max())
-    if not worst < pb.tol:
+    if not worst < tol:
         warnings.warn(
-            f"Sinkhorn did not reach tol={pb.tol:g} in max_iter={pb.max_iter} iterations "
+            f"Sinkhorn did not reach tol={tol:g} in max_iter={max_iter} iterations "
             f"(marginal error {worst:.3g}); raise max_iter or eps",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )

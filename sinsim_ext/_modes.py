@@ -1,0 +1,46 @@
+"""Which differentiation modes and program transforms are active right now.
+
+The operator picks its path from these: a fast compiled backward when nothing
+will differentiate it again, differentiable PyTorch otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.autograd.forward_ad as fwAD
+
+
+def is_compiling() -> bool:
+    """True while ``torch.compile`` (dynamo) traces the caller."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+def functorch_active() -> bool:
+    """True inside a ``torch.func`` transform (grad, vjp, jvp, vmap, jacrev, ...)."""
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
+def in_vmap() -> bool:
+    """True inside ``torch.func.vmap`` (at any depth of nested transforms):
+    data-dependent reads such as ``.item()`` are not allowed there."""
+    try:
+        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+        from torch._C._functorch import TransformType
+    except ImportError:  # pragma: no cover - older or newer torch layouts
+        return functorch_active()
+    return any(i.key() == TransformType.Vmap for i in retrieve_all_functorch_interpreters())
+
+
+def has_tangent(*tensors: torch.Tensor) -> bool:
+    """True when some tensor carries a forward-mode tangent (``torch.autograd.forward_ad``)."""
+    return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def derivatives_wanted(*tensors: torch.Tensor) -> bool:
+    """Will anything differentiate a function of ``tensors``: reverse mode
+    (grad enabled and an input requires grad), forward mode, or a transform?"""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return True
+    return has_tangent(*tensors) or functorch_active()
