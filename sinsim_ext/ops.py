@@ -9,22 +9,37 @@ when built with CUDA, for CUDA:
   with respect to the points, from the saved potentials only.
 
 This module registers their fake kernels (so ``torch.compile`` can trace
-them) and the autograd formula, then exposes the public functions.
+them), a vmap rule, and an Autograd kernel (the autograd.Function
+``_SinkhornValue``, which also has forward mode), then exposes the public
+functions.
 
-Backward (DESIGN.md section 3). At the fixed point the value
+Differentiation (DESIGN.md section 3). At the fixed point the value
 ``OT = <a, f> + <b, g>`` has ``dOT/dC = P`` with
 ``P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``, ``dOT/da = f`` and
-``dOT/db = g`` (the potentials' own derivatives drop out), so for the squared
-Euclidean cost ``grad_x = 2 (diag(P 1) x - P y)`` and
-``grad_y = 2 (diag(P^T 1) y - P^T x)``. The backward makes one pass over the
-cost matrix: its time and memory do not depend on ``max_iter``. It is exact
-at convergence; after a fixed small number of iterations it is the gradient
-of the current plan's transport cost, the usual choice in practice.
+``dOT/db = g`` (the potentials' own derivatives drop out: envelope theorem),
+so for the squared Euclidean cost ``grad_x = 2 (diag(P 1) x - P y)`` and
+``grad_y = 2 (diag(P^T 1) y - P^T x)``.
+
+* First-order reverse mode (``backward()``, ``autograd.grad`` without
+  ``create_graph``): the compiled ``sinkhorn_value_backward``, one pass over
+  the cost matrix; time and memory do not depend on ``max_iter``.
+* Everything else (double backward, forward mode, ``torch.func``): the same
+  gradient written in PyTorch (:func:`sinsim_ext.costs.cost_vjp`) with
+  potentials whose own derivatives come from the implicit function theorem
+  (:mod:`sinsim_ext.implicit`), so the gradient can be differentiated again.
+
+Both are exact at convergence; after a fixed small number of iterations the
+first is the gradient of the current plan's transport cost, the usual choice
+in practice.
+
+Adding an argument to the op: the C++ schema (``csrc/ops.cpp``), the fields of
+:class:`_Options` (in schema order) and :func:`_op_inputs`. Everything else
+handles the options as one opaque tuple.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -37,22 +52,57 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         "`pip install -e . --no-build-isolation` (see README.md)."
     ) from exc
 
-from ._checks import Problem, prepare, warn_if_unconverged
+from ._batching import fold, unfold
+from ._checks import Problem, prepare, warn_if_above_tol, warn_if_unconverged
+from ._modes import derivatives_wanted, functorch_active, has_tangent, is_compiling
+from .costs import cost_matrix, cost_vjp
+from .implicit import implicit_potentials, plan
 from .result import SinkhornResult
 
 __all__ = ["backends", "sinkhorn", "sinkhorn_cost"]
 
 _VALUE = "sinsim_ext::sinkhorn_value"
 _BACKWARD = "sinsim_ext::sinkhorn_value_backward"
+_N_TENSORS = 4  # the op's leading tensor arguments: x, y, a, b
+
+
+class _Options(NamedTuple):
+    """The op's non-tensor arguments, in schema order after ``x, y, a, b``."""
+
+    eps: float
+    cost: str
+    max_iter: int
+    tol: float
+    debias: bool
+
+
+def _op_inputs(pb: Problem, debias: bool) -> tuple:
+    """The arguments of ``torch.ops.sinsim_ext.sinkhorn_value`` for a validated problem."""
+    options = _Options(
+        eps=pb.eps,
+        cost=pb.cost,
+        max_iter=pb.max_iter,
+        tol=pb.tol if pb.tol is not None else 0.0,
+        debias=bool(debias),
+    )
+    return (pb.x, pb.y, pb.a, pb.b, *options)
+
+
+def _split(inputs) -> Tuple[tuple, _Options]:
+    return tuple(inputs[:_N_TENSORS]), _Options(*inputs[_N_TENSORS:])
+
+
+# --------------------------------------------------------------------------- fake kernels
 
 
 @torch.library.register_fake(_VALUE)
-def _sinkhorn_value_fake(x, y, a, b, eps, cost, max_iter, tol, debias):
+def _sinkhorn_value_fake(x, y, a, b, *options):
+    opt = _Options(*options)
     batch, n, m = x.shape[0], x.shape[1], y.shape[1]
-    problems = 3 if debias else 1
+    problems = 3 if opt.debias else 1
 
     def sym(size):
-        return x.new_empty((batch, size)) if debias else x.new_empty((0,))
+        return x.new_empty((batch, size)) if opt.debias else x.new_empty((0,))
 
     return (
         x.new_empty((batch,)),
@@ -72,38 +122,160 @@ def _sinkhorn_value_backward_fake(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy
     return torch.empty_like(x), torch.empty_like(y)
 
 
+# --------------------------------------------------------------------------- vmap
+
+
+def _value_vmap(apply, info, in_dims, *inputs):
+    """Fold the mapped dimension into the op's batch dimension (see ``_batching``)."""
+    size = info.batch_size
+    tensors, opt = _split(inputs)
+    out = apply(*fold(size, in_dims[:_N_TENSORS], tensors), *opt)
+    value, f, g, *sym, n_iter, error = out
+    warn_if_above_tol(error, opt.tol if opt.tol > 0 else None, opt.max_iter, stacklevel=5)
+    sym_dims = [0 if opt.debias else None] * len(sym)
+    sym = [unfold(t, size) if opt.debias else t for t in sym]
+    results = (unfold(value, size), unfold(f, size), unfold(g, size), *sym, unfold(n_iter, size, 1), unfold(error, size, 1))
+    return results, (0, 0, 0, *sym_dims, 1, 1)
+
+
+torch.library.register_vmap(
+    _VALUE, lambda info, in_dims, *inputs: _value_vmap(torch.ops.sinsim_ext.sinkhorn_value, info, in_dims, *inputs)
+)
+
+
+# --------------------------------------------------------------------------- autograd
+
+
 def _setup_context(ctx, inputs, output):
-    x, y, a, b, eps, cost, _max_iter, _tol, debias = inputs
+    (x, y, a, b), opt = _split(inputs)
     _value, f, g, f_xx, g_xx, f_yy, g_yy, n_iter, error = output
-    ctx.save_for_backward(x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy)
-    ctx.eps, ctx.cost, ctx.debias = eps, cost, debias
+    saved = (x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy)
+    ctx.save_for_backward(*saved)
+    if hasattr(ctx, "save_for_forward"):
+        ctx.save_for_forward(*saved)
+    ctx.opt = opt
     ctx.mark_non_differentiable(f, g, f_xx, g_xx, f_yy, g_yy, n_iter, error)
 
 
-def _backward(ctx, grad_value, *_unused):
-    x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy = ctx.saved_tensors
+def _compiled_gradient(grad_value, x, y, a, b, potentials, opt: _Options, needs):
+    """The fast first-order backward: the C++ op for the points, the potentials for the weights."""
+    f, g, f_xx, g_xx, f_yy, g_yy = potentials
     grad_x = grad_y = grad_a = grad_b = None
-    if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+    if needs[0] or needs[1]:
         grad_x, grad_y = torch.ops.sinsim_ext.sinkhorn_value_backward(
-            grad_value, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, ctx.eps, ctx.cost, ctx.debias
+            grad_value, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, opt.eps, opt.cost, opt.debias
         )
-    if ctx.needs_input_grad[2]:
-        df = f - 0.5 * (f_xx + g_xx) if ctx.debias else f
+    if needs[2]:
+        df = f - 0.5 * (f_xx + g_xx) if opt.debias else f
         grad_a = grad_value.unsqueeze(-1) * df
-    if ctx.needs_input_grad[3]:
-        dg = g - 0.5 * (f_yy + g_yy) if ctx.debias else g
+    if needs[3]:
+        dg = g - 0.5 * (f_yy + g_yy) if opt.debias else g
         grad_b = grad_value.unsqueeze(-1) * dg
-    return grad_x, grad_y, grad_a, grad_b, None, None, None, None, None
+    return grad_x, grad_y, grad_a, grad_b
 
 
-torch.library.register_autograd(_VALUE, _backward, setup_context=_setup_context)
+def _problem_gradient(x, y, a, b, f0, g0, opt: _Options):
+    """``(dOT/dx, dOT/dy, dOT/da, dOT/db)`` of one problem, as differentiable PyTorch."""
+    C = cost_matrix(x, y, opt.cost)
+    f, g = implicit_potentials(C, a, b, f0, g0, opt.eps)
+    grad_x, grad_y = cost_vjp(x, y, plan(C, f, g, a, b, opt.eps), opt.cost)
+    return grad_x, grad_y, f, g
 
 
-def _run(pb: Problem, debias: bool):
-    tol = pb.tol if pb.tol is not None else 0.0
-    return torch.ops.sinsim_ext.sinkhorn_value(
-        pb.x, pb.y, pb.a, pb.b, pb.eps, pb.cost, pb.max_iter, tol, bool(debias)
-    )
+def _differentiable_gradient(x, y, a, b, potentials, opt: _Options):
+    """Gradient of the value (per unit cotangent) that can itself be differentiated."""
+    f, g, f_xx, g_xx, f_yy, g_yy = potentials
+    grad_x, grad_y, grad_a, grad_b = _problem_gradient(x, y, a, b, f, g, opt)
+    if opt.debias:
+        gx1, gx2, ga1, ga2 = _problem_gradient(x, x, a, a, f_xx, g_xx, opt)
+        gy1, gy2, gb1, gb2 = _problem_gradient(y, y, b, b, f_yy, g_yy, opt)
+        grad_x = grad_x - 0.5 * (gx1 + gx2)
+        grad_y = grad_y - 0.5 * (gy1 + gy2)
+        grad_a = grad_a - 0.5 * (ga1 + ga2)
+        grad_b = grad_b - 0.5 * (gb1 + gb2)
+    return grad_x, grad_y, grad_a, grad_b
+
+
+def _backward_with(differentiable: bool, ctx, grad_value):
+    x, y, a, b, *potentials = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:_N_TENSORS]
+    if differentiable:
+        grads = _differentiable_gradient(x, y, a, b, potentials, ctx.opt)
+        scale = (grad_value.view(-1, 1, 1), grad_value.view(-1, 1, 1), grad_value.view(-1, 1), grad_value.view(-1, 1))
+        grads = tuple(gr * s if need else None for gr, s, need in zip(grads, scale, needs))
+    else:
+        grads = _compiled_gradient(grad_value, x, y, a, b, potentials, ctx.opt, needs)
+    return (*grads, *([None] * len(_Options._fields)))
+
+
+class _SinkhornValue(torch.autograd.Function):
+    """The op with every autograd mode: reverse (any order), forward, ``torch.func``.
+
+    The public functions apply it directly in eager mode. Under
+    ``torch.compile`` (dynamo cannot trace an autograd.Function with a custom
+    ``jvp``) they call the op, whose Autograd kernel applies this Function.
+    """
+
+    @staticmethod
+    def forward(*inputs):
+        with torch._C._AutoDispatchBelowAutograd():
+            return torch.ops.sinsim_ext.sinkhorn_value(*inputs)
+
+    setup_context = staticmethod(_setup_context)
+
+    @staticmethod
+    def backward(ctx, grad_value, *_unused):
+        x, y, a, b = ctx.saved_tensors[:_N_TENSORS]
+        fast = not (torch.is_grad_enabled() or functorch_active() or has_tangent(grad_value, x, y, a, b))
+        return _backward_with(not fast, ctx, grad_value)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        x, y, a, b, *potentials = ctx.saved_tensors
+        grads = _differentiable_gradient(x, y, a, b, potentials, ctx.opt)
+        value_dot = torch.zeros_like(grads[0][..., 0, 0])
+        for grad, tangent in zip(grads, tangents[:_N_TENSORS]):
+            if tangent is not None:
+                value_dot = value_dot + (grad * tangent).flatten(1).sum(-1)
+        return (value_dot, *([None] * 8))
+
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        return _value_vmap(_SinkhornValue.apply, info, in_dims, *inputs)
+
+
+def _value_autograd_kernel(keyset, *inputs):
+    """The op's Autograd kernel (what ``torch.library.register_autograd`` would
+    install, plus forward mode): the Function when something differentiates,
+    else straight to the device kernel."""
+    tensors = inputs[:_N_TENSORS]
+    if functorch_active():
+        raise RuntimeError(
+            "torch.func transforms (grad, vjp, jvp, vmap, jacrev, jacfwd, hessian) of the raw op "
+            "torch.ops.sinsim_ext.sinkhorn_value are not supported: apply them to "
+            "sinsim_ext.sinkhorn_cost or sinsim_ext.sinkhorn, which support them in eager mode, "
+            "or to sinsim_ext.reference."
+        )
+    if (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or has_tangent(*tensors):
+        return _SinkhornValue.apply(*inputs)
+    with torch._C._AutoDispatchBelowAutograd():
+        return torch.ops.sinsim_ext.sinkhorn_value.default.redispatch(
+            keyset & torch._C._after_autograd_keyset, *inputs
+        )
+
+
+_LIB = torch.library.Library("sinsim_ext", "IMPL")  # kept alive: owns the registration below
+_LIB.impl("sinkhorn_value", _value_autograd_kernel, "Autograd", with_keyset=True)
+
+
+def _value_op(pb: Problem, debias: bool):
+    inputs = _op_inputs(pb, debias)
+    if is_compiling():
+        return torch.ops.sinsim_ext.sinkhorn_value(*inputs)
+    return _SinkhornValue.apply(*inputs)
+
+
+# --------------------------------------------------------------------------- public API
 
 
 def sinkhorn_cost(
@@ -136,21 +308,34 @@ def sinkhorn_cost(
             non-negative, summing to 1; uniform when None.
         max_iter: iterations (each a column then a row update).
         tol: stop a problem once its L1 marginal error is below ``tol``; a
-            ``RuntimeWarning`` says when some problem does not get there.
+            ``RuntimeWarning`` says when some problem does not get there
+            (not issued inside ``torch.compile``d code).
         debias: return the Sinkhorn divergence (three problems solved
             together).
         check_finite: check the data for NaN/inf, negative weights and so on
-            (one device synchronisation on GPUs); off, bad values give NaN.
+            (one device synchronisation on GPUs), also inside
+            ``torch.compile`` and ``torch.func.vmap``; off, bad values give NaN.
 
     Returns:
         The value, a scalar for unbatched inputs or ``(B,)``, in the promoted
         dtype of ``x`` and ``y`` (float16/bfloat16 inputs are computed in
-        float32). Differentiable in ``x``, ``y``, ``a`` and ``b`` through the
-        envelope-theorem backward (no autograd through the iterations;
-        backward memory does not depend on ``max_iter``).
+        float32). Differentiable in ``x``, ``y``, ``a`` and ``b``:
+
+        * ``backward()``: the compiled envelope-theorem gradient (no autograd
+          through the iterations; memory does not depend on ``max_iter``);
+        * ``create_graph=True`` (gradient penalties, Hessian-vector products),
+          forward mode (``torch.func.jvp``, ``torch.autograd.forward_ad``) and
+          ``torch.func`` transforms (grad, vjp, jacrev, jacfwd, hessian,
+          vmap): exact derivatives of the converged value by implicit
+          differentiation (:mod:`sinsim_ext.implicit`); they cost a conjugate-
+          gradient solve with the ``(n, m)`` plan.
+
+        Under ``torch.compile`` first-order reverse mode works (``fullgraph``
+        included); double backward raises PyTorch's "does not currently
+        support double backward" error.
     """
     pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
-    out = _run(pb, debias)
+    out = _value_op(pb, debias)
     warn_if_unconverged(out[8], pb)
     value = out[0].to(pb.out_dtype)
     return value if pb.batched else value[0]
@@ -170,15 +355,31 @@ def sinkhorn(
 ) -> SinkhornResult:
     """Solve the problem and return the potentials and convergence report.
 
-    Same arguments as :func:`sinkhorn_cost`. The potentials carry no
-    gradient (use :func:`sinkhorn_cost` to differentiate the value, or
-    :func:`sinsim_ext.transport_plan` to build the plan ``P``).
+    Same arguments as :func:`sinkhorn_cost`. When ``x``, ``y``, ``a`` or
+    ``b`` require grad (or under forward mode or a ``torch.func`` transform)
+    the potentials ``f`` and ``g`` are differentiable in them, by implicit
+    differentiation of the fixed point (:mod:`sinsim_ext.implicit`), so
+
+        res = sinkhorn(x, y, eps=eps, tol=1e-6, max_iter=1000)
+        P = transport_plan(x, y, res.f, res.g, eps=eps)   # differentiable plan
+
+    is differentiable end to end (reverse, forward, any order). That keeps
+    the ``(n, m)`` cost matrix for the backward; call under
+    ``torch.no_grad()`` when you need the values only. The potentials are
+    defined up to ``(f + t, g - t)``: gauge-invariant quantities (the plan,
+    ``f_i + g_j``, ``<a, f> + <b, g>``) have exact derivatives; ``f`` and
+    ``g`` alone are differentiated as the representative with constant
+    ``<a, f> - <b, g>``. The derivatives are those of the converged fixed
+    point: pass a ``tol`` and enough ``max_iter``. Under ``torch.compile``
+    the differentiable potentials cause a graph break.
     """
     pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
     with torch.no_grad():
-        out = _run(pb, debias=False)
+        out = torch.ops.sinsim_ext.sinkhorn_value(*_op_inputs(pb, debias=False))
     f, g, n_iter, error = out[1], out[2], out[7][0], out[8][0]
     warn_if_unconverged(error, pb)
+    if derivatives_wanted(pb.x, pb.y, pb.a, pb.b):
+        f, g = implicit_potentials(cost_matrix(pb.x, pb.y, pb.cost), pb.a, pb.b, f, g, pb.eps)
     if not pb.batched:
         f, g, n_iter, error = f[0], g[0], n_iter[0], error[0]
     return SinkhornResult(f, g, n_iter, error)

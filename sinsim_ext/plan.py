@@ -7,7 +7,8 @@ from typing import Optional
 import torch
 
 from ._checks import prepare
-from .reference import cost_matrix
+from .costs import cost_matrix
+from .implicit import plan
 
 
 def transport_plan(
@@ -26,12 +27,17 @@ def transport_plan(
     ``f`` and ``g`` come from :func:`sinsim_ext.sinkhorn` (or its reference
     twin) called with the same ``x``, ``y``, ``eps``, ``cost``, ``a``, ``b``.
     Its row sums are ``a`` (exactly, up to rounding) and its column sums
-    approach ``b`` as the iterations converge. Pure PyTorch, differentiable.
+    approach ``b`` as the iterations converge.
+
+    Pure PyTorch, differentiable in all its arguments. With the potentials of
+    :func:`sinsim_ext.sinkhorn`, which are themselves differentiable in
+    ``x``, ``y``, ``a``, ``b`` (implicit differentiation), the plan is
+    differentiable end to end, to any order and in forward mode. Weights may
+    be zero; the plan's first derivatives with respect to them are exact (no
+    NaN from ``log 0``).
     """
     pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b)
     f2 = f.reshape(pb.a.shape).to(pb.x.dtype)
     g2 = g.reshape(pb.b.shape).to(pb.x.dtype)
-    C = cost_matrix(pb.x, pb.y, pb.cost)
-    log_p = pb.a.log().unsqueeze(-1) + pb.b.log().unsqueeze(-2) + (f2.unsqueeze(-1) + g2.unsqueeze(-2) - C) / pb.eps
-    P = log_p.exp()
+    P = plan(cost_matrix(pb.x, pb.y, pb.cost), f2, g2, pb.a, pb.b, pb.eps)
     return P if pb.batched else P[0]
