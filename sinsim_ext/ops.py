@@ -211,9 +211,10 @@ def _backward_with(differentiable: bool, ctx, grad_value):
 class _SinkhornValue(torch.autograd.Function):
     """The op with every autograd mode: reverse (any order), forward, ``torch.func``.
 
-    The public functions apply it directly in eager mode. Under
-    ``torch.compile`` (dynamo cannot trace an autograd.Function with a custom
-    ``jvp``) they call the op, whose Autograd kernel applies this Function.
+    It is the op's Autograd kernel, so the public functions call the op
+    (``torch.compile`` traces the op; dynamo could not trace an
+    autograd.Function with a custom ``jvp``), except inside ``torch.func``
+    transforms, where they apply this Function directly.
     """
 
     @staticmethod
@@ -269,10 +270,12 @@ _LIB.impl("sinkhorn_value", _value_autograd_kernel, "Autograd", with_keyset=True
 
 
 def _value_op(pb: Problem, debias: bool):
+    """The op, through its Autograd kernel; inside torch.func transforms the
+    Function directly (an op's Autograd kernel cannot start a Function there)."""
     inputs = _op_inputs(pb, debias)
-    if is_compiling():
-        return torch.ops.sinsim_ext.sinkhorn_value(*inputs)
-    return _SinkhornValue.apply(*inputs)
+    if not is_compiling() and functorch_active():
+        return _SinkhornValue.apply(*inputs)
+    return torch.ops.sinsim_ext.sinkhorn_value(*inputs)
 
 
 # --------------------------------------------------------------------------- public API
