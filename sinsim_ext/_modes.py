@@ -22,15 +22,37 @@ def functorch_active() -> bool:
     return peek is not None and peek() is not None
 
 
-def in_vmap() -> bool:
-    """True inside ``torch.func.vmap`` (at any depth of nested transforms):
-    data-dependent reads such as ``.item()`` are not allowed there."""
+def _count_transforms(kind: str) -> int:
+    """How many ``torch.func`` transforms of a kind ("Vmap", "Jvp", "Grad") are active."""
     try:
         from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
         from torch._C._functorch import TransformType
     except ImportError:  # pragma: no cover - older or newer torch layouts
-        return functorch_active()
-    return any(i.key() == TransformType.Vmap for i in retrieve_all_functorch_interpreters())
+        return int(functorch_active())
+    return sum(i.key() == getattr(TransformType, kind) for i in retrieve_all_functorch_interpreters())
+
+
+def in_vmap() -> bool:
+    """True inside ``torch.func.vmap`` (at any depth of nested transforms):
+    data-dependent reads such as ``.item()`` are not allowed there."""
+    return _count_transforms("Vmap") > 0
+
+
+def refuse_nested_forward_mode() -> None:
+    """Raise inside an autograd.Function's ``jvp`` when an outer forward-mode
+    transform is active too (``jvp`` of ``jvp``, ``jacfwd`` of ``jacfwd``).
+
+    PyTorch (2.14) does not propagate the outer tangent through a custom
+    Function's ``jvp``: the outer derivative would silently come out as 0.
+    """
+    if _count_transforms("Jvp") >= 2:
+        raise RuntimeError(
+            "nested forward-mode differentiation (torch.func.jvp of jvp, jacfwd of jacfwd) through the "
+            "Sinkhorn operator is not supported: PyTorch does not carry the outer tangent through a custom "
+            "autograd.Function's jvp and would return 0. Take the outer derivative in reverse mode "
+            "(torch.func.jacrev(torch.func.jacfwd(f)), torch.func.hessian(f), or torch.func.jvp of "
+            "torch.func.grad), or use sinsim_ext.reference."
+        )
 
 
 def has_tangent(*tensors: torch.Tensor) -> bool:

@@ -74,6 +74,9 @@ Two autograd Functions carry this:
 
 Both have ``vmap`` rules that fold the mapped dimension into the batch, so
 ``torch.func`` transforms (grad, jvp, vmap, jacrev, jacfwd, hessian) work.
+Forward over forward (``jvp`` of ``jvp``, ``jacfwd`` of ``jacfwd``) raises:
+PyTorch drops the outer tangent of a custom Function's ``jvp`` (it would give
+0); forward over reverse (``hessian``) and reverse over forward work.
 
 Conventions
 -----------
@@ -106,6 +109,7 @@ from typing import Optional, Tuple
 import torch
 
 from ._batching import fold, unfold
+from ._modes import refuse_nested_forward_mode
 
 __all__ = ["CG", "ImplicitDiffWarning", "implicit_potentials", "plan", "plan_solve"]
 
@@ -297,6 +301,7 @@ class _PlanSolve(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, Pdot, q1dot, q2dot, _ma, _mb):
+        refuse_nested_forward_mode()
         P, ma, mb, u, v = ctx.saved_tensors
         r1, r2 = _zeros_if_none(q1dot, u), _zeros_if_none(q2dot, v)
         if Pdot is not None:
@@ -372,6 +377,7 @@ class _ImplicitPotentials(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, Cdot, adot, bdot, _fdot, _gdot, _eps):
+        refuse_nested_forward_mode()
         C, a, b, f, g = ctx.saved_tensors
         return _ift_jvp(C, a, b, f, g, ctx.eps, Cdot, adot, bdot)
 

@@ -54,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
 
 from ._batching import fold, unfold
 from ._checks import Problem, prepare, warn_if_above_tol, warn_if_unconverged
-from ._modes import derivatives_wanted, functorch_active, has_tangent, is_compiling
+from ._modes import derivatives_wanted, functorch_active, has_tangent, is_compiling, refuse_nested_forward_mode
 from .costs import cost_matrix, cost_vjp
 from .implicit import implicit_potentials, plan
 from .result import SinkhornResult
@@ -232,6 +232,7 @@ class _SinkhornValue(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, *tangents):
+        refuse_nested_forward_mode()
         x, y, a, b, *potentials = ctx.saved_tensors
         grads = _differentiable_gradient(x, y, a, b, potentials, ctx.opt)
         value_dot = torch.zeros_like(grads[0][..., 0, 0])
@@ -269,13 +270,35 @@ _LIB = torch.library.Library("sinsim_ext", "IMPL")  # kept alive: owns the regis
 _LIB.impl("sinkhorn_value", _value_autograd_kernel, "Autograd", with_keyset=True)
 
 
-def _value_op(pb: Problem, debias: bool):
+def _value_op(pb: Problem, debias: bool, *, detach: bool = False):
     """The op, through its Autograd kernel; inside torch.func transforms the
-    Function directly (an op's Autograd kernel cannot start a Function there)."""
+    Function directly (an op's Autograd kernel cannot start a Function there).
+    ``detach``: solve only (no derivative of the op's outputs is recorded)."""
     inputs = _op_inputs(pb, debias)
+    if detach:
+        inputs = tuple(t.detach() for t in inputs[:_N_TENSORS]) + inputs[_N_TENSORS:]
     if not is_compiling() and functorch_active():
         return _SinkhornValue.apply(*inputs)
     return torch.ops.sinsim_ext.sinkhorn_value(*inputs)
+
+
+def _double_backward_guard(*inputs) -> torch.Tensor:
+    """A zero whose backward reads the inputs that require grad (under torch.compile).
+
+    AOTAutograd refuses double backward by attaching an erroring node to the
+    compiled backward's saved tensors that require grad; when it saves only
+    activations (the Sinkhorn op's outputs and views of the inputs) it attaches
+    it to a dummy leaf instead (torch/_functorch/_aot_autograd/runtime_wrappers.py,
+    CompiledFunctionBackward), and a double backward that reaches the inputs by
+    another path silently drops the compiled part. Saving the inputs themselves
+    restores PyTorch's "does not currently support double backward" error.
+    """
+    zero = None
+    for t in inputs:
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            term = 0.0 * t.abs().sum()  # abs: its backward reads t; no overflow
+            zero = term if zero is None else zero + term
+    return 0.0 if zero is None else zero
 
 
 # --------------------------------------------------------------------------- public API
@@ -341,6 +364,8 @@ def sinkhorn_cost(
     out = _value_op(pb, debias)
     warn_if_unconverged(out[8], pb)
     value = out[0].to(pb.out_dtype)
+    if is_compiling():
+        value = value + _double_backward_guard(x, y, a, b)
     return value if pb.batched else value[0]
 
 
@@ -377,8 +402,7 @@ def sinkhorn(
     the differentiable potentials cause a graph break.
     """
     pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
-    with torch.no_grad():
-        out = torch.ops.sinsim_ext.sinkhorn_value(*_op_inputs(pb, debias=False))
+    out = _value_op(pb, debias=False, detach=True)
     f, g, n_iter, error = out[1], out[2], out[7][0], out[8][0]
     warn_if_unconverged(error, pb)
     if derivatives_wanted(pb.x, pb.y, pb.a, pb.b):
