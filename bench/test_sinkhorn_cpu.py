@@ -1,6 +1,7 @@
 """CPU: the compiled kernel against the pure-PyTorch reference.
 
     pytest bench/test_sinkhorn_cpu.py --benchmark-only --benchmark-group-by=group
+    (on a shared machine add --benchmark-timer=time.process_time: CPU time, not wall time)
 
 Each group times both implementations on the same inputs; each entry's
 extra_info holds the relative error of its value and gradient against a
@@ -75,3 +76,53 @@ def test_backward_cost_does_not_depend_on_iterations(benchmark, max_iter):
     benchmark.extra_info["backward_saved_MB"] = saved_tensor_bytes(
         lambda: sinsim_ext.sinkhorn_cost(x, y, eps=EPS, max_iter=max_iter)
     ) / 2**20
+
+
+def _bare_value_and_grad(x, y):
+    """Forward and first-order backward by the two compiled ops, no autograd layer."""
+    x3, y3 = x.unsqueeze(0).contiguous(), y.unsqueeze(0).contiguous()
+    a = torch.full((1, x.shape[0]), 1.0 / x.shape[0], dtype=x.dtype)
+    b = torch.full((1, y.shape[0]), 1.0 / y.shape[0], dtype=y.dtype)
+    with torch.no_grad():
+        out = torch.ops.sinsim_ext.sinkhorn_value(x3, y3, a, b, EPS, "sqeuclidean", ITERS, 0.0, False)
+        grad, _ = torch.ops.sinsim_ext.sinkhorn_value_backward(
+            torch.ones(1, dtype=x.dtype), x3, y3, a, b, *out[1:7], EPS, "sqeuclidean", False
+        )
+    return out[0][0], grad[0]
+
+
+@pytest.mark.parametrize("n", [256, 1024])
+@pytest.mark.parametrize("path", ["sinkhorn_cost", "bare ops"])
+def test_first_order_path_against_bare_ops(benchmark, path, n):
+    """sinkhorn_cost + backward against the same two compiled ops called directly:
+    the price of the Python layers (checks, autograd.Function) on the fast path."""
+    x, y = embeddings(n)
+    benchmark.group = f"cpu first-order path vs bare compiled ops n={n}"
+    if path == "bare ops":
+        value, grad = benchmark.pedantic(lambda: _bare_value_and_grad(x, y), rounds=8, warmup_rounds=1)
+    else:
+        value, grad = benchmark.pedantic(lambda: value_and_grad(sinsim_ext.sinkhorn_cost, x, y, **KW), rounds=8, warmup_rounds=1)
+    want_value, want_grad = float64_answer(n)
+    benchmark.extra_info["grad_rel_err_vs_float64"] = rel_err(grad, want_grad)
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_hessian_vector_product(benchmark, impl):
+    """Double backward: implicit differentiation (CG on the Schur complement) for
+    the kernel, autograd through the 100 iterations for the reference."""
+    fn = IMPLS[impl]
+    x, y = embeddings(256)
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    benchmark.group = "cpu Hessian-vector product n=256"
+
+    def hvp():
+        xg = x.detach().requires_grad_()
+        (g,) = torch.autograd.grad(fn(xg, y, **KW), xg, create_graph=True)
+        return torch.autograd.grad((g * v).sum(), xg)[0]
+
+    got = benchmark.pedantic(hvp, rounds=3 if impl == "reference" else 5, warmup_rounds=1)
+    x64, y64 = embeddings(256, dtype=torch.float64)
+    xg = x64.requires_grad_()
+    (g,) = torch.autograd.grad(reference.sinkhorn_cost(xg, y64, **KW), xg, create_graph=True)
+    want = torch.autograd.grad((g * v.double()).sum(), xg)[0]
+    benchmark.extra_info["hvp_rel_err_vs_float64_reference"] = rel_err(got, want)

@@ -125,7 +125,10 @@ class CGSettings:
 
     Attributes:
         max_iter: iterations per solve (each costs two products with ``P``).
-        rtol_float64, rtol_float32: stop when ``|residual| <= rtol |rhs|``.
+        rtol_float64, rtol_float32: stop when the residual norm is below
+            ``rtol`` times the norm of the right-hand side's terms (measured
+            before they cancel, so that a right-hand side that is zero up to
+            rounding counts as solved).
         on_failure: ``"warn"`` (an :class:`ImplicitDiffWarning`) or
             ``"raise"`` (a ``RuntimeError``) when the true residual of the
             returned solution exceeds ``100 * rtol``.

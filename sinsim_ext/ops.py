@@ -34,7 +34,8 @@ in practice.
 
 Adding an argument to the op: the C++ schema (``csrc/ops.cpp``), the fields of
 :class:`_Options` (in schema order) and :func:`_op_inputs`. Everything else
-handles the options as one opaque tuple.
+handles the options as one opaque tuple. Adding an output: :class:`_Outputs`,
+:data:`_OUTPUT_BATCH_DIM` and the fake kernel.
 """
 
 from __future__ import annotations
@@ -76,6 +77,24 @@ class _Options(NamedTuple):
     debias: bool
 
 
+class _Outputs(NamedTuple):
+    """The op's outputs, in schema order. Only ``value`` is differentiable."""
+
+    value: torch.Tensor  # (B,)
+    f: torch.Tensor  # (B, n)
+    g: torch.Tensor  # (B, m)
+    f_xx: torch.Tensor  # (B, n) with debias, else (0,)
+    g_xx: torch.Tensor
+    f_yy: torch.Tensor  # (B, m) with debias, else (0,)
+    g_yy: torch.Tensor
+    n_iter: torch.Tensor  # (problems, B), problems = 3 with debias else 1
+    error: torch.Tensor  # (problems, B)
+
+
+# Where each output keeps its batch dimension (vmap folds the mapped one into it).
+_OUTPUT_BATCH_DIM = _Outputs(value=0, f=0, g=0, f_xx=0, g_xx=0, f_yy=0, g_yy=0, n_iter=1, error=1)
+
+
 def _op_inputs(pb: Problem, debias: bool) -> tuple:
     """The arguments of ``torch.ops.sinsim_ext.sinkhorn_value`` for a validated problem."""
     options = _Options(
@@ -104,16 +123,18 @@ def _sinkhorn_value_fake(x, y, a, b, *options):
     def sym(size):
         return x.new_empty((batch, size)) if opt.debias else x.new_empty((0,))
 
-    return (
-        x.new_empty((batch,)),
-        x.new_empty((batch, n)),
-        x.new_empty((batch, m)),
-        sym(n),
-        sym(n),
-        sym(m),
-        sym(m),
-        x.new_empty((problems, batch), dtype=torch.int32),
-        x.new_empty((problems, batch)),
+    return tuple(
+        _Outputs(
+            value=x.new_empty((batch,)),
+            f=x.new_empty((batch, n)),
+            g=x.new_empty((batch, m)),
+            f_xx=sym(n),
+            g_xx=sym(n),
+            f_yy=sym(m),
+            g_yy=sym(m),
+            n_iter=x.new_empty((problems, batch), dtype=torch.int32),
+            error=x.new_empty((problems, batch)),
+        )
     )
 
 
@@ -129,13 +150,13 @@ def _value_vmap(apply, info, in_dims, *inputs):
     """Fold the mapped dimension into the op's batch dimension (see ``_batching``)."""
     size = info.batch_size
     tensors, opt = _split(inputs)
-    out = apply(*fold(size, in_dims[:_N_TENSORS], tensors), *opt)
-    value, f, g, *sym, n_iter, error = out
-    warn_if_above_tol(error, opt.tol if opt.tol > 0 else None, opt.max_iter, stacklevel=5)
-    sym_dims = [0 if opt.debias else None] * len(sym)
-    sym = [unfold(t, size) if opt.debias else t for t in sym]
-    results = (unfold(value, size), unfold(f, size), unfold(g, size), *sym, unfold(n_iter, size, 1), unfold(error, size, 1))
-    return results, (0, 0, 0, *sym_dims, 1, 1)
+    out = _Outputs(*apply(*fold(size, in_dims[:_N_TENSORS], tensors), *opt))
+    warn_if_above_tol(out.error, opt.tol if opt.tol > 0 else None, opt.max_iter, stacklevel=5)
+    # Outputs with no elements are "absent" placeholders (the symmetric
+    # potentials without debias): not mapped.
+    dims = tuple(None if t.numel() == 0 else d for t, d in zip(out, _OUTPUT_BATCH_DIM))
+    results = tuple(t if d is None else unfold(t, size, d) for t, d in zip(out, dims))
+    return results, dims
 
 
 torch.library.register_vmap(
@@ -148,13 +169,12 @@ torch.library.register_vmap(
 
 def _setup_context(ctx, inputs, output):
     (x, y, a, b), opt = _split(inputs)
-    _value, f, g, f_xx, g_xx, f_yy, g_yy, n_iter, error = output
-    saved = (x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy)
+    out = _Outputs(*output)
+    saved = (x, y, a, b, out.f, out.g, out.f_xx, out.g_xx, out.f_yy, out.g_yy)
     ctx.save_for_backward(*saved)
-    if hasattr(ctx, "save_for_forward"):
-        ctx.save_for_forward(*saved)
+    ctx.save_for_forward(*saved)
     ctx.opt = opt
-    ctx.mark_non_differentiable(f, g, f_xx, g_xx, f_yy, g_yy, n_iter, error)
+    ctx.mark_non_differentiable(*out[1:])
 
 
 def _compiled_gradient(grad_value, x, y, a, b, potentials, opt: _Options, needs):
@@ -239,7 +259,7 @@ class _SinkhornValue(torch.autograd.Function):
         for grad, tangent in zip(grads, tangents[:_N_TENSORS]):
             if tangent is not None:
                 value_dot = value_dot + (grad * tangent).flatten(1).sum(-1)
-        return (value_dot, *([None] * 8))
+        return (value_dot, *([None] * (len(_Outputs._fields) - 1)))
 
     @staticmethod
     def vmap(info, in_dims, *inputs):
@@ -361,9 +381,9 @@ def sinkhorn_cost(
         support double backward" error.
     """
     pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
-    out = _value_op(pb, debias)
-    warn_if_unconverged(out[8], pb)
-    value = out[0].to(pb.out_dtype)
+    out = _Outputs(*_value_op(pb, debias))
+    warn_if_unconverged(out.error, pb)
+    value = out.value.to(pb.out_dtype)
     guard = _double_backward_guard(x, y, a, b) if is_compiling() else None
     if guard is not None:
         value = value + guard.to(value.dtype)
@@ -403,8 +423,8 @@ def sinkhorn(
     the differentiable potentials cause a graph break.
     """
     pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
-    out = _value_op(pb, debias=False, detach=True)
-    f, g, n_iter, error = out[1], out[2], out[7][0], out[8][0]
+    out = _Outputs(*_value_op(pb, debias=False, detach=True))
+    f, g, n_iter, error = out.f, out.g, out.n_iter[0], out.error[0]
     warn_if_unconverged(error, pb)
     if derivatives_wanted(pb.x, pb.y, pb.a, pb.b):
         f, g = implicit_potentials(cost_matrix(pb.x, pb.y, pb.cost), pb.a, pb.b, f, g, pb.eps)
