@@ -22,7 +22,10 @@ class SinkhornResult(NamedTuple):
 
     The plan is ``P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``
     (:func:`sinsim_ext.transport_plan`) and the regularised cost is
-    ``<a, f> + <b, g>``.
+    ``<a, f> + <b, g>``. From :func:`sinsim_ext.sinkhorn`, ``f`` and ``g``
+    are differentiable in the inputs that require grad (implicit
+    differentiation, :mod:`sinsim_ext.implicit`); from
+    :func:`sinsim_ext.reference.sinkhorn`, by autograd through the iterations.
     """
 
     f: torch.Tensor
