@@ -63,11 +63,14 @@ def test_a_paper_protocol_folder_in_use_is_refused(tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_a_method_folder_inside_a_run_in_use_is_refused(tmp_path):
+def test_a_folder_inside_a_run_in_use_is_refused(tmp_path):
     out = tmp_path / "all"
-    with hold_run_folder(out / "simclr", log=lambda _: None):  # e.g. a paper cell or a --method all member
-        proc = run_cli(out / "simclr", "--epochs", "1")
-    assert proc.returncode == 1 and "is in use by another run" in error_line(proc.stderr)
+    with hold_run_folder(out, log=lambda _: None):  # e.g. a --method all run or a paper grid
+        proc = run_cli(out / "simclr", "--epochs", "1", "--overwrite")
+    assert proc.returncode == 1
+    assert f"{out / 'simclr'} is inside {out}, which is in use by another run: pid {os.getpid()}" in \
+        error_line(proc.stderr)
+    assert not (out / "simclr").exists() or not any((out / "simclr").iterdir())
 
 
 def test_the_lock_is_reentrant_and_released(tmp_path):

@@ -16,6 +16,7 @@ untrained (random-init) encoder: the floor pretraining has to beat.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import statistics
 import time
@@ -303,6 +304,13 @@ def run_protocol(cfg: Config) -> List[Dict]:
 
 
 def _run_protocol(cfg: Config) -> List[Dict]:
+    with contextlib.ExitStack() as methods:  # --method all: every method folder is ours from the start
+        for folder in method_dirs(cfg).values():
+            methods.enter_context(hold_run_folder(folder, log=log))
+        return _run_methods(cfg)
+
+
+def _run_methods(cfg: Config) -> List[Dict]:
     check_out_dirs(cfg)
     # --lr given on the command line (not a method's default) may change on --resume
     may_change = tuple(k for k in Config.RESUME_MAY_CHANGE if getattr(cfg, k) is not None) if cfg.resume else ()

@@ -15,9 +15,11 @@ temporary files an interrupted write left there
 (:func:`train.storage.remove_stale_temporaries`): nobody else can be writing
 them while we hold the lock. Locks are re-entrant within a process (the
 single protocol locks ``OUT`` and then each method's folder, which may be
-``OUT`` itself), and nested folders each get their own lock, so a run on
-``OUT`` and another on ``OUT/<method>`` or on a paper cell folder exclude
-each other where they meet.
+``OUT`` itself), and nested folders each get their own lock. A run also
+refuses a folder inside one that another live run owns (a single run pointed
+at ``OUT/<method>`` of a ``--method all`` run, or at a paper cell); the other
+way round, a run that reaches a folder held by another stops with the same
+error, and ``--method all`` takes every method folder at its start.
 
 ``flock`` works on local file systems and on NFS v4 (as a POSIX lock). Where
 the file system has no locks at all, the run goes on with a warning that
@@ -108,6 +110,30 @@ def _open_locked(path: Path) -> Tuple[Optional[int], Optional[Dict]]:
         os.close(fd)
 
 
+def _busy_ancestor(folder: Path) -> None:
+    """Refuse ``folder`` when a folder above it is owned by another live run
+    (a single run pointed into a ``--method all`` or paper folder)."""
+    if fcntl is None:
+        return
+    for above in folder.resolve().parents:
+        lock = above / LOCK_NAME
+        if above in _held or not lock.is_file():
+            continue
+        try:
+            fd = os.open(lock, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusy(f"{folder} is inside {above}, which is in use by another run: {describe(_read_owner(fd))}. "
+                             "Wait for it to finish (or stop it), or pass another --out") from None
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def _write_owner(fd: int, path: Path) -> None:
     data = json.dumps(_owner_record()).encode("utf-8") + b"\n"
     try:
@@ -124,6 +150,9 @@ def hold_run_folder(folder, log: Callable[[str], None] = print) -> Iterator[Path
     """Create ``folder`` if needed and own it for the ``with`` block:
     refuse (:class:`FolderBusy`) when a live run holds it, take over a stale
     lock, and remove leftover temporary files."""
+    folder = Path(folder)
+    if folder.resolve() not in _held:
+        _busy_ancestor(folder)  # before anything is created here
     folder = ensure_folder(folder)
     key = folder.resolve()
     if key in _held:  # re-entered by the same process
