@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import train`
 
 from train.config import Config, for_method, resolve  # noqa: E402
-from train.engine import Trainer  # noqa: E402
+from train.engine import Trainer, weight_norm  # noqa: E402
 from train.methods import METHODS  # noqa: E402
 from train.protocol import build_trainer  # noqa: E402
 
@@ -65,3 +65,20 @@ def test_train_step_throughput(benchmark, name, backend, device):
     benchmark.extra_info["sinkhorn_backend"] = backend if name == "sinsim" else None
     if benchmark.stats is not None:  # None under --benchmark-disable (a single untimed run)
         benchmark.extra_info["images_per_second"] = s["batch"] / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("device", list(SETTINGS))
+def test_divergence_check_cost(benchmark, device):
+    """What the trainer adds every --check-every steps to watch for exploding
+    weights: the norm of all SinSim parameters, read back with the loss in one
+    transfer. Compare with the train-step group of the same device."""
+    s = SETTINGS[device]
+    trainer = make_trainer("sinsim", "auto", device, s["batch"], s["size"], s["precision"])
+    loss_sum = torch.zeros((), device=device)
+
+    def check():
+        return torch.stack([loss_sum.double(), weight_norm(trainer.method).double()]).tolist()
+
+    benchmark.group = f"train step, {device}, batch {s['batch']}, {s['size']} px"
+    total, norm = benchmark.pedantic(check, rounds=s["rounds"] * 4, warmup_rounds=2)
+    assert norm == pytest.approx(trainer.initial_weight_norm, rel=1e-5)

@@ -88,6 +88,8 @@ class NTXentLoss(nn.Module):
     @_without_autocast
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         n = z1.shape[0]
+        if n < 2:  # one pair: its positive is the only other embedding, so the loss is exactly 0
+            raise ValueError(f"NT-Xent needs a batch of 2 or more pairs (the others are the negatives), got {n}")
         u = F.normalize(torch.cat([z1, z2]).float(), dim=1)
         logits = (u @ u.T) / self.temperature
         self_pairs = torch.eye(2 * n, dtype=torch.bool, device=u.device)

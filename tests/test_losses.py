@@ -38,9 +38,12 @@ def test_ntxent_orthogonal_pairs_closed_form():
     assert NTXentLoss(temperature=1.0)(z, z).item() == pytest.approx(math.log(math.e + 2) - 1, abs=1e-6)
 
 
-def test_ntxent_single_pair_is_zero():
-    # With N = 1 the positive is the only other embedding: -s + log(exp(s)) = 0.
-    assert NTXentLoss(0.3)(T([[0.3, -1.2]]), T([[2.0, 0.5]])).item() == pytest.approx(0.0, abs=1e-6)
+def test_ntxent_refuses_a_single_pair():
+    # With N = 1 the positive is the only other embedding: -s + log(exp(s)) = 0
+    # whatever the embeddings, a loss that cannot train anything.
+    with pytest.raises(ValueError, match="2 or more pairs"):
+        NTXentLoss(0.3)(T([[0.3, -1.2]]), T([[2.0, 0.5]]))
+    assert NTXentLoss(0.3)(T([[0.3, -1.2], [1.0, 0.0]]), T([[2.0, 0.5], [0.0, 1.0]])).item() > 0
 
 
 def test_ntxent_matches_hand_computation():

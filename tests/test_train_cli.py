@@ -76,7 +76,9 @@ def test_bad_flag_is_an_argparse_error_not_a_traceback():
         (["--sinkhorn-eps", "-1"], "positive number"),
         (["--sinkhorn-weight", "nan"], "non-negative number"),
         (["--lr", "abc"], "positive number"),
-        (["--batch-size", "2.5"], "positive integer"),
+        (["--batch-size", "2.5"], "integer >= 2"),
+        (["--batch-size", "1"], "integer >= 2"),  # NT-Xent of one pair is exactly 0
+        (["--train-subset", "1"], "integer >= 2"),
         (["--ema-tau", "1.0"], "[0, 1)"),
         (["--resume", "--overwrite"], "contradict"),
     ],
@@ -120,8 +122,12 @@ def test_an_existing_run_is_neither_overwritten_nor_mixed(tmp_path, capsys):
     # --resume keeps the finished result; other training flags are refused
     assert main(args + ["--resume"]) == 0
     assert json.loads((Path(out) / "results.json").read_text()) == first
-    assert main(args + ["--resume", "--lr", "0.9"]) == 1
+    assert main(args + ["--resume", "--temperature", "0.9"]) == 1
     assert "different training settings" in capsys.readouterr().err
+    # an explicit --lr may change on resume, but a finished run has nothing left to train
+    assert main(args + ["--resume", "--lr", "0.9"]) == 0
+    assert "does not change a finished run" in capsys.readouterr().out
+    assert json.loads((Path(out) / "results.json").read_text()) == first
 
 
 def test_resume_without_a_checkpoint_says_it_starts_from_scratch(tmp_path, capsys):

@@ -225,6 +225,62 @@ def test_image_folder_errors_say_what_was_expected(tmp_path):
         load("folder", bad, tmp_path, 8)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".pgm"])  # Pillow modes I;16 and I
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path, suffix):
+    grey = {split: RNG.integers(0, 65536, (8, 8)).astype(np.uint16) for split in ("train", "test")}
+    for split, values in grey.items():
+        (tmp_path / "imgs" / split / "x").mkdir(parents=True)
+        Image.fromarray(values).save(tmp_path / "imgs" / split / "x" / f"0{suffix}")
+    data = load("folder", tmp_path / "imgs", tmp_path, 8)
+    expected = np.rint(grey["train"] / 257.0).astype(np.uint8)  # 65535 -> 255
+    assert np.array_equal(data.train_images[0].numpy(), np.stack([expected] * 3))
+    assert (data.train_images == 255).float().mean() < 0.05  # clipping made 98% of it white
+
+
+def test_an_empty_class_folder_is_an_error_not_a_label_shift(tmp_path):
+    write_folder(tmp_path / "imgs")
+    (tmp_path / "imgs" / "train" / "bee").mkdir()  # would sort first and shift every label
+    (tmp_path / "imgs" / "train" / "bee" / "notes.txt").write_text("not an image")
+    with pytest.raises(DatasetError, match=r"class folder\(s\) train/bee hold no images"):
+        load("folder", tmp_path / "imgs", tmp_path, 8)
+    archive = tmp_path / "imgs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "imgs", arcname="imgs")
+    with pytest.raises(DatasetError, match="train/bee hold no images"):
+        load("folder", archive, tmp_path, 8)
+
+
+def test_the_label_mapping_is_shown_and_untested_classes_named(tmp_path):
+    write_folder(tmp_path / "imgs")
+    for f in (tmp_path / "imgs" / "test" / "moth").iterdir():
+        f.unlink()
+    (tmp_path / "imgs" / "test" / "moth").rmdir()
+    data = load("folder", tmp_path / "imgs", tmp_path, 8)
+    assert data.classes == ["ant", "moth", "zebra"]
+    assert any("labels 0 ant, 1 moth, 2 zebra" in note for note in data.notes), data.notes
+    assert any("moth have no test images" in note for note in data.notes), data.notes
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.mark.parametrize("name,classes,missing", [
+    ("cifar10", CIFAR10_CLASSES, "bird"), ("cifar100", [f"c{i:02d}" for i in range(100)], "c42")])
+def test_a_cifar_folder_missing_a_class_everywhere_is_refused(tmp_path, name, classes, missing):
+    for split in ("train", "test"):
+        for cls in classes:
+            if cls != missing:
+                (tmp_path / name / split / cls).mkdir(parents=True)
+                Image.fromarray(RNG.integers(0, 256, (32, 32, 3)).astype(np.uint8)).save(
+                    tmp_path / name / split / cls / "0.png")
+    with pytest.raises(DatasetError) as err:
+        load(name, tmp_path, tmp_path, 32)
+    message = str(err.value)
+    assert ("missing: bird" in message) if name == "cifar10" else ("has 99 class folders, not cifar100's 100" in message)
+    assert "labels would not" in message or "shifts every later label" in message
+    assert f"0 {classes[0]}, 1 {classes[1]}" in message  # the mapping it would have used
+
+
 # ------------------------------------------------------------ digits, subsets
 
 
@@ -266,4 +322,4 @@ def test_shared_cifar_jpeg_archives(tmp_path, name, classes, first):
     assert data.num_classes == classes and data.classes[0] == first
     assert torch.bincount(data.train_labels).tolist() == [50000 // classes] * classes
     assert data.train_images.shape[1:] == (3, 32, 32)
-    assert "JPEG copy" in data.notes[0]
+    assert any("JPEG copy" in note for note in data.notes)

@@ -1,58 +1,74 @@
-"""Atomic file writes and the training checkpoint.
+"""The training checkpoint: what an exact resume needs, sealed with a checksum.
 
-Every file a run writes goes to a temporary file in the same folder, is
-flushed to disk, then renamed over the target (``os.replace``), so a killed
-run leaves either the old or the new file, never a torn one.
+The checkpoint holds the method's weights and buffers (including BYOL's
+target network), the optimiser and scheduler states, the number of finished
+epochs and steps, the per-epoch metrics so far, every random-number generator
+(Python, NumPy, torch CPU and CUDA, and the run's own generators for
+shuffling and augmentation), the trainer's divergence reference, the
+learning-rate changes made on resume, and the config's training fields,
+checked on resume.
 
-The checkpoint holds everything an exact resume needs: the method's weights
-and buffers (including BYOL's target network), the optimiser and scheduler
-states, the number of finished epochs and steps, the per-epoch metrics so
-far, every random-number generator (Python, NumPy, torch CPU and CUDA, and
-the run's own generators for shuffling and augmentation) and the config's
-training fields, checked on resume.
+Integrity: the file is the zip archive ``torch.save`` writes, whose archive
+comment (the last field of a zip file; ``torch.load`` and ``zipfile`` ignore
+it) is set to ``sinsim-sha256:<64 hex digits>``, the SHA-256 of every byte
+before the comment. :func:`load_checkpoint` recomputes it before unpickling
+anything, so an empty, truncated or altered file is refused with one line
+naming it (:class:`CorruptCheckpoint`) instead of a miniz traceback or, worse,
+resuming with changed weights. Files are written atomically by
+:mod:`train.storage` (re-exported here for the older imports).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import json
-import os
 import random
-import tempfile
+import struct
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 import torch
 
+from .errors import RunError, TrainerError
+from .storage import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_MAGIC = b"sinsim-sha256:"
+_TRAILER = len(_MAGIC) + 64
+_EOCD = b"PK\x05\x06"  # zip end-of-central-directory record: 22 bytes, the last 2 the comment length
+_EOCD_SIZE = 22
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+class CorruptCheckpoint(RunError):
+    """The checkpoint file is empty, truncated or altered."""
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def seal(data: bytes) -> bytes:
+    """``torch.save`` output with the SHA-256 of its bytes as the zip comment."""
+    if len(data) < _EOCD_SIZE or data[-_EOCD_SIZE:-_EOCD_SIZE + 4] != _EOCD or data[-2:] != b"\0\0":
+        raise ValueError("torch.save did not end with a zip end-of-central-directory record without comment")
+    head = data[:-2] + struct.pack("<H", _TRAILER)
+    return head + _MAGIC + hashlib.sha256(head).hexdigest().encode("ascii")
+
+
+def verify(data: bytes) -> Optional[str]:
+    """None when ``data`` is a sealed checkpoint whose checksum matches,
+    else what is wrong with it."""
+    if not data:
+        return "it is empty (0 bytes)"
+    if len(data) < _EOCD_SIZE + _TRAILER or data[-_TRAILER:-64] != _MAGIC:
+        return (f"it has no checksum at its end ({len(data)} bytes): it is truncated, "
+                "or was not written by this trainer")
+    head, written = data[:-_TRAILER], data[-64:]
+    if hashlib.sha256(head).hexdigest().encode("ascii") != written:
+        return "its SHA-256 does not match the one written with it: the file was damaged or altered"
+    return None
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, seal(buffer.getvalue()))
 
 
 def rng_state(generators: Dict[str, torch.Generator]) -> Dict[str, Any]:
@@ -77,12 +93,13 @@ def restore_rng(state: Dict[str, Any], generators: Dict[str, torch.Generator]) -
         g.set_state(state["generators"][name])
 
 
-class CheckpointMismatch(RuntimeError):
+class CheckpointMismatch(TrainerError):
     """The checkpoint was written by a run with different training settings."""
 
 
 def save_checkpoint(path: Path, *, method, optimizer, scheduler, epoch: int, step: int, metrics: list,
-                    generators: Dict[str, torch.Generator], signature: Dict[str, Any]) -> None:
+                    generators: Dict[str, torch.Generator], signature: Dict[str, Any],
+                    extra: Optional[Dict[str, Any]] = None) -> None:
     atomic_torch_save(
         {
             "epoch": epoch,
@@ -93,20 +110,47 @@ def save_checkpoint(path: Path, *, method, optimizer, scheduler, epoch: int, ste
             "metrics": metrics,
             "rng": rng_state(generators),
             "signature": signature,
+            **(extra or {}),
         },
         path,
     )
 
 
-def load_checkpoint(path: Path, signature: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The checkpoint at ``path`` (None when there is none), after checking
-    that it belongs to a run with this training ``signature``."""
+def corrupt(path: Path, problem: str) -> CorruptCheckpoint:
+    return CorruptCheckpoint(
+        f"{path} cannot be resumed: {problem}. Start this run again with --overwrite (which discards it; "
+        "in the paper protocol, delete the file), or pass another --out"
+    )
+
+
+def read_checkpoint(path: Path) -> Dict[str, Any]:
+    """The verified contents of the checkpoint at ``path``."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise corrupt(path, f"it cannot be read ({exc.strerror or exc})") from exc
+    problem = verify(data)
+    if problem is not None:
+        raise corrupt(path, problem)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - the checksum held, so this is a version problem
+        raise corrupt(path, f"torch.load failed although its checksum holds ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:200]})") from exc
+
+
+def load_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[str] = ()) -> Optional[Dict[str, Any]]:
+    """The checkpoint at ``path`` (None when there is none), after checking
+    its checksum and that it belongs to a run with this training
+    ``signature``; the fields in ``may_change`` may differ (the caller
+    applies and records the change)."""
+    path = Path(path)
+    if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     saved = state.get("signature", {})
-    diff = {k: (saved.get(k), v) for k, v in signature.items() if saved.get(k) != v}
+    diff = {k: (saved.get(k), v) for k, v in signature.items() if saved.get(k) != v and k not in set(may_change)}
     if diff:
         details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
         raise CheckpointMismatch(

@@ -2,9 +2,13 @@
 
 A field left at ``None`` means "the default for this dataset / method":
 :func:`resolve` fills dataset defaults (epochs, batch size, image size) from
-``train.datasets.DATASETS`` and :func:`for_method` fills the method's
+``train.catalog.DATASETS`` and :func:`for_method` fills the method's
 published hyper-parameters from ``Method.defaults``. The fully resolved config
 of every run is written to its output folder as ``config.json``.
+
+This module imports no torch until the arguments are parsed (the CUDA check
+and the methods' defaults come after), so ``--help`` and argument errors
+answer at once.
 """
 
 from __future__ import annotations
@@ -16,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .datasets import DATASETS
-from .methods import METHODS
+from .catalog import DATASETS, METHOD_NAMES
 
 _CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "sinsim"
 OPTIMIZERS = ("lars", "sgd", "adamw")
@@ -80,6 +83,7 @@ class Config:
     num_workers: int = min(8, os.cpu_count() or 1)
     check_every: int = 50
     checkpoint_every: int = 1
+    progress_every: float = 30.0  # seconds between progress lines within an epoch (0: off)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +97,14 @@ class Config:
         "sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
         "sinkhorn_iters", "sinkhorn_debias", "precision",
     )
+
+    # Training fields a resumed run may change when the flag is given
+    # explicitly (the change is applied from the resumed epoch on and
+    # recorded in config.json and results.json). The other training fields
+    # shape the model, the data order or the schedule's length, which the
+    # checkpoint was built for; the fields outside TRAINING_FIELDS (device,
+    # --compile, --check-every, evaluation flags...) may always change.
+    RESUME_MAY_CHANGE = ("lr",)
 
     def training_signature(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in self.TRAINING_FIELDS}
@@ -117,6 +129,9 @@ nonneg_int = _typed(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _typed(float, lambda v: v > 0 and v < float("inf"), "a positive number")
 nonneg_float = _typed(float, lambda v: 0 <= v < float("inf"), "a non-negative number")
 unit_interval = _typed(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+# NT-Xent with one image has no negatives (the loss is exactly 0), and the
+# other methods normalise over the batch: every method needs two or more.
+at_least_two = _typed(int, lambda v: v >= 2, "an integer >= 2 (a self-supervised batch compares two or more images)")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -140,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("what to run")
     g.add_argument("--dataset", choices=list(DATASETS), default=d.dataset,
                    help="; ".join(f"{k}: {s.description}" for k, s in DATASETS.items()))
-    g.add_argument("--method", choices=list(METHODS) + ["all"], default=d.method,
+    g.add_argument("--method", choices=list(METHOD_NAMES) + ["all"], default=d.method,
                    help="'all' runs every method into OUT/<method>/ and writes a combined table")
     g.add_argument("--data-dir", default=d.data_dir, help="where the dataset files are (or are downloaded to)")
     g.add_argument("--cache-dir", default=d.cache_dir, help="where decoded image archives are cached")
@@ -149,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="download missing datasets with torchvision")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: CUDA when available")
     g.add_argument("--seed", type=int, default=d.seed, help="seeds the model, the data order and the augmentations")
-    g.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint (skips finished methods)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from OUT's last checkpoint (skips finished methods); the training flags must be "
+                   "the same, except --lr, which changes the learning rate from the resumed epoch on")
     g.add_argument("--overwrite", action="store_true", help="start again even if OUT already holds a run")
     g.add_argument("--protocol", choices=PROTOCOLS, default="single",
                    help="single: one --dataset/--method run (this page); paper: the SinSim paper's experiments "
@@ -165,9 +182,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     d = Config()
     g = p.add_argument_group("budget (defaults depend on the dataset)")
     g.add_argument("--epochs", type=positive_int, help="pretraining epochs")
-    g.add_argument("--batch-size", type=positive_int, help="images per step (two views each)")
+    g.add_argument("--batch-size", type=at_least_two, help="images per step (two views each)")
     g.add_argument("--image-size", type=positive_int, help="images are resized once to this side")
-    g.add_argument("--train-subset", type=positive_int, metavar="K",
+    g.add_argument("--train-subset", type=at_least_two, metavar="K",
                    help="pretrain on K images; the probes still use the full labelled splits")
 
     g = p.add_argument_group("optimisation (defaults: each method's published recipe)")
@@ -218,8 +235,13 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the augmentations and the training step")
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="auto: bf16 autocast on CUDA, fp32 on CPU")
     g.add_argument("--num-workers", type=positive_int, default=d.num_workers, help="threads decoding image archives")
-    g.add_argument("--check-every", type=positive_int, default=d.check_every, help="check the loss for NaN/inf every N steps")
+    g.add_argument("--check-every", type=positive_int, default=d.check_every,
+                   help="every N steps, read the loss and the weights' norm back and stop the run if they are "
+                   "NaN/inf or exploding")
     g.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every, help="epochs between checkpoints")
+    g.add_argument("--progress-every", type=nonneg_float, default=d.progress_every, metavar="SECONDS",
+                   help="a progress line (steps, images/s, time left) this often within an epoch when the output "
+                   "is not a terminal (0: only a line per epoch); a terminal gets a progress bar")
 
 
 def _cuda_available() -> bool:
@@ -271,6 +293,8 @@ def resolve(cfg: Config) -> Config:
 
 def for_method(cfg: Config, name: str, out: Optional[str] = None) -> Config:
     """``cfg`` for one method: its published defaults fill the unset fields."""
+    from .methods import METHODS
+
     filled = {k: v for k, v in METHODS[name].defaults.items() if getattr(cfg, k) is None}
     cfg = dataclasses.replace(cfg, method=name, out=out or cfg.out, **filled)
     if cfg.bias_lr_scale is None:
@@ -279,4 +303,4 @@ def for_method(cfg: Config, name: str, out: Optional[str] = None) -> Config:
 
 
 def method_names(cfg: Config) -> List[str]:
-    return list(METHODS) if cfg.method == "all" else [cfg.method]
+    return list(METHOD_NAMES) if cfg.method == "all" else [cfg.method]

@@ -8,26 +8,59 @@ optionally ``torch.compile``.
 
 A step never synchronises with the device: the loss is accumulated on the
 device, and only every ``check_every`` steps and at the end of each epoch is
-it read back, which is also when a NaN/inf loss is detected. The step index of
-the first bad loss is tracked on the device, so the error can name it.
+it read back, together with the norm of all weights, in one transfer. That is
+when a diverging run is stopped (:class:`TrainingDiverged`):
+
+* a NaN/inf loss (the step index of the first one is tracked on the device,
+  so the error names it);
+* exploding weights: a NaN/inf norm, or a norm more than
+  ``GROWTH_LIMIT`` (100) times that of the freshly initialised model (the
+  same reference for a resumed run, whose model is initialised with the same
+  seed before the checkpoint is loaded). Weight decay keeps a healthy run's
+  norm within a small factor of its start; BatchNorm keeps the loss finite
+  while the weights run away, so the loss alone does not show this;
+* an exploding loss: the mean loss since the last check more than
+  ``GROWTH_LIMIT`` times ``max(1, |reference|)``, the reference being the
+  mean over the run's first check window (kept in the checkpoint). Every
+  method's healthy loss stays within a small factor of its start.
+
+Progress within an epoch is shown by :class:`train.progress.EpochProgress`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from .augment import TwoViews
 from .methods import Method
+from .progress import EpochProgress
+
+GROWTH_LIMIT = 100.0
 
 
-class NonFiniteLossError(RuntimeError):
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN/inf or exploded; the message says
+    which, by which step, and the numbers."""
+
+
+class NonFiniteLossError(TrainingDiverged):
     """The training loss became NaN or inf."""
+
+
+class ExplodingTraining(TrainingDiverged):
+    """The weights' norm or the loss grew beyond ``GROWTH_LIMIT`` times its start."""
+
+
+def weight_norm(module: torch.nn.Module) -> torch.Tensor:
+    """The L2 norm of all parameters together, as a 0-d tensor on their device (no sync)."""
+    norms = torch._foreach_norm([p.detach() for p in module.parameters()])
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
 
 
 @dataclass
@@ -67,6 +100,7 @@ class Trainer:
         compile: bool = False,
         check_every: int = 50,
         progress: Optional[bool] = None,
+        progress_every: float = 30.0,
         label: str = "",
     ):
         self.method, self.images, self.views = method, images, views
@@ -78,8 +112,13 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * epochs
         self.generator = generator
         self.check_every = check_every
-        self.progress = progress  # None: tqdm shows bars only on a terminal
+        self.progress = progress  # None: a bar on a terminal, else lines every progress_every s
+        self.progress_every = progress_every
         self.label = label
+        # Divergence references: the freshly initialised weights (this runs
+        # before a checkpoint is restored) and the first checked loss.
+        self.initial_weight_norm = float(weight_norm(method))
+        self.reference_loss: Optional[float] = None
         self.channels_last = self.device.type == "cuda"
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
@@ -106,6 +145,13 @@ class Trainer:
         self.scheduler.step()
         return loss.detach(), terms
 
+    def state_dict(self) -> Dict[str, Optional[float]]:
+        """What a resumed run needs to judge divergence exactly as an uninterrupted one."""
+        return {"reference_loss": self.reference_loss}
+
+    def load_state_dict(self, state: Dict[str, Optional[float]]) -> None:
+        self.reference_loss = state.get("reference_loss")
+
     def train_epoch(self, epoch: int, first_step: int) -> EpochStats:
         """One pass over a fresh permutation; ``epoch`` counts from 1."""
         self.method.train()
@@ -116,24 +162,26 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         _sync(self.device)
         start = time.perf_counter()
-        bar = tqdm(range(self.steps_per_epoch), desc=f"{self.label} epoch {epoch}/{self.epochs}",
-                   unit="step", leave=False, disable=None if self.progress is None else not self.progress,
-                   dynamic_ncols=True)
-        for i in bar:
-            step = first_step + i
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            loss, terms = self._train_step(self.images[idx])
-            self.method.after_optimizer_step(step + 1, self.total_steps)
-            loss_sum += loss
-            for k, v in terms.items():
-                term_sums[k] = term_sums.get(k, 0) + v.float()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-            if (i + 1) % self.check_every == 0 or i + 1 == self.steps_per_epoch:
-                self._check(first_bad, epoch)
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.4f}",
-                                img_s=f"{(i + 1) * self.batch_size / max(elapsed, 1e-9):.0f}")
-        bar.close()
+        progress = EpochProgress(label=self.label, epoch=epoch, epochs=self.epochs, steps=self.steps_per_epoch,
+                                 batch_size=self.batch_size, steps_before=first_step, total_steps=self.total_steps,
+                                 every=self.progress_every, bar=self.progress)
+        window = (0, 0.0)  # (steps, loss sum) at the last check
+        try:
+            for i in range(self.steps_per_epoch):
+                step = first_step + i
+                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+                loss, terms = self._train_step(self.images[idx])
+                self.method.after_optimizer_step(step + 1, self.total_steps)
+                loss_sum += loss
+                for k, v in terms.items():
+                    term_sums[k] = term_sums.get(k, 0) + v.float()
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+                if (i + 1) % self.check_every == 0 or i + 1 == self.steps_per_epoch:
+                    window = self._check(loss_sum, first_bad, window, i + 1, step, epoch)
+                    progress.checked(i + 1, window[1] / (i + 1))
+                progress.step(i + 1)
+        finally:
+            progress.close()
         _sync(self.device)
         seconds = time.perf_counter() - start
         n = self.steps_per_epoch
@@ -146,13 +194,28 @@ class Trainer:
             images_per_second=n * self.batch_size / seconds,
         )
 
-    def _check(self, first_bad: torch.Tensor, epoch: int) -> None:
-        bad = int(first_bad.item())
+    def _check(self, loss_sum: torch.Tensor, first_bad: torch.Tensor, window: tuple, done: int, step: int,
+               epoch: int) -> tuple:
+        """Read the loss, the first bad step and the weights' norm back (one
+        transfer) and raise :class:`TrainingDiverged` if the run diverges;
+        returns the new window ``(done, loss sum)``."""
+        total, bad, norm = torch.stack([loss_sum.double(), first_bad.double(),
+                                        weight_norm(self.method).double()]).tolist()
+        where = f"by step {step + 1} (epoch {epoch})"
         if bad >= 0:
-            raise NonFiniteLossError(
-                f"the training loss became NaN/inf at step {bad + 1} (epoch {epoch}); "
-                "try a longer --warmup-epochs or a lower --lr (a short run's warm-up is short: epochs/10)"
-            )
+            raise NonFiniteLossError(f"the training loss became NaN/inf at step {int(bad) + 1} (epoch {epoch})")
+        if not math.isfinite(norm) or norm > GROWTH_LIMIT * self.initial_weight_norm:
+            raise ExplodingTraining(
+                f"the weights exploded {where}: their norm grew from {self.initial_weight_norm:.4g} at "
+                f"initialisation to {norm:.4g} (the limit is {GROWTH_LIMIT:.0f}x)")
+        mean = (total - window[1]) / (done - window[0])
+        if self.reference_loss is None:
+            self.reference_loss = mean
+        elif abs(mean) > GROWTH_LIMIT * max(1.0, abs(self.reference_loss)):
+            raise ExplodingTraining(
+                f"the loss exploded {where}: its mean over the last {done - window[0]} steps is {mean:.4g}, "
+                f"against {self.reference_loss:.4g} at the start (the limit is {GROWTH_LIMIT:.0f}x)")
+        return done, total
 
     def fit(self, start_epoch: int, on_epoch_end: Callable[[EpochStats], None]) -> List[EpochStats]:
         """Train epochs ``start_epoch + 1 .. epochs``, calling ``on_epoch_end``

@@ -101,3 +101,14 @@ class WarmupCosine:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps))
+
+
+def change_base_lrs(optimizer: torch.optim.Optimizer, scheduler, base_lrs: List[float]) -> None:
+    """Continue a restored ``LambdaLR`` from its current step with new base
+    learning rates (a resumed run given another ``--lr``): the schedule's
+    shape is kept, its scale changes from this step on."""
+    scheduler.base_lrs = list(base_lrs)
+    for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas):
+        group["initial_lr"] = base
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

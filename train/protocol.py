@@ -7,6 +7,7 @@ Output folder of a method run::
     checkpoint.pt    the last finished epoch (see train.checkpoint)
     results.json     linear / MLP / kNN accuracy, budget, timings, seed
     results.md       the same as a markdown table
+    run.lock         while a run owns the folder (train.run_lock)
 
 ``--method all`` runs every method into ``OUT/<method>/`` and writes the
 combined ``OUT/results.json`` and ``OUT/results.md``, with a last row for the
@@ -15,6 +16,7 @@ untrained (random-init) encoder: the floor pretraining has to beat.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import statistics
 import time
@@ -29,18 +31,17 @@ from .augment import TwoViews, view_specs
 from .checkpoint import atomic_write_json, load_checkpoint, restore, save_checkpoint
 from .config import Config, for_method, method_names
 from .datasets import DATASETS, ImageData, load_dataset
-from .engine import EpochStats, NonFiniteLossError, Trainer
+from .engine import EpochStats, Trainer, TrainingDiverged
+from .errors import RunError
 from .evaluate import evaluate_encoder, knn_monitor
 from .methods import METHODS
 from .models import resnet18_encoder
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, change_base_lrs
 from .results import read_results, write_combined, write_method_results, write_metrics_csv
+from .run_lock import hold_run_folder
 
 CHECKPOINT = "checkpoint.pt"
-
-
-class RunError(RuntimeError):
-    """A run cannot start or cannot go on; the message says why and what to do."""
+__all__ = ["CHECKPOINT", "RunError", "run_method", "run_protocol", "random_init_reference"]
 
 
 def log(message: str) -> None:
@@ -111,24 +112,53 @@ def build_trainer(cfg: Config, images: torch.Tensor, channels: int, mean, std) -
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     return Trainer(method, images, views, optimizer, scheduler, batch_size=batch_size, epochs=cfg.epochs,
                    generator=generator, precision=cfg.precision, compile=cfg.compile,
-                   check_every=cfg.check_every, label=cfg.method)
+                   check_every=cfg.check_every, progress_every=cfg.progress_every, label=cfg.method)
 
 
-def run_method(cfg: Config, data: ImageData) -> Dict:
-    """Pretrain ``cfg.method`` on ``data``, evaluate it, write its outputs."""
+def _changed(saved: Dict, now: Dict, fields) -> Dict[str, list]:
+    return {k: [saved.get(k), now[k]] for k in fields if saved.get(k) != now[k]}
+
+
+def _advice(cfg: Config, checkpoint_path: Path, done: int) -> str:
+    lower = f"{cfg.lr / 10:.3g}"
+    if checkpoint_path.exists():
+        return (f"the last good checkpoint (epoch {done}) is kept at {checkpoint_path}. Lower the learning rate "
+                f"(it was --lr {cfg.lr:g}): the same command with --resume --lr {lower} continues from that epoch; "
+                "or start again with a longer --warmup-epochs (--overwrite)")
+    return (f"no epoch finished, so there is no checkpoint. Run again with a lower --lr "
+            f"(it was {cfg.lr:g}; try {lower}) or a longer --warmup-epochs")
+
+
+def run_method(cfg: Config, data: ImageData, may_change=()) -> Dict:
+    """Pretrain ``cfg.method`` on ``data``, evaluate it, write its outputs.
+
+    ``may_change``: training fields a resumed run may change (the flags the
+    user gave explicitly, among ``Config.RESUME_MAY_CHANGE``)."""
+    with hold_run_folder(cfg.out, log=log):
+        return _run_method(cfg, data, tuple(may_change))
+
+
+def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     out = Path(cfg.out)
     signature = cfg.training_signature()
     previous = read_results(out) if cfg.resume else None
-    if previous is not None and previous.get("signature") == signature:
-        log(f"{cfg.method}: finished earlier, keeping {out / 'results.json'}")
-        return previous
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", cfg.to_dict())
+    if previous is not None:
+        kept = {k: v for k, v in signature.items() if k not in may_change}
+        if all(previous.get("signature", {}).get(k) == v for k, v in kept.items()):
+            changed = _changed(previous.get("signature", {}), signature, may_change)
+            note = (" (" + ", ".join(f"--{k} {b!r}" for k, (a, b) in changed.items()) + " does not change a finished run)"
+                    if changed else "")
+            log(f"{cfg.method}: finished earlier, keeping {out / 'results.json'}{note}")
+            return previous
     wall_start = time.perf_counter()
 
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     images = data.with_pretrain_subset(cfg.train_subset, cfg.seed).pretrain.to(device)
+    if min(cfg.batch_size, len(images)) < 2:
+        raise RunError(f"{cfg.method}: a batch of {min(cfg.batch_size, len(images))} image: self-supervised methods "
+                       "compare two or more images per batch (NT-Xent with one has no negatives and is exactly 0); "
+                       "use --batch-size 2 or more, and at least 2 pretraining images (--train-subset)")
     mean, std = data.channel_stats()
     data = probe_data(cfg, data)
     trainer = build_trainer(cfg, images, data.channels, mean, std)
@@ -138,15 +168,30 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
         log(f"note: batch size {cfg.batch_size} > {len(images)} pretraining images; using {batch_size}")
 
     checkpoint_path = out / CHECKPOINT
-    start_epoch, metrics = 0, []
+    start_epoch, metrics, changes = 0, [], []
     if cfg.resume:
-        state = load_checkpoint(checkpoint_path, signature)
+        fresh_base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        state = load_checkpoint(checkpoint_path, signature, may_change)
         if state is not None:
             restore(state, method=method, optimizer=optimizer, scheduler=scheduler, generators={"data": generator})
-            start_epoch, metrics = state["epoch"], state["metrics"]
-            log(f"{cfg.method}: resuming after epoch {start_epoch} from {checkpoint_path}")
+            trainer.load_state_dict(state.get("trainer", {}))
+            start_epoch, metrics, changes = state["epoch"], state["metrics"], list(state.get("resume_changes", []))
+            changed = _changed(state["signature"], signature, may_change)
+            if "lr" in changed:
+                change_base_lrs(optimizer, scheduler, fresh_base_lrs)
+            if changed:
+                changes.append({"after_epoch": start_epoch, **changed})
+            how = "".join(f"; --{k.replace('_', '-')} changes from {a!r} to {b!r}" for k, (a, b) in changed.items())
+            log(f"{cfg.method}: resuming after epoch {start_epoch} from {checkpoint_path}{how}")
         else:
             log(f"{cfg.method}: --resume found no checkpoint at {checkpoint_path}; starting from scratch")
+    record = cfg.to_dict()
+    if changes:
+        record["resume_changes"] = changes  # the flags changed on resume, and after which epoch
+    atomic_write_json(out / "config.json", record)
+    if start_epoch < cfg.epochs:
+        log(f"{cfg.method}: pretraining epochs {start_epoch + 1}-{cfg.epochs}, {steps_per_epoch} steps of "
+            f"{batch_size} images each, on {cfg.device} -> {out}")
 
     def on_epoch_end(s: EpochStats) -> None:
         row = s.row()
@@ -158,7 +203,8 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
         if s.epoch % cfg.checkpoint_every == 0 or s.epoch == cfg.epochs:
             save_checkpoint(checkpoint_path, method=method, optimizer=optimizer, scheduler=scheduler,
                             epoch=s.epoch, step=s.epoch * steps_per_epoch, metrics=metrics,
-                            generators={"data": generator}, signature=signature)
+                            generators={"data": generator}, signature=signature,
+                            extra={"trainer": trainer.state_dict(), "resume_changes": changes})
         terms = " ".join(f"{k} {v:.4f}" for k, v in s.terms.items() if len(s.terms) > 1)
         knn = f" knn {row['knn']:.2f}%" if "knn" in row else ""
         log(f"{cfg.method} epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f} {terms}{knn} "
@@ -166,16 +212,16 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
 
     try:
         trainer.fit(start_epoch, on_epoch_end)
-    except NonFiniteLossError as exc:
+    except TrainingDiverged as exc:
         done = metrics[-1]["epoch"] if metrics else 0
-        kept = (f"the last good checkpoint (epoch {done}) is kept at {checkpoint_path}"
-                if checkpoint_path.exists() else "no epoch finished, so there is no checkpoint")
-        raise RunError(f"{cfg.method}: {exc}; {kept}") from exc
+        raise RunError(f"{cfg.method}: {exc}; {_advice(cfg, checkpoint_path, done)}") from exc
 
     pretrain_seconds = sum(m["seconds"] for m in metrics)
     eval_start = time.perf_counter()
     scores = {"linear": None, "mlp": None, "knn": None}
     if cfg.eval:
+        log(f"{cfg.method}: evaluating the frozen encoder (linear and MLP probes, {cfg.probe_epochs} epochs, "
+            f"kNN k={cfg.knn_k}) on {len(data.train_images)} / {len(data.test_images)} labelled images")
         scores = evaluate_encoder(method.backbone, data, views.plain, knn_k=cfg.knn_k,
                                   knn_temperature=cfg.knn_temperature, probe_epochs=cfg.probe_epochs,
                                   seed=cfg.seed, precision=cfg.precision)
@@ -207,6 +253,7 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
         "data_source": data.source,
         "notes": data.notes,
         "signature": signature,
+        **({"resume_changes": changes} if changes else {}),
     }
     write_method_results(out, result)
     if cfg.eval:
@@ -249,8 +296,25 @@ def random_init_reference(cfg: Config, data: ImageData) -> Dict:
 
 
 def run_protocol(cfg: Config) -> List[Dict]:
-    """Run ``cfg.method`` (or every method) and return the result records."""
+    """Run ``cfg.method`` (or every method) and return the result records.
+    The run owns ``cfg.out`` from the start (:mod:`train.run_lock`): a second
+    run there refuses to start before it touches anything."""
+    with hold_run_folder(cfg.out, log=log):
+        return _run_protocol(cfg)
+
+
+def _run_protocol(cfg: Config) -> List[Dict]:
+    with contextlib.ExitStack() as methods:  # --method all: every method folder is ours from the start
+        for folder in method_dirs(cfg).values():
+            methods.enter_context(hold_run_folder(folder, log=log))
+        return _run_methods(cfg)
+
+
+def _run_methods(cfg: Config) -> List[Dict]:
     check_out_dirs(cfg)
+    # --lr given on the command line (not a method's default) may change on --resume
+    may_change = tuple(k for k in Config.RESUME_MAY_CHANGE if getattr(cfg, k) is not None) if cfg.resume else ()
+    log(f"loading {cfg.dataset} from {cfg.data_dir if cfg.dataset != 'digits' else 'scikit-learn'} ...")
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.cache_dir, cfg.image_size,
                         download=cfg.download, num_workers=cfg.num_workers)
     for note in data.notes:
@@ -261,10 +325,10 @@ def run_protocol(cfg: Config) -> List[Dict]:
     if cfg.probe_train_subset or cfg.probe_test_subset:
         probed = probe_data(cfg, data)
         log(f"probes use a fixed subset: {len(probed.train_images)} train / {len(probed.test_images)} test images")
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     if cfg.method == "all":
         atomic_write_json(Path(cfg.out) / "config.json", cfg.to_dict())
-    results = [run_method(for_method(cfg, name, str(path)), data) for name, path in method_dirs(cfg).items()]
+    results = [run_method(for_method(cfg, name, str(path)), data, may_change)
+               for name, path in method_dirs(cfg).items()]
     if cfg.method == "all" and cfg.eval:
         results.append(random_init_reference(cfg, data))
         table = write_combined(Path(cfg.out), results)

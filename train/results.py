@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .checkpoint import atomic_write_json, atomic_write_text
+from .errors import RunError
+from .storage import atomic_write_json, atomic_write_text
 
 COLUMNS = (
     ("method", "method", "{}"),
@@ -48,7 +49,13 @@ def write_method_results(out: Path, result: Dict) -> None:
 
 def read_results(out: Path) -> Optional[Dict]:
     path = Path(out) / "results.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path} cannot be read ({exc}); start this run again with --overwrite, "
+                       "or pass another --out") from exc
 
 
 def write_combined(out: Path, results: List[Dict]) -> str:

@@ -4,6 +4,11 @@
     python train/run.py --dataset digits --method all        # every method, a few minutes on a CPU
     python train/run.py --dataset cifar10 --method sinsim --data-dir ../shared/data --device cuda
     python train/run.py --protocol paper --data-dir ../shared/data      # every experiment of the paper, see train/paper/
+
+The arguments are parsed before torch is imported, so ``--help`` and
+argument errors answer at once. Errors the user can act on (a missing
+dataset, a folder in use, a full disk, a corrupt checkpoint, a diverged run)
+end in one ``error:`` line and exit status 1.
 """
 
 from __future__ import annotations
@@ -15,10 +20,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train.checkpoint import CheckpointMismatch  # noqa: E402
-from train.config import parse_config  # noqa: E402
-from train.datasets import DatasetError  # noqa: E402
-from train.protocol import RunError, run_protocol  # noqa: E402
+from train.errors import TrainerError  # noqa: E402  (light: no torch)
+from train.storage import describe_os_error  # noqa: E402
 
 
 def protocol_of(argv) -> str:
@@ -28,17 +31,41 @@ def protocol_of(argv) -> str:
     return peek.parse_known_args(argv)[0].protocol
 
 
+def line_buffered_output() -> None:
+    """Print each line as it comes also into a file or a pipe (Python
+    buffers 8 KB there otherwise: a log shows nothing for minutes)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(line_buffering=True)
+            except (ValueError, OSError):
+                pass
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    line_buffered_output()
     if protocol_of(argv) == "paper":
         from train.paper.cli import main as paper_main
 
         return paper_main(argv)
+    from train.config import parse_config
+
     cfg = parse_config(argv)
+
+    from train.run_lock import hold_run_folder
+
     try:
-        run_protocol(cfg)
-    except (DatasetError, RunError, CheckpointMismatch) as exc:
+        with hold_run_folder(cfg.out):  # before the heavy imports: a folder in use is refused at once
+            from train.protocol import run_protocol
+
+            run_protocol(cfg)
+    except TrainerError as exc:  # DatasetError, RunError, StorageError, FolderBusy, CheckpointMismatch
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with the same command plus --resume (out: {cfg.out})", file=sys.stderr)

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import TrainerError
 
-class DatasetError(RuntimeError):
+
+class DatasetError(TrainerError):
     """A dataset is missing, incomplete or corrupt; the message says what was
     expected where and which flag changes it."""
 

@@ -36,6 +36,8 @@ LAYOUTS = {
         "meta": ("batches.meta", "label_names"),
         "labels": "labels",
         "torchvision": "CIFAR10",
+        # batches.meta's label_names, the official label order
+        "classes": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     },
     "cifar100": {
         "pickle_dir": "cifar-100-python",
@@ -44,6 +46,7 @@ LAYOUTS = {
         "meta": ("meta", "fine_label_names"),
         "labels": "fine_labels",
         "torchvision": "CIFAR100",
+        "num_classes": 100,  # fine classes; their sorted names give the official order
     },
 }
 
@@ -81,6 +84,24 @@ def read_pickles(folder_path: Path, name: str) -> ImageData:
     return from_arrays(name, splits["train"], splits["test"], classes=classes, source=str(folder_path))
 
 
+def check_classes(name: str, classes, source: Path) -> None:
+    """An image folder of ``name`` must hold every official class: a missing
+    one would shift every later label away from the official numbering."""
+    layout = LAYOUTS[name]
+    expected = layout.get("classes")
+    if expected is not None and list(classes) != list(expected):
+        missing, extra = sorted(set(expected) - set(classes)), sorted(set(classes) - set(expected))
+        raise DatasetError(
+            f"{source} is not {name}'s {len(expected)} classes (missing: {', '.join(missing) or '-'}; unexpected: "
+            f"{', '.join(extra) or '-'}): its labels would not be the official ones. Its folders give "
+            f"{folder.label_mapping(list(classes))}")
+    if expected is None and len(classes) != layout["num_classes"]:
+        raise DatasetError(
+            f"{source} has {len(classes)} class folders, not {name}'s {layout['num_classes']}: a missing class "
+            f"shifts every later label away from the official numbering. Its folders give "
+            f"{folder.label_mapping(list(classes))}")
+
+
 def _has_pickles(data_dir: Path, name: str) -> Optional[Path]:
     layout = LAYOUTS[name]
     path = data_dir / layout["pickle_dir"]
@@ -104,6 +125,7 @@ def load(name: str, data_dir: Path, cache_dir: Path, download: bool = True, num_
     jpeg = _jpeg_source(data_dir, name)
     if jpeg is not None:
         data = folder.image_data(name, jpeg, 32, cache_dir, num_workers)
+        check_classes(name, data.classes, jpeg)
         data.notes.append(f"{name} read from the lossy JPEG copy {jpeg}: report as '{name} (JPEG copy)'")
         return data
     import torchvision.datasets

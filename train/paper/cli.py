@@ -1,27 +1,41 @@
-"""``python train/run.py --protocol paper ...``: run the paper's cells, or only write the report."""
+"""``python train/run.py --protocol paper ...``: run the paper's cells, or only write the report.
+
+The arguments are parsed before torch is imported (``--help`` answers at
+once). A run holds ``OUT/run.lock`` for its life (:mod:`train.run_lock`), so
+a second run on the same folder refuses to start; ``--report-only`` only
+reads finished files and writes the report atomically, so it may run beside
+a grid that is still training.
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import Optional, Sequence
 
-from ..checkpoint import CheckpointMismatch
-from ..protocol import RunError
-from .report import ReportError, write_report
-from .runner import CellMismatch, PaperRunner
+from ..errors import TrainerError
+from ..storage import describe_os_error
 from .spec import ProtocolMismatch, parse_paper_config
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pcfg = parse_paper_config(argv)
+
+    from ..run_lock import hold_run_folder
+    from .report import ReportError, write_report
+    from .runner import CellMismatch, PaperRunner
+
     try:
         if pcfg.report_only:
             print(f"report: {write_report(pcfg.out)}")
             return 0
-        return PaperRunner(pcfg).run()
-    except (ProtocolMismatch, CellMismatch, CheckpointMismatch, ReportError, RunError) as exc:
+        with hold_run_folder(pcfg.out, log=print):
+            return PaperRunner(pcfg).run()
+    except (ProtocolMismatch, CellMismatch, ReportError, TrainerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted; run the same command again: finished cells are kept and the interrupted one "

@@ -37,6 +37,7 @@ from ..config import Config, resolved_device
 from ..datasets import DatasetError, ImageData, load_dataset
 from ..protocol import CHECKPOINT, RunError, random_init_reference, run_method
 from ..results import read_results, write_method_results
+from ..storage import append_text
 from .analysis import EMBEDDING_JSON, analyse_cell
 from .collect import DATASET_ERROR
 from .cells import RANDOM_INIT, Cell, cell_config, cell_identity, figure_cell_names, plan
@@ -78,12 +79,10 @@ class PaperRunner:
 
     def log(self, message: str) -> None:
         tqdm.write(message)
-        with open(self.out / "run.log", "a", encoding="utf-8") as f:
-            f.write(f"{now()} {message}\n")
+        append_text(self.out / "run.log", f"{now()} {message}\n")
 
     def session(self, record: Dict) -> None:
-        with open(self.out / "sessions.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"time": now(), **record}) + "\n")
+        append_text(self.out / "sessions.jsonl", json.dumps({"time": now(), **record}) + "\n")
 
     def run(self) -> int:
         """Every selected cell, then the report; 1 when some cell did not finish."""

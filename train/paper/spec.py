@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..checkpoint import atomic_write_json
+from ..catalog import DATASETS, METHOD_NAMES
 from ..config import (Config, _cuda_available, _HelpFormatter, add_training_arguments, nonneg_float, nonneg_int,
                       positive_float, positive_int, resolved_device)
-from ..datasets import DATASETS
-from ..methods import METHODS
+from ..storage import atomic_write_json
 
 PAPER_DATASETS = ("mnist", "cifar10", "cifar100", "stl10")
 PAPER_METHODS = ("simclr", "byol", "vicreg", "barlow", "sinsim")
@@ -52,7 +51,7 @@ DEFAULT_OUT = "runs/paper"
 # Config fields that say where and how fast a cell runs, not what it computes.
 RUN_ONLY_FIELDS = (
     "dataset", "method", "seed", "out", "resume", "overwrite", "data_dir", "cache_dir", "download", "device",
-    "num_workers", "check_every", "checkpoint_every", "compile", "sinkhorn_backend", "knn_every",
+    "num_workers", "check_every", "checkpoint_every", "compile", "sinkhorn_backend", "knn_every", "progress_every",
 )
 SELECTION_FIELDS = ("datasets", "methods", "seeds", "sweep_datasets", "sweeps", "lambdas", "epsilons", "sweep_on")
 
@@ -125,8 +124,8 @@ def build_paper_parser() -> argparse.ArgumentParser:
     g.add_argument("--protocol", choices=["paper"], default="paper", help="this protocol")
     g.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(PAPER_DATASETS), metavar="NAME",
                    help=f"datasets of tables I and II and figure 1 ({', '.join(DATASETS)})")
-    g.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(PAPER_METHODS), metavar="NAME",
-                   help=f"methods of the tables ({', '.join(METHODS)})")
+    g.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=list(PAPER_METHODS), metavar="NAME",
+                   help=f"methods of the tables ({', '.join(METHOD_NAMES)})")
     g.add_argument("--seeds", nargs="+", type=nonneg_int, default=list(DEFAULT_SEEDS), help="seeds of every cell")
     g.add_argument("--out", default=DEFAULT_OUT, help="output folder (cells, figures, report.md)")
     g.add_argument("--data-dir", default=d.data_dir, help="where the dataset files are (or are downloaded to)")

@@ -1,0 +1,75 @@
+"""What a user sees while an epoch runs.
+
+On a terminal (stderr is a TTY) a tqdm bar; otherwise (a log file, a pipe,
+CI) a plain line every ``every`` seconds with the steps done, images/s and
+the time left in the epoch and in the whole pretraining, plus the mean loss
+as of the last check (reading the loss needs a device synchronisation, which
+happens only every ``--check-every`` steps). Counting steps and reading the
+clock need no synchronisation: on a GPU the host may run a step or so ahead
+of the device, which the rates absorb.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Optional
+
+from tqdm.auto import tqdm
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class EpochProgress:
+    """Progress of one epoch: call :meth:`step` after every step (cheap) and
+    :meth:`checked` when the loss has been read back; :meth:`close` at the end."""
+
+    def __init__(self, *, label: str, epoch: int, epochs: int, steps: int, batch_size: int, steps_before: int,
+                 total_steps: int, every: float, bar: Optional[bool] = None,
+                 write: Callable[[str], None] = tqdm.write):
+        self.label, self.epoch, self.epochs, self.steps = label, epoch, epochs, steps
+        self.batch_size, self.steps_before, self.total_steps = batch_size, steps_before, total_steps
+        self.every, self.write = every, write
+        self.start = self.last_line = time.perf_counter()
+        self.loss: Optional[tuple] = None  # (steps it covers, mean loss)
+        terminal = sys.stderr.isatty() if bar is None else bar
+        self.bar = (tqdm(total=steps, desc=f"{label} epoch {epoch}/{epochs}", unit="step", leave=False,
+                         dynamic_ncols=True) if terminal else None)
+
+    def step(self, done: int) -> None:
+        """``done`` steps of this epoch are finished (enqueued, on a GPU)."""
+        if self.bar is not None:
+            self.bar.update(1)
+            return
+        now = time.perf_counter()
+        if self.every and done < self.steps and now - self.last_line >= self.every:
+            self.write(self.line(done, now))
+            self.last_line = now
+
+    def checked(self, done: int, mean_loss: float) -> None:
+        self.loss = (done, mean_loss)
+        if self.bar is not None:
+            rate = done * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
+
+    def line(self, done: int, now: float) -> str:
+        elapsed = max(now - self.start, 1e-9)
+        steps_per_second = done / elapsed
+        left_epoch = (self.steps - done) / steps_per_second
+        left_all = (self.total_steps - self.steps_before - done) / steps_per_second
+        loss = f", loss {self.loss[1]:.4f} (mean of its first {self.loss[0]} steps)" if self.loss else ""
+        return (f"{self.label} epoch {self.epoch}/{self.epochs}: step {done}/{self.steps} "
+                f"({100 * done // self.steps}%), {steps_per_second * self.batch_size:.0f} img/s, "
+                f"{duration(left_epoch)} left in this epoch, {duration(left_all)} left of pretraining{loss}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
