@@ -60,10 +60,13 @@ struct LoopTable {
   void (*col_sums)(const T* K, int64_t ld, const T* alpha, int64_t n, int64_t m, const T* c, T* s);
   // Exact two-pass form for the columns j < w of K: out_j = LSE2_i(alpha_i + K_ij).
   void (*col_lse2_exact)(const T* K, int64_t ld, const T* alpha, int64_t n, int64_t w, T* out);
-  // out_j = scale * c(x_i, y_j) for j < m; rows of Y contiguous, length d.
-  // Cosine expects unit-norm rows and computes 1 - <x_i, y_j>; squared
-  // Euclidean sums (x - y)^2 directly (no cancellation).
-  void (*cost_row)(const T* xi, const T* Y, int64_t m, int64_t d, bool cosine, T scale, T* out);
+  // out_ij = scale * c(x_i, y_j) for i < n, j < m (row-major, leading
+  // dimension m); X is (n, d) row-major, Yt is Y transposed, (d, m) with
+  // leading dimension ldy. Cosine expects unit-norm rows and computes
+  // 1 - <x_i, y_j>; squared Euclidean sums (x_ik - y_jk)^2 directly (no
+  // cancellation).
+  void (*cost_rows)(const T* X, int64_t n, const T* Yt, int64_t ldy, int64_t m, int64_t d,
+                    bool cosine, T scale, T* out);
   // K_j <- 2^(u + w_j + K_j) in place, j < m.
   void (*plan_row)(T* K, const T* w, T u, int64_t m);
 };

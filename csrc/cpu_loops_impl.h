@@ -294,52 +294,73 @@ void col_lse2_exact(const T* K, int64_t ld, const T* alpha, int64_t n, int64_t w
 
 // ------------------------------------------------------------ cost, plan
 
-template <typename T>
-void cost_row(const T* xi, const T* Y, int64_t m, int64_t d, bool cosine, T scale, T* out) {
+// A tile of R rows x NV vectors of columns of the cost, accumulated over k
+// with x_ik broadcast and a row of Y^T (leading dimension ldy): no horizontal
+// sums, and each (i, j) entry is summed in the same order (k = 0, 1, ...)
+// whatever the tiling. `count` < L limits the last vector (tail columns).
+template <typename T, bool Cosine, int R, int NV>
+inline void cost_tile(const T* X, int64_t d, const T* Yt, int64_t ldy, T scale, int64_t count,
+                      T* out, int64_t ldo) {
   using V = Vectorized<T>;
   constexpr int64_t L = V::size();
-  const int64_t dv = d - d % L;
-  // four columns at a time share the loads of x_i
-  int64_t j = 0;
-  auto term = [cosine](const V& x, const V& y, const V& acc) {
-    if (cosine) return at::vec::fmadd(x, y, acc);
-    const V t = x - y;
-    return at::vec::fmadd(t, t, acc);
-  };
-  auto finish = [cosine, scale](T acc) { return cosine ? scale * (T(1) - acc) : scale * acc; };
-  for (; j + 4 <= m; j += 4) {
-    const T* y0 = Y + j * d;
-    const T* y1 = y0 + d;
-    const T* y2 = y1 + d;
-    const T* y3 = y2 + d;
-    V a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0));
-    int64_t k = 0;
-    for (; k < dv; k += L) {
-      const V x = V::loadu(xi + k);
-      a0 = term(x, V::loadu(y0 + k), a0);
-      a1 = term(x, V::loadu(y1 + k), a1);
-      a2 = term(x, V::loadu(y2 + k), a2);
-      a3 = term(x, V::loadu(y3 + k), a3);
+  V acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = V(T(0));
+  for (int64_t k = 0; k < d; ++k) {
+    const T* yk = Yt + k * ldy;
+    V yv[NV];
+    for (int v = 0; v < NV; ++v) yv[v] = count < L ? V::loadu(yk + v * L, count) : V::loadu(yk + v * L);
+    for (int r = 0; r < R; ++r) {
+      const V xr(X[r * d + k]);
+      for (int v = 0; v < NV; ++v) {
+        if constexpr (Cosine) {
+          acc[r][v] = at::vec::fmadd(xr, yv[v], acc[r][v]);
+        } else {
+          const V t = xr - yv[v];
+          acc[r][v] = at::vec::fmadd(t, t, acc[r][v]);
+        }
+      }
     }
-    if (k < d) {  // zero-filled lanes add 0 to both forms
-      const V x = V::loadu(xi + k, d - k);
-      a0 = term(x, V::loadu(y0 + k, d - k), a0);
-      a1 = term(x, V::loadu(y1 + k, d - k), a1);
-      a2 = term(x, V::loadu(y2 + k, d - k), a2);
-      a3 = term(x, V::loadu(y3 + k, d - k), a3);
-    }
-    out[j] = finish(sum_lanes(a0));
-    out[j + 1] = finish(sum_lanes(a1));
-    out[j + 2] = finish(sum_lanes(a2));
-    out[j + 3] = finish(sum_lanes(a3));
   }
-  for (; j < m; ++j) {
-    const T* yj = Y + j * d;
-    V a(T(0));
-    int64_t k = 0;
-    for (; k < dv; k += L) a = term(V::loadu(xi + k), V::loadu(yj + k), a);
-    if (k < d) a = term(V::loadu(xi + k, d - k), V::loadu(yj + k, d - k), a);
-    out[j] = finish(sum_lanes(a));
+  const V sv(scale);
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < NV; ++v) {
+      const V c = Cosine ? sv * (V(T(1)) - acc[r][v]) : sv * acc[r][v];
+      if (count < L) {
+        c.store(out + r * ldo + v * L, count);
+      } else {
+        c.store(out + r * ldo + v * L);
+      }
+    }
+  }
+}
+
+// The rows [0, n) of one panel of columns (NV vectors wide, `count` lanes in
+// the last): the panel of Y^T stays in L1 while the rows stream past it.
+template <typename T, bool Cosine, int NV>
+inline void cost_panel(const T* X, int64_t n, int64_t d, const T* Yt, int64_t ldy, T scale,
+                       int64_t count, T* out, int64_t ldo) {
+  int64_t i = 0;
+  for (; i + 2 <= n; i += 2) cost_tile<T, Cosine, 2, NV>(X + i * d, d, Yt, ldy, scale, count, out + i * ldo, ldo);
+  if (i < n) cost_tile<T, Cosine, 1, NV>(X + i * d, d, Yt, ldy, scale, count, out + i * ldo, ldo);
+}
+
+template <typename T, bool Cosine>
+void cost_rows_impl(const T* X, int64_t n, const T* Yt, int64_t ldy, int64_t m, int64_t d, T scale,
+                    T* out) {
+  constexpr int64_t L = Vectorized<T>::size();
+  int64_t j = 0;
+  for (; j + 4 * L <= m; j += 4 * L) cost_panel<T, Cosine, 4>(X, n, d, Yt + j, ldy, scale, L, out + j, m);
+  for (; j < m; j += L) cost_panel<T, Cosine, 1>(X, n, d, Yt + j, ldy, scale, std::min(L, m - j), out + j, m);
+}
+
+template <typename T>
+void cost_rows(const T* X, int64_t n, const T* Yt, int64_t ldy, int64_t m, int64_t d, bool cosine,
+               T scale, T* out) {
+  if (cosine) {
+    cost_rows_impl<T, true>(X, n, Yt, ldy, m, d, scale, out);
+  } else {
+    cost_rows_impl<T, false>(X, n, Yt, ldy, m, d, scale, out);
   }
 }
 
@@ -360,8 +381,8 @@ void plan_row(T* K, const T* w, T u, int64_t m) {
 // the CPU can execute this instruction set).
 constexpr Loops kLoops{
     CPU_LOOPS_NAME,
-    {&row_lse2<float>, &col_sums<float>, &col_lse2_exact<float>, &cost_row<float>, &plan_row<float>},
-    {&row_lse2<double>, &col_sums<double>, &col_lse2_exact<double>, &cost_row<double>,
+    {&row_lse2<float>, &col_sums<float>, &col_lse2_exact<float>, &cost_rows<float>, &plan_row<float>},
+    {&row_lse2<double>, &col_sums<double>, &col_lse2_exact<double>, &cost_rows<double>,
      &plan_row<double>},
 };
 

@@ -38,18 +38,24 @@ at::Tensor unit_rows(const at::Tensor& p) {
   return p / p.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
 }
 
-// K = scale * C(x, y) for one problem: x (n, d), y (m, d) contiguous.
+// K = scale * C(x, y) for one problem: x (n, d), y (m, d) contiguous. y is
+// transposed once so the loops vectorise over columns; its rows are padded
+// by 64 bytes so that a panel of them does not map to a single L1 set when
+// m * sizeof(T) is a multiple of 4 KiB.
 template <typename T>
 void fill_cost(const LoopTable<T>& loops, const at::Tensor& x, const at::Tensor& y, CostKind cost,
                T scale, T* K) {
   const bool cosine = cost == CostKind::Cosine;
   const at::Tensor xs = cosine ? unit_rows(x).contiguous() : x;
-  const at::Tensor ys = cosine ? unit_rows(y).contiguous() : y;
+  const at::Tensor ys = cosine ? unit_rows(y) : y;
   const int64_t n = xs.size(0), m = ys.size(0), d = xs.size(1);
+  const int64_t ldy = m + 64 / static_cast<int64_t>(sizeof(T));
+  at::Tensor yt = at::empty({d, ldy}, ys.options());
+  yt.narrow(1, 0, m).copy_(ys.t());
   const T* X = xs.data_ptr<T>();
-  const T* Y = ys.data_ptr<T>();
+  const T* Yt = yt.data_ptr<T>();
   at::parallel_for(0, n, rows_per_task(m * d), [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) loops.cost_row(X + i * d, Y, m, d, cosine, scale, K + i * m);
+    loops.cost_rows(X + i0 * d, i1 - i0, Yt, ldy, m, d, cosine, scale, K + i0 * m);
   });
 }
 
@@ -129,6 +135,7 @@ void col_update(const LoopTable<T>& loops, const T* K, const T* alpha, int64_t n
       }
     }
   });
+  if (std::none_of(redo, redo + m, [](char r) { return r != 0; })) return;
   const int64_t col_blocks = (m + kColumnBlock - 1) / kColumnBlock;
   at::parallel_for(0, col_blocks, std::max<int64_t>(1, kParallelWork / (kColumnBlock * n)),
                    [&](int64_t b0, int64_t b1) {
