@@ -26,8 +26,12 @@ using cpu::LoopTable;
 
 constexpr double kLog2e = 1.4426950408889634;
 constexpr double kLn2 = 0.6931471805599453;
-// Work (entries of K) below which a loop is not worth splitting across threads.
-constexpr int64_t kParallelWork = 1 << 15;
+// Work (entries of K) below which a loop is not worth splitting across
+// threads: 2^16 entries are about 10 us of AVX2 log-sum-exp, a few times the
+// cost of a parallel region on an idle machine. On a busy one, a region whose
+// thread is descheduled costs a whole scheduler time slice (milliseconds),
+// so small problems (n = m = 256) now run their updates on one thread.
+constexpr int64_t kParallelWork = 1 << 16;
 constexpr int64_t kColumnBlock = 64;
 
 // ------------------------------------------------------------ building blocks
