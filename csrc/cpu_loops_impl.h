@@ -139,7 +139,7 @@ T row_max(const T* K, const T* kappa, int64_t m) {
   return max_lanes(at::vec::maximum(m0, m1));
 }
 
-// Exact two-pass LSE2: c = max, then sum_j 2^((v_j - c)) (shift 0 after the
+// Exact two-pass LSE2: c = max, then sum_j 2^(v_j - c) (shift 0 after the
 // subtraction, so any magnitude of c works).
 template <typename T>
 T row_lse2_exact(const T* K, const T* kappa, int64_t m) {
