@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import platform
 import shutil
 from pathlib import Path
 
@@ -77,7 +78,18 @@ if MODE == "1" and not WITH_CUDA:
 
 csrc = ROOT / "csrc"
 sources = [str(p.relative_to(ROOT)) for p in sorted(csrc.glob("*.cpp"))]
-cxx_flags = ["-O3", "-fopenmp"]
+# ATen's vector headers (csrc/cpu_loops_impl.h) use `#pragma unroll`, unknown to GCC
+cxx_flags = ["-O3", "-fopenmp", "-Wno-unknown-pragmas"]
+
+# The CPU loops' per-instruction-set copies (csrc/cpu_loops.h), compiled with
+# their own flags the way ATen compiles its CPU_CAPABILITY kernels; elsewhere
+# they compile to empty tables and the default copy runs.
+ISA_FLAGS = {}
+if platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt":
+    ISA_FLAGS = {
+        "cpu_loops_avx2.cpp": ["-mavx2", "-mfma"],
+        "cpu_loops_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
+    }
 define_macros = []
 if WITH_CUDA:
     sources += [str(p.relative_to(ROOT)) for p in sorted(csrc.glob("*.cu"))]
@@ -98,6 +110,25 @@ else:
         extra_link_args=["-fopenmp"],
     )
 
+
+class BuildExtensionPerISA(BuildExtension):
+    """torch's BuildExtension, plus per-file flags for the ISA_FLAGS sources."""
+
+    def build_extension(self, ext):
+        own = [src for src in ext.sources if Path(src).name in ISA_FLAGS]
+        if own:
+            ext.sources = [src for src in ext.sources if src not in own]
+            args = ext.extra_compile_args
+            cxx = list(args["cxx"] if isinstance(args, dict) else args)
+            for src in own:
+                ext.extra_objects += self.compiler.compile(
+                    [src], output_dir=self.build_temp, macros=ext.define_macros,
+                    include_dirs=ext.include_dirs, extra_postargs=cxx + ISA_FLAGS[Path(src).name],
+                    depends=ext.depends,
+                )
+        super().build_extension(ext)
+
+
 print(f"sinsim_ext: building the CPU kernels{' and the CUDA kernels (' + os.environ['TORCH_CUDA_ARCH_LIST'] + ', toolkit ' + CUDA_HOME + ')' if WITH_CUDA else ''}")
 
-setup(ext_modules=[extension], cmdclass={"build_ext": BuildExtension})
+setup(ext_modules=[extension], cmdclass={"build_ext": BuildExtensionPerISA})

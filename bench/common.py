@@ -6,6 +6,8 @@ views, eps = 0.05, 100 iterations, float32 (DESIGN.md section 4).
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import torch
 
 from sinsim_ext.testing import rel_err, saved_tensor_bytes  # noqa: F401  (re-exported for the benches)
@@ -30,3 +32,25 @@ def value_and_grad(fn, x, y, **kw):
     value = fn(x, y, **kw)
     (grad,) = torch.autograd.grad(value, x)
     return value.detach(), grad
+
+
+class Speedups:
+    """Medians of the entries of a group, for the end-of-run summary
+    (bench/conftest.py): each entry's speed-up over the group's "reference"
+    entry, measured in the same run, and its time per unit of work."""
+
+    def __init__(self):
+        self.groups = defaultdict(dict)  # group -> {entry: (median s, work units)}
+
+    def record(self, group: str, entry: str, median_s: float, work: int) -> None:
+        self.groups[group][entry] = (median_s, work)
+
+    def lines(self):
+        for group, entries in sorted(self.groups.items()):
+            ref = entries.get("reference", (None, None))[0]
+            for entry, (median, work) in sorted(entries.items(), key=lambda kv: kv[1][0]):
+                speedup = f"{ref / median:6.1f}x the reference" if ref else ""
+                yield f"{group:38s} {entry:16s} {median * 1e3:9.2f} ms  {median * 1e9 / work:7.3f} ns/entry/iter  {speedup}"
+
+
+SPEEDUPS = Speedups()

@@ -1,4 +1,30 @@
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from common import SPEEDUPS  # noqa: E402
+
+
+def pytest_report_header(config):
+    import torch
+
+    import sinsim_ext  # noqa: F401  (loads the operator library)
+
+    forced = os.environ.get("SINSIM_CPU_CAPABILITY") or "unset"
+    return (
+        f"sinsim CPU paths: {', '.join(torch.ops.sinsim_ext.cpu_capabilities())}; torch's CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()} (ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'unset')}, "
+        f"SINSIM_CPU_CAPABILITY={forced}); {torch.get_num_threads()} threads; "
+        f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = list(SPEEDUPS.lines())
+    if lines:
+        terminalreporter.section("speed-ups within this run (medians)")
+        for line in lines:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -15,6 +15,8 @@ TORCH_LIBRARY(sinsim_ext, m) {
       "Tensor g, Tensor f_xx, Tensor g_xx, Tensor f_yy, Tensor g_yy, float eps, str cost, "
       "bool debias) -> (Tensor grad_x, Tensor grad_y)");
   m.def("compiled_backends() -> str[]", &sinsim::compiled_backends);
+  m.def("cpu_capability() -> str", &sinsim::cpu_capability);
+  m.def("cpu_capabilities() -> str[]", &sinsim::cpu_capabilities);
 }
 
 TORCH_LIBRARY_IMPL(sinsim_ext, CPU, m) {

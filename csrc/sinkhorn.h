@@ -115,4 +115,9 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
 // Names of the back ends compiled into this build, e.g. {"cpu", "cuda"}.
 std::vector<std::string> compiled_backends();
 
+// The instruction set of the CPU loops a call would use now ("default",
+// "avx2", "avx512"), and every one this build and CPU can run (cpu_loops.h).
+std::string cpu_capability();
+std::vector<std::string> cpu_capabilities();
+
 }  // namespace sinsim

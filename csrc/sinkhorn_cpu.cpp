@@ -1,11 +1,12 @@
 // CPU back end: log-domain Sinkhorn iterations with at::parallel_for over rows
 // (row updates) and over column blocks (column updates).
 //
-// Each log-sum-exp is fused: one pass for the maximum, one pass summing
-// 2^(v - max), reading the scaled cost K = -log2(e) C / eps in place, so an
-// iteration allocates nothing and materialises no n x m temporary. The hot
-// loops are compiled for AVX-512, AVX2 and baseline x86-64 (GCC target_clones;
-// the loader picks the best one the machine has).
+// Each log-sum-exp reads the scaled cost K = -log2(e) C / eps in place, in one
+// pass shifted by the previous iteration's value (two passes when that guess
+// is off; cpu_loops_impl.h), so an iteration allocates nothing and
+// materialises no n x m temporary. The loops are compiled for each
+// instruction set (AVX-512, AVX2, baseline/NEON) and picked per call
+// (cpu_loops.h: torch's choice, or SINSIM_CPU_CAPABILITY).
 #include "sinkhorn.h"
 
 #include <ATen/Parallel.h>
@@ -13,125 +14,25 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
+#include <vector>
 
-#include "fast_exp2.h"
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && (__GNUC__ >= 11)
-#define SINSIM_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define SINSIM_SIMD_CLONES
-#endif
+#include "cpu_loops.h"
 
 namespace sinsim {
 namespace {
 
+using cpu::LoopTable;
+
 constexpr double kLog2e = 1.4426950408889634;
 constexpr double kLn2 = 0.6931471805599453;
-// Work (entries of K) below which a loop is not worth splitting across threads.
-constexpr int64_t kParallelWork = 1 << 15;
+// Work (entries of K) below which a loop is not worth splitting across
+// threads: 2^16 entries are about 10 us of AVX2 log-sum-exp, a few times the
+// cost of a parallel region on an idle machine. On a busy one, a region whose
+// thread is descheduled costs a whole scheduler time slice (milliseconds),
+// so small problems (n = m = 256) now run their updates on one thread.
+constexpr int64_t kParallelWork = 1 << 16;
 constexpr int64_t kColumnBlock = 64;
-
-// ---------------------------------------------------------------- hot loops
-
-// max_j v_j and sum_j 2^(v_j - max) for v_j = kappa_j + K_j.
-template <typename T>
-inline void row_lse_impl(const T* __restrict K, const T* __restrict kappa, int64_t m, T* max_out,
-                         T* sum_out) {
-  T mx = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : mx)
-  for (int64_t j = 0; j < m; ++j) {
-    const T v = kappa[j] + K[j];
-    mx = v > mx ? v : mx;
-  }
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < m; ++j) s += exp2_fast(kappa[j] + K[j] - mx);
-  *max_out = mx;
-  *sum_out = s;
-}
-
-// Per column j of a block of width w: M_j = max_i v_ij, S_j = sum_i 2^(v_ij - M_j)
-// for v_ij = alpha_i + K_ij, rows i in [0, n) with leading dimension ld.
-template <typename T>
-inline void col_lse_impl(const T* __restrict K, int64_t ld, const T* __restrict alpha, int64_t n,
-                         int64_t w, T* __restrict M, T* __restrict S) {
-  for (int64_t j = 0; j < w; ++j) {
-    M[j] = -std::numeric_limits<T>::infinity();
-    S[j] = 0;
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const T ai = alpha[i];
-    const T* __restrict Ki = K + i * ld;
-#pragma omp simd
-    for (int64_t j = 0; j < w; ++j) {
-      const T v = ai + Ki[j];
-      M[j] = v > M[j] ? v : M[j];
-    }
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const T ai = alpha[i];
-    const T* __restrict Ki = K + i * ld;
-#pragma omp simd
-    for (int64_t j = 0; j < w; ++j) S[j] += exp2_fast(ai + Ki[j] - M[j]);
-  }
-}
-
-// out_j = scale * c(x_i, y_j) for one row; rows of Y are contiguous, length d.
-// Cosine expects unit-norm rows and computes 1 - <x_i, y_j>.
-template <typename T>
-inline void cost_row_impl(const T* __restrict xi, const T* __restrict Y, int64_t m, int64_t d,
-                          bool cosine, T scale, T* __restrict out) {
-  for (int64_t j = 0; j < m; ++j) {
-    const T* __restrict yj = Y + j * d;
-    T acc = 0;
-    if (cosine) {
-#pragma omp simd reduction(+ : acc)
-      for (int64_t k = 0; k < d; ++k) acc += xi[k] * yj[k];
-      out[j] = scale * (T(1) - acc);
-    } else {
-#pragma omp simd reduction(+ : acc)
-      for (int64_t k = 0; k < d; ++k) {
-        const T t = xi[k] - yj[k];
-        acc += t * t;
-      }
-      out[j] = scale * acc;
-    }
-  }
-}
-
-// P_j = 2^(u + w_j + K_j) in place over a row of K.
-template <typename T>
-inline void plan_row_impl(T* __restrict K, const T* __restrict w, T u, int64_t m) {
-#pragma omp simd
-  for (int64_t j = 0; j < m; ++j) K[j] = exp2_fast(u + w[j] + K[j]);
-}
-
-SINSIM_SIMD_CLONES void row_lse(const float* K, const float* kappa, int64_t m, float* mx, float* s) {
-  row_lse_impl(K, kappa, m, mx, s);
-}
-void row_lse(const double* K, const double* kappa, int64_t m, double* mx, double* s) {
-  row_lse_impl(K, kappa, m, mx, s);
-}
-SINSIM_SIMD_CLONES void col_lse(const float* K, int64_t ld, const float* alpha, int64_t n, int64_t w,
-                                float* M, float* S) {
-  col_lse_impl(K, ld, alpha, n, w, M, S);
-}
-void col_lse(const double* K, int64_t ld, const double* alpha, int64_t n, int64_t w, double* M,
-             double* S) {
-  col_lse_impl(K, ld, alpha, n, w, M, S);
-}
-SINSIM_SIMD_CLONES void cost_row(const float* xi, const float* Y, int64_t m, int64_t d, bool cosine,
-                                 float scale, float* out) {
-  cost_row_impl(xi, Y, m, d, cosine, scale, out);
-}
-void cost_row(const double* xi, const double* Y, int64_t m, int64_t d, bool cosine, double scale,
-              double* out) {
-  cost_row_impl(xi, Y, m, d, cosine, scale, out);
-}
-SINSIM_SIMD_CLONES void plan_row(float* K, const float* w, float u, int64_t m) {
-  plan_row_impl(K, w, u, m);
-}
-void plan_row(double* K, const double* w, double u, int64_t m) { plan_row_impl(K, w, u, m); }
 
 // ------------------------------------------------------------ building blocks
 
@@ -141,29 +42,36 @@ at::Tensor unit_rows(const at::Tensor& p) {
   return p / p.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
 }
 
-// K = scale * C(x, y) for one problem: x (n, d), y (m, d) contiguous.
+// K = scale * C(x, y) for one problem: x (n, d), y (m, d) contiguous. y is
+// transposed once so the loops vectorise over columns; its rows are padded
+// by 64 bytes so that a panel of them does not map to a single L1 set when
+// m * sizeof(T) is a multiple of 4 KiB.
 template <typename T>
-void fill_cost(const at::Tensor& x, const at::Tensor& y, CostKind cost, T scale, T* K) {
+void fill_cost(const LoopTable<T>& loops, const at::Tensor& x, const at::Tensor& y, CostKind cost,
+               T scale, T* K) {
   const bool cosine = cost == CostKind::Cosine;
   const at::Tensor xs = cosine ? unit_rows(x).contiguous() : x;
-  const at::Tensor ys = cosine ? unit_rows(y).contiguous() : y;
+  const at::Tensor ys = cosine ? unit_rows(y) : y;
   const int64_t n = xs.size(0), m = ys.size(0), d = xs.size(1);
+  const int64_t ldy = m + 64 / static_cast<int64_t>(sizeof(T));
+  at::Tensor yt = at::empty({d, ldy}, ys.options());
+  yt.narrow(1, 0, m).copy_(ys.t());
   const T* X = xs.data_ptr<T>();
-  const T* Y = ys.data_ptr<T>();
+  const T* Yt = yt.data_ptr<T>();
   at::parallel_for(0, n, rows_per_task(m * d), [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) cost_row(X + i * d, Y, m, d, cosine, scale, K + i * m);
+    loops.cost_rows(X + i0 * d, i1 - i0, Yt, ldy, m, d, cosine, scale, K + i0 * m);
   });
 }
 
-// Row update phi_i = -LSE2_j(kappa_j + K_ij) for all rows; returns the
-// row-marginal error sum_i a_i |2^(phi_old_i - phi_i) - 1| and overwrites phi.
+// Row update phi_i = -LSE2_j(kappa_j + K_ij) for all rows (the old phi_i is
+// the guess of the shift); returns the row-marginal error
+// sum_i a_i |2^(phi_old_i - phi_i) - 1| and overwrites phi.
 template <typename T>
-T row_update(const T* K, const T* kappa, const T* a, int64_t n, int64_t m, T* phi, T* err_rows) {
+T row_update(const LoopTable<T>& loops, const T* K, const T* kappa, const T* a, int64_t n,
+             int64_t m, T* phi, T* err_rows) {
   at::parallel_for(0, n, rows_per_task(m), [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      T mx, s;
-      row_lse(K + i * m, kappa, m, &mx, &s);
-      const T updated = -(mx + std::log2(s));
+      const T updated = -loops.row_lse2(K + i * m, kappa, m, -phi[i]);
       err_rows[i] = a[i] > 0 ? a[i] * std::abs(std::expm1((phi[i] - updated) * T(kLn2))) : T(0);
       phi[i] = updated;
     }
@@ -173,25 +81,83 @@ T row_update(const T* K, const T* kappa, const T* a, int64_t n, int64_t m, T* ph
   return err;
 }
 
-// Column update gamma_j = -LSE2_i(alpha_i + K_ij).
+// Rows per block of the column update's partial sums: a function of n alone,
+// so the partial sums add up in the same order for any number of threads.
+int64_t col_block_rows(int64_t n) { return std::max<int64_t>(32, (n + 63) / 64); }
+
+// Scratch of the column update, allocated once per problem.
 template <typename T>
-void col_update(const T* K, const T* alpha, int64_t n, int64_t m, T* gamma) {
-  const int64_t blocks = (m + kColumnBlock - 1) / kColumnBlock;
-  const int64_t grain = std::max<int64_t>(1, kParallelWork / (kColumnBlock * n));
-  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    T M[kColumnBlock], S[kColumnBlock];
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t j0 = blk * kColumnBlock;
-      const int64_t w = std::min(kColumnBlock, m - j0);
-      col_lse(K + j0, m, alpha, n, w, M, S);
-      for (int64_t j = 0; j < w; ++j) gamma[j0 + j] = -(M[j] + std::log2(S[j]));
+struct ColumnScratch {
+  int64_t block_rows, blocks;
+  std::vector<T> partial;  // (blocks, m) partial sums
+  std::vector<T> shift;    // (m,) c_j
+  std::vector<char> redo;  // (m,) columns for the exact form
+
+  ColumnScratch(int64_t n, int64_t m)
+      : block_rows(col_block_rows(n)),
+        blocks((n + block_rows - 1) / block_rows),
+        partial(blocks * m),
+        shift(m),
+        redo(m) {}
+};
+
+// Column update gamma_j = -LSE2_i(alpha_i + K_ij), shifted by c_j = the old
+// -gamma_j (rounded): blocks of rows add their terms 2^(alpha_i + K_ij - c_j)
+// into their own partial sums, streaming K row by row; the partial sums are
+// added in block order, and the columns whose guess or sum cannot be trusted
+// are redone in the exact two-pass form.
+template <typename T>
+void col_update(const LoopTable<T>& loops, const T* K, const T* alpha, int64_t n, int64_t m,
+                T* gamma, ColumnScratch<T>& w) {
+  T* c = w.shift.data();
+  char* redo = w.redo.data();
+  for (int64_t j = 0; j < m; ++j) {
+    c[j] = cpu::lse_shift(-gamma[j]);
+    redo[j] = std::isnan(c[j]);
+    if (redo[j]) c[j] = T(0);
+  }
+  T* partial = w.partial.data();
+  std::fill(w.partial.begin(), w.partial.end(), T(0));
+  const int64_t R = w.block_rows;
+  at::parallel_for(0, w.blocks, std::max<int64_t>(1, kParallelWork / (R * m)),
+                   [&](int64_t b0, int64_t b1) {
+                     for (int64_t b = b0; b < b1; ++b) {
+                       const int64_t i0 = b * R, rows = std::min(R, n - i0);
+                       loops.col_sums(K + i0 * m, m, alpha + i0, rows, m, c, partial + b * m);
+                     }
+                   });
+  at::parallel_for(0, m, std::max<int64_t>(1, kParallelWork / w.blocks), [&](int64_t j0, int64_t j1) {
+    for (int64_t b = 1; b < w.blocks; ++b) {
+      const T* pb = partial + b * m;
+      for (int64_t j = j0; j < j1; ++j) partial[j] += pb[j];
+    }
+    for (int64_t j = j0; j < j1; ++j) {
+      if (!redo[j] && cpu::sum_is_trusted(partial[j])) {
+        gamma[j] = -(c[j] + std::log2(partial[j]));
+      } else {
+        redo[j] = 1;
+      }
     }
   });
+  if (std::none_of(redo, redo + m, [](char r) { return r != 0; })) return;
+  const int64_t col_blocks = (m + kColumnBlock - 1) / kColumnBlock;
+  at::parallel_for(0, col_blocks, std::max<int64_t>(1, kParallelWork / (kColumnBlock * n)),
+                   [&](int64_t b0, int64_t b1) {
+                     T lse[kColumnBlock];
+                     for (int64_t blk = b0; blk < b1; ++blk) {
+                       const int64_t j0 = blk * kColumnBlock;
+                       const int64_t wj = std::min(kColumnBlock, m - j0);
+                       if (std::none_of(redo + j0, redo + j0 + wj, [](char r) { return r != 0; })) continue;
+                       loops.col_lse2_exact(K + j0, m, alpha, n, wj, lse);
+                       for (int64_t j = 0; j < wj; ++j) gamma[j0 + j] = -lse[j];
+                     }
+                   });
 }
 
 // One problem of a set, in scaled units; writes f, g, n_iter, error at index bi.
 template <typename T>
-void solve_one(const ProblemSet& set, int64_t bi, const SolverOptions& opt) {
+void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,
+               const SolverOptions& opt) {
   const at::Tensor x = set.x[bi], y = set.y[bi];
   const int64_t n = x.size(0), m = y.size(0);
   const T s = static_cast<T>(kLog2e / opt.eps);
@@ -199,13 +165,15 @@ void solve_one(const ProblemSet& set, int64_t bi, const SolverOptions& opt) {
 
   at::Tensor K_t = at::empty({n, m}, x.options());
   T* K = K_t.data_ptr<T>();
-  fill_cost<T>(x, y, opt.cost, -s, K);
+  fill_cost<T>(loops, x, y, opt.cost, -s, K);
 
   at::Tensor la_t = set.a[bi].log2(), lb_t = set.b[bi].log2();
   const T* la = la_t.data_ptr<T>();
   const T* lb = lb_t.data_ptr<T>();
   const T* a = set.a[bi].data_ptr<T>();
   std::vector<T> phi(n, T(0)), gamma(m, T(0)), shifted(std::max(n, m)), err_rows(n);
+  std::optional<ColumnScratch<T>> scratch;  // the symmetric update has no column update
+  if (!set.symmetric) scratch.emplace(n, m);
 
   T* f_out = set.f.data_ptr<T>() + bi * n;
   T* g_out = set.g.data_ptr<T>() + bi * m;
@@ -217,21 +185,21 @@ void solve_one(const ProblemSet& set, int64_t bi, const SolverOptions& opt) {
     for (int64_t t = 1; t <= opt.max_iter; ++t) {
       for (int64_t j = 0; j < m; ++j) shifted[j] = la[j] + gamma[j];
       std::copy(gamma.begin(), gamma.end(), phi.begin());  // phi_old = p for the error
-      err = row_update(K, shifted.data(), a, n, m, phi.data(), err_rows.data());
+      err = row_update(loops, K, shifted.data(), a, n, m, phi.data(), err_rows.data());
       iters = t;
       if (t == opt.max_iter || (stop_on_tol && err < opt.tol)) break;
       for (int64_t j = 0; j < m; ++j) gamma[j] = T(0.5) * (gamma[j] + phi[j]);
     }
   } else {
     for (int64_t i = 0; i < n; ++i) shifted[i] = la[i];  // alpha = la + phi, phi = 0
-    col_update(K, shifted.data(), n, m, gamma.data());
+    col_update(loops, K, shifted.data(), n, m, gamma.data(), *scratch);
     for (int64_t t = 1; t <= opt.max_iter; ++t) {
       for (int64_t j = 0; j < m; ++j) shifted[j] = lb[j] + gamma[j];
-      err = row_update(K, shifted.data(), a, n, m, phi.data(), err_rows.data());
+      err = row_update(loops, K, shifted.data(), a, n, m, phi.data(), err_rows.data());
       iters = t;
       if (t == opt.max_iter || (stop_on_tol && err < opt.tol)) break;
       for (int64_t i = 0; i < n; ++i) shifted[i] = la[i] + phi[i];
-      col_update(K, shifted.data(), n, m, gamma.data());
+      col_update(loops, K, shifted.data(), n, m, gamma.data(), *scratch);
     }
   }
   for (int64_t i = 0; i < n; ++i) f_out[i] = phi[i] / s;
@@ -241,16 +209,16 @@ void solve_one(const ProblemSet& set, int64_t bi, const SolverOptions& opt) {
 }
 
 template <typename T>
-void solve_set(const ProblemSet& set, const SolverOptions& opt) {
+void solve_set(const LoopTable<T>& loops, const ProblemSet& set, const SolverOptions& opt) {
   const int64_t B = set.x.size(0), n = set.x.size(1), m = set.y.size(1);
   // Many small problems: one thread per problem (nested parallel_for runs inline).
   const bool across_batch = B > 1 && n * m <= kParallelWork * 2;
   if (across_batch) {
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t bi = b0; bi < b1; ++bi) solve_one<T>(set, bi, opt);
+      for (int64_t bi = b0; bi < b1; ++bi) solve_one<T>(loops, set, bi, opt);
     });
   } else {
-    for (int64_t bi = 0; bi < B; ++bi) solve_one<T>(set, bi, opt);
+    for (int64_t bi = 0; bi < B; ++bi) solve_one<T>(loops, set, bi, opt);
   }
 }
 
@@ -262,10 +230,11 @@ void check_cpu(const ProblemSet& set) {
 }  // namespace
 
 void solve_cpu(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
+  const cpu::Loops& loops = cpu::active_loops();
   for (const ProblemSet& set : sets) {
     check_cpu(set);
     AT_DISPATCH_FLOATING_TYPES(set.x.scalar_type(), "sinkhorn_solve_cpu",
-                               [&] { solve_set<scalar_t>(set, opt); });
+                               [&] { solve_set<scalar_t>(loops.get<scalar_t>(), set, opt); });
   }
 }
 
@@ -274,19 +243,21 @@ at::Tensor plan_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
                     const SolverOptions& opt) {
   const int64_t B = x.size(0), n = x.size(1), m = y.size(1);
   at::Tensor P = at::empty({B, n, m}, x.options());
+  const cpu::Loops& all_loops = cpu::active_loops();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sinkhorn_plan_cpu", [&] {
     using T = scalar_t;
+    const LoopTable<T>& loops = all_loops.get<T>();
     const T s = static_cast<T>(kLog2e / opt.eps);
     // P_ij = 2^(u_i + w_j - s C_ij), u = log2 a + s f, w = log2 b + s g.
     const at::Tensor u_t = (a.log2() + f * s).contiguous();
     const at::Tensor w_t = (b.log2() + g * s).contiguous();
     for (int64_t bi = 0; bi < B; ++bi) {
       T* Pb = P.data_ptr<T>() + bi * n * m;
-      fill_cost<T>(x[bi], y[bi], opt.cost, -s, Pb);
+      fill_cost<T>(loops, x[bi], y[bi], opt.cost, -s, Pb);
       const T* u = u_t.data_ptr<T>() + bi * n;
       const T* w = w_t.data_ptr<T>() + bi * m;
       at::parallel_for(0, n, rows_per_task(m), [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) plan_row(Pb + i * m, w, u[i], m);
+        for (int64_t i = i0; i < i1; ++i) loops.plan_row(Pb + i * m, w, u[i], m);
       });
     }
   });
