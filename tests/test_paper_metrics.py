@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from train.config import Config  # noqa: E402
-from train.paper import geometry  # noqa: E402
+from train import geometry  # noqa: E402
 from train.paper.aggregate import format_summary, paired_comparison, summarize  # noqa: E402
 from train.paper.cells import Cell, grid_sinsim_cell, method_cell  # noqa: E402
 from train.paper.report import write_report  # noqa: E402

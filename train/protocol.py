@@ -5,7 +5,8 @@ Output folder of a method run::
     config.json      the resolved config
     metrics.csv      one row per epoch: loss and its terms, lr, time, images/s (kNN if monitored)
     checkpoint.pt    the last finished epoch (see train.checkpoint)
-    results.json     linear / MLP / kNN accuracy, budget, timings, seed
+    results.json     linear / MLP / kNN accuracy on test and on validation, the features' geometry,
+                     budget, timings, seed, code (git commit)
     results.md       the same as a markdown table
 
 ``--method all`` runs every method into ``OUT/<method>/`` and writes the
@@ -29,12 +30,15 @@ from .augment import TwoViews, view_specs
 from .checkpoint import atomic_write_json, load_checkpoint, restore, save_checkpoint
 from .config import Config, for_method, method_names
 from .datasets import DATASETS, ImageData, load_dataset
+from .embedding import measure as measure_geometry
 from .engine import EpochStats, NonFiniteLossError, Trainer
 from .evaluate import evaluate_encoder, knn_monitor
 from .methods import METHODS
 from .models import resnet18_encoder
 from .optim import build_optimizer, build_scheduler
+from .provenance import git_state
 from .results import read_results, write_combined, write_method_results, write_metrics_csv
+from .splits import ProbeSplits, probe_splits
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -130,7 +134,7 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
     device = torch.device(cfg.device)
     images = data.with_pretrain_subset(cfg.train_subset, cfg.seed).pretrain.to(device)
     mean, std = data.channel_stats()
-    data = probe_data(cfg, data)
+    splits = probe_data(cfg, data)
     trainer = build_trainer(cfg, images, data.channels, mean, std)
     method, views, optimizer, scheduler = trainer.method, trainer.views, trainer.optimizer, trainer.scheduler
     generator, batch_size, steps_per_epoch = trainer.generator, trainer.batch_size, trainer.steps_per_epoch
@@ -151,7 +155,7 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
     def on_epoch_end(s: EpochStats) -> None:
         row = s.row()
         if cfg.knn_every and s.epoch % cfg.knn_every == 0:
-            row["knn"] = knn_monitor(method.backbone, data, views.plain, k=cfg.knn_k,
+            row["knn"] = knn_monitor(method.backbone, splits, views.plain, k=cfg.knn_k,
                                      temperature=cfg.knn_temperature, precision=cfg.precision)
         metrics.append(row)
         write_metrics_csv(out / "metrics.csv", metrics)
@@ -174,17 +178,21 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
 
     pretrain_seconds = sum(m["seconds"] for m in metrics)
     eval_start = time.perf_counter()
-    scores = {"linear": None, "mlp": None, "knn": None}
+    scores = {"linear": None, "mlp": None, "knn": None, "val": None}
+    geometry = None
     if cfg.eval:
-        scores = evaluate_encoder(method.backbone, data, views.plain, knn_k=cfg.knn_k,
+        scores = evaluate_encoder(method.backbone, splits, views.plain, knn_k=cfg.knn_k,
                                   knn_temperature=cfg.knn_temperature, probe_epochs=cfg.probe_epochs,
                                   seed=cfg.seed, precision=cfg.precision)
+        geometry = measure_geometry(method.backbone, data, cfg.dataset, cfg.image_size, cfg.geometry_points,
+                                    cfg.precision).record
     eval_seconds = time.perf_counter() - eval_start
     result = {
         "method": cfg.method,
         "dataset": cfg.dataset,
         "dataset_label": dataset_label(data),
-        **{k: None if v is None else round(v, 4) for k, v in scores.items()},
+        **rounded_scores(scores),
+        "geometry": geometry,
         "knn_k": cfg.knn_k,
         "epochs": cfg.epochs,
         "seed": cfg.seed,
@@ -202,11 +210,12 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
             "train_subset": cfg.train_subset,
             "pretrain_images": len(images),
             "steps": steps_per_epoch * cfg.epochs,
-            **probe_budget(data),
+            **probe_budget(splits),
         },
         "data_source": data.source,
         "notes": data.notes,
         "signature": signature,
+        "code": git_state(),
     }
     write_method_results(out, result)
     if cfg.eval:
@@ -218,15 +227,22 @@ def run_method(cfg: Config, data: ImageData) -> Dict:
     return result
 
 
-def probe_data(cfg: Config, data: ImageData) -> ImageData:
-    """``data`` with the labelled splits cut to ``--probe-train-subset`` /
-    ``--probe-test-subset`` (a fixed subset, the same for every run)."""
-    return data.with_labelled_subset(cfg.probe_train_subset, cfg.probe_test_subset)
+def probe_data(cfg: Config, data: ImageData) -> ProbeSplits:
+    """The probes' fixed probe-train / validation / test images (train/splits.py)."""
+    return probe_splits(data, cfg.val_fraction, cfg.probe_train_subset, cfg.probe_test_subset)
 
 
-def probe_budget(data: ImageData) -> Dict:
+def probe_budget(splits: ProbeSplits) -> Dict:
     """How many labelled images the probes saw (goes into results.json)."""
-    return {"probe_train_images": len(data.train_images), "probe_test_images": len(data.test_images)}
+    return splits.budget()
+
+
+def rounded_scores(scores: Dict) -> Dict:
+    """Test accuracies at the top level, validation ones under ``"val"``."""
+    val = scores.get("val")
+    out = {k: None if scores.get(k) is None else round(scores[k], 4) for k in ("linear", "mlp", "knn")}
+    out["val"] = None if val is None else {k: round(v, 4) for k, v in val.items()}
+    return out
 
 
 def random_init_reference(cfg: Config, data: ImageData) -> Dict:
@@ -235,17 +251,20 @@ def random_init_reference(cfg: Config, data: ImageData) -> Dict:
     device = torch.device(cfg.device)
     encoder, _ = resnet18_encoder(data.channels, cfg.image_size)
     mean, std = data.channel_stats()
-    data = probe_data(cfg, data)
+    splits = probe_data(cfg, data)
     to_input = TwoViews(view_specs("simclr", cfg.image_size), mean, std).plain
     start = time.perf_counter()
-    scores = evaluate_encoder(encoder.to(device), data, to_input, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
+    encoder = encoder.to(device)
+    scores = evaluate_encoder(encoder, splits, to_input, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
                               probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision)
+    geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision)
     log(f"random init (no pretraining): linear {scores['linear']:.2f}%  MLP {scores['mlp']:.2f}%  kNN {scores['knn']:.2f}%")
     return {"method": "random init", "dataset": cfg.dataset, "dataset_label": dataset_label(data),
-            **{k: round(v, 4) for k, v in scores.items()}, "knn_k": cfg.knn_k, "epochs": 0, "seed": cfg.seed,
-            "eval_seconds": round(time.perf_counter() - start, 3), "device": device_label(device),
+            **rounded_scores(scores), "geometry": geometry.record, "knn_k": cfg.knn_k, "epochs": 0,
+            "seed": cfg.seed, "eval_seconds": round(time.perf_counter() - start, 3), "device": device_label(device),
             "budget": {"epochs": 0, "batch_size": None, "image_size": cfg.image_size, "train_subset": None,
-                       **probe_budget(data)}}
+                       **probe_budget(splits)},
+            "code": git_state()}
 
 
 def run_protocol(cfg: Config) -> List[Dict]:
@@ -258,9 +277,9 @@ def run_protocol(cfg: Config) -> List[Dict]:
     subset = f" (a random {cfg.train_subset} of them with --train-subset)" if cfg.train_subset else ""
     log(f"{data.name}: {len(data.pretrain)} pretraining images{subset}, {len(data.train_images)} train / "
         f"{len(data.test_images)} test labelled, {data.num_classes} classes, {cfg.image_size} px, device {cfg.device}")
-    if cfg.probe_train_subset or cfg.probe_test_subset:
-        probed = probe_data(cfg, data)
-        log(f"probes use a fixed subset: {len(probed.train_images)} train / {len(probed.test_images)} test images")
+    probed = probe_data(cfg, data).budget()
+    log(f"probes: {probed['probe_train_images']} train / {probed['val_images']} validation (choices) / "
+        f"{probed['probe_test_images']} test (final numbers) images")
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     if cfg.method == "all":
         atomic_write_json(Path(cfg.out) / "config.json", cfg.to_dict())
