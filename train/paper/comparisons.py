@@ -97,7 +97,8 @@ class Tested:
         head = f"{self.what()}, paired over seeds {seeds}"
         if not self.testable:
             return f"{head}: {c.text()} points: **{self.verdict}**."
-        level = (f"two-sided paired t-test at level {ALPHA:g}, alone (the primary comparison)" if self.primary else
+        level = (f"two-sided paired t-test at level {ALPHA:g}, not corrected: the one primary comparison"
+                 if self.primary else
                  f"two-sided paired t-test, Holm-adjusted within the family of {self.family_size}")
         p = f"p = {c.p:.2g}" + ("" if self.primary else f", Holm-adjusted p = {self.adjusted:.2g}")
         return (f"{head} ({level}): {c.mean:+.2f} points, 95% interval [{c.low:+.2f}, {c.high:+.2f}] "

@@ -203,7 +203,8 @@ def render(data: ReportData, figures: Figures, written: str) -> str:
     from .comparisons import build_family
 
     family = build_family(data)
-    parts = [sections.header(data, written), sections.limits(data, family), sections.verdict(data, family),
+    parts = [sections.title(), sections.limits(data, family), sections.header(data, written),
+             sections.verdict(data, family),
              sweep_sections.variants(data, family), sections.tables(data), sweep_sections.embeddings(data, figures),
              sweep_sections.sweeps(data, figures, family), sections.cost(data), sections.data_and_seeds(data),
              sections.code(data), sections.hardware(data), sections.methods(data)]

@@ -110,10 +110,13 @@ def limits(data, family) -> str:
     return "\n".join(lines) + "\n"
 
 
+def title() -> str:
+    return "# SinSim: the paper's experiments\n"
+
+
 def header(data, written: str) -> str:
     p = data.pcfg
     return (
-        "# SinSim: the paper's experiments\n\n"
         f"Written {written} by `train/paper/report.py` from the files in this folder alone (rerun with "
         f"`python train/run.py --protocol paper --report-only --out {data.out}`). Every number comes from the "
         "`results.json` of a run that finished; a cell that did not is shown as *not run* (or *failed*). Entries "
@@ -138,7 +141,9 @@ def verdict(data, family) -> str:
         head = {"higher": "**SinSim beats SimCLR in the primary comparison.**",
                 "lower": "**SinSim is below SimCLR in the primary comparison.**"}.get(
             primary.verdict, "**The primary comparison does not show SinSim beating SimCLR.**")
-        lines += [head, "", f"Primary comparison (declared before the runs): {primary.sentence()}"]
+        when = ("declared by the protocol's code, which these older runs predate" if p.legacy else
+                "declared by the protocol before the runs")
+        lines += [head, "", f"Primary comparison ({when}): {primary.sentence()}"]
     decided = family.decided()
     lines += ["", f"Every other comparison in this report (m = {family.size} with 3 or more paired seeds) is one "
               "family, Holm-corrected (Holm 1979): a verdict needs a Holm-adjusted p ≤ 0.05. "
