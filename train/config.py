@@ -67,7 +67,7 @@ class Config:
     sinkhorn_cost: str = "sqeuclidean"
     sinkhorn_normalize: bool = True
     sinkhorn_iters: int = 100
-    sinkhorn_term: str = "entropic"  # entropic: OT_eps (the paper's equation); divergence: debiased, see README
+    sinkhorn_term: str = "divergence"  # debiased; "entropic" is the paper's equation. Why: README, the default
     sinkhorn_backend: str = "auto"
     # evaluation
     eval: bool = True
