@@ -181,7 +181,7 @@ def sweep_figure(path: Path, title: str, xlabel: str, xs: Sequence[float],
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.set_title(panel_title, fontsize=10)
-        if drawn:
+        if drawn and ax is axes[0]:  # one legend: every panel has the same lines
             ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return save_png(fig, path)

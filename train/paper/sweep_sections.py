@@ -155,19 +155,21 @@ def embeddings(data, figures) -> str:
 
 # --- the sweeps -------------------------------------------------------------------------------
 
+def _row(data, d: str, label: List[str], rec: CellRecords) -> List[str]:
+    return label + [entry(data, d, rec, "linear", "val"), entry(data, d, rec, "linear"), entry(data, d, rec, "knn"),
+                    entry(data, d, rec, "uniformity", "geometry", 3), entry(data, d, rec, "effective_rank", "geometry", 1),
+                    _collapse_text(data, d, rec)]
+
+
 def _sweep_table(data, d: str, points_by_line, simclr: CellRecords, x_name: str, family) -> str:
-    rows = []
+    rows = [_row(data, d, ["SimCLR", "-", "λ = 0"], simclr) + ["reference", "reference"]]
     for (term, on), points in points_by_line:
         for x, rec in points:
             if rec is simclr:
-                dl = dk = "reference"
-            else:
-                dl = _comparison_text(family, d, rec.cell, simclr.cell, "linear")
-                dk = _comparison_text(family, d, rec.cell, simclr.cell, "knn")
-            rows.append([term, on, f"{x:g}", entry(data, d, rec, "linear", "val"), entry(data, d, rec, "linear"),
-                         entry(data, d, rec, "knn"), entry(data, d, rec, "uniformity", "geometry", 3),
-                         entry(data, d, rec, "effective_rank", "geometry", 1), _collapse_text(data, d, rec)
-                         if rec is not simclr else "-", dl, dk])
+                continue  # lambda = 0: the reference row above
+            dl = _comparison_text(family, d, rec.cell, simclr.cell, "linear")
+            dk = _comparison_text(family, d, rec.cell, simclr.cell, "knn")
+            rows.append(_row(data, d, [term, on, f"{x:g}"], rec) + [dl, dk])
     head = ["term", "on", x_name, "validation linear %", "test linear %", "test kNN %", "uniformity ↓",
             "effective rank ↑", "features", "Δ test linear vs SimCLR", "Δ test kNN vs SimCLR"]
     return md_table(head, rows)
@@ -188,7 +190,10 @@ def _sweep_block(data, d: str, kind: str, figures, family) -> List[str]:
         return ["", f"### {name} — not run", "", f"Not asked for (--sweeps {' '.join(p.sweeps) or '(none)'})."]
     if fig is None:
         return ["", f"### {name} — not run", "", "No cell of this sweep has finished."]
-    return ["", f"### {name}", "", f"![{name.split(':')[0]}: {data.title(d)}]({fig})", "",
+    idle = [f"{t} on {o}" for (t, o), pts in points if not any(rec.results for _, rec in pts if rec is not simclr)]
+    missing = ([f"Not run in this sweep: {', '.join(idle)} (no finished cell; their rows read *not run*).", ""]
+               if idle else [])
+    return ["", f"### {name}", "", f"![{name.split(':')[0]}: {data.title(d)}]({fig})", ""] + missing + [
             _sweep_table(data, d, points, simclr, xname, family),
             "Δ: the cell's test accuracy minus SimCLR's, paired by seed: mean [95% interval, unadjusted], p, the "
             "Holm-adjusted p within the report's family of m comparisons, n; then the verdict (a Holm p ≤ 0.05 "
@@ -220,7 +225,7 @@ def _prior(data, d: str) -> str:
     points = dict(data.lambda_sweep(d, "projection", "entropic")) if ok else {}
     ours: List[Tuple[float, CellRecords]] = [(lam, points[lam]) for lam in (0.0, 0.1, 1.0)
                                              if lam in points and points[lam].results]
-    if not ours or b.sinkhorn_eps != 0.05:
+    if not any(lam > 0 for lam, _ in ours) or b.sinkhorn_eps != 0.05:
         lines.append("This report has no matching runs (λ sweep of the entropic term on projections at ε = 0.05) "
                      "to set beside it.")
         return "\n".join(lines)
