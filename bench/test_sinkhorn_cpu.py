@@ -75,3 +75,15 @@ def test_backward_cost_does_not_depend_on_iterations(benchmark, max_iter):
     benchmark.extra_info["backward_saved_MB"] = saved_tensor_bytes(
         lambda: sinsim_ext.sinkhorn_cost(x, y, eps=EPS, max_iter=max_iter)
     ) / 2**20
+
+
+@pytest.mark.parametrize("n", [64, 512])
+@pytest.mark.parametrize("term", ["entropic", "divergence"])
+def test_sinsim_term(benchmark, term, n):
+    """SinSim's two terms on the encoder features (512-d), forward + backward with the kernel: what the
+    default (the divergence: three problems, two of them symmetric) costs over the paper's entropic term."""
+    x, y = embeddings(n, d=512)
+    debias = term == "divergence"
+    benchmark.group = f"cpu SinSim term, n={n}, d=512"
+    benchmark.pedantic(lambda: value_and_grad(sinsim_ext.sinkhorn_cost, x, y, debias=debias, **KW),
+                       rounds=20, warmup_rounds=2)

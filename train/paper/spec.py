@@ -154,8 +154,9 @@ def build_paper_parser() -> argparse.ArgumentParser:
         "cell by cell: run the same command again and finished cells are kept, an interrupted one resumes from "
         "its checkpoint.",
         epilog="Examples: python train/run.py --protocol paper --data-dir ../shared/data   |   "
-        "python train/run.py --protocol paper --datasets digits --seeds 0 1 --epochs 1 --train-subset 256 "
-        "--sweep-datasets digits --out runs/paper-digits   (about 8 minutes on 2 CPU cores)   |   "
+        "python train/run.py --protocol paper --datasets digits --seeds 0 1 2 --epochs 1 --train-subset 256 "
+        "--sweep-datasets digits --lambdas 0 0.1 1 --epsilons 0.05 0.5 --out runs/paper-digits   (about 12 minutes "
+        "on 2 shared CPU cores)   |   "
         "python train/run.py --protocol paper --report-only --out runs/paper",
         formatter_class=_HelpFormatter,
     )
