@@ -55,7 +55,15 @@ def test_validation_is_stratified():
         validation_indices(labels, 1.0)
 
 
-def test_a_run_records_validation_and_test_apart(tmp_path):
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster on the shared 2 cores (test_paper_grid.py)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_run_records_validation_and_test_apart(tmp_path, one_thread):
     out = tmp_path / "run"
     code = main(["--dataset", "digits", "--method", "simclr", "--epochs", "1", "--train-subset", "64",
                  "--batch-size", "32", "--image-size", "8", "--probe-epochs", "2", "--val-fraction", "0.2",
