@@ -180,3 +180,15 @@ def test_hessian_vector_product(benchmark, impl):
     (g,) = torch.autograd.grad(reference.sinkhorn_cost(xg, y64, **KW), xg, create_graph=True)
     want = torch.autograd.grad((g * v.double()).sum(), xg)[0]
     benchmark.extra_info["hvp_rel_err_vs_float64_reference"] = rel_err(got, want)
+
+
+@pytest.mark.parametrize("n", [64, 512])
+@pytest.mark.parametrize("term", ["entropic", "divergence"])
+def test_sinsim_term(benchmark, term, n):
+    """SinSim's two terms on the encoder features (512-d), forward + backward with the kernel: what the
+    default (the divergence: three problems, two of them symmetric) costs over the paper's entropic term."""
+    x, y = embeddings(n, d=512)
+    debias = term == "divergence"
+    benchmark.group = f"cpu SinSim term, n={n}, d=512"
+    benchmark.pedantic(lambda: value_and_grad(sinsim_ext.sinkhorn_cost, x, y, debias=debias, **KW),
+                       rounds=20, warmup_rounds=2)

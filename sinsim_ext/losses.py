@@ -316,19 +316,25 @@ class BarlowTwinsLoss(nn.Module):
 
         z_hat = (z - mean_batch(z)) / sqrt(var_batch(z) + 1e-5)     (per dimension, biased var)
         C_jk  = 1/N sum_i z_hat1_ij z_hat2_ik
-        L = sum_j (1 - C_jj)^2 + lambda sum_j sum_{k != j} C_jk^2
+        L = scale * ( sum_j (1 - C_jj)^2 + lambda sum_j sum_{k != j} C_jk^2 )
 
     The standardisation is the authors' ``BatchNorm1d(affine=False)``.
 
     Zbontar, Jing, Misra, LeCun, Deny, "Barlow Twins: Self-Supervised Learning
     via Redundancy Reduction", ICML 2021, arXiv:2103.03230, Eqs. (1)-(2);
-    lambda = 5e-3 (section 4, "Implementation details").
+    lambda = 5e-3 (section 4, "Implementation details"). ``scale`` is the
+    overall loss factor of the authors' first code release and of solo-learn
+    (``scale_loss``; 0.1 in solo-learn's CIFAR recipe,
+    ``scripts/pretrain/cifar/barlow.yaml``); the paper's equation has 1.
     """
 
-    def __init__(self, lambda_offdiag: float = 5e-3, eps: float = 1e-5):
+    def __init__(self, lambda_offdiag: float = 5e-3, eps: float = 1e-5, scale: float = 1.0):
         super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
         self.lambda_offdiag = lambda_offdiag
         self.eps = eps
+        self.scale = float(scale)
 
     def standardize(self, z: torch.Tensor) -> torch.Tensor:
         mean = z.mean(dim=0)
@@ -341,4 +347,4 @@ class BarlowTwinsLoss(nn.Module):
         c = (z1.T @ z2) / z1.shape[0]
         on_diag = (1 - torch.diagonal(c)).pow(2).sum()
         off_diag = _off_diagonal(c).pow(2).sum()
-        return on_diag + self.lambda_offdiag * off_diag
+        return self.scale * (on_diag + self.lambda_offdiag * off_diag)

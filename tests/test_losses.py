@@ -154,6 +154,37 @@ def test_barlow_twins_by_hand():
     assert BarlowTwinsLoss(eps=0.0)(z, z).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_barlow_twins_scaled_loss_against_its_formula_by_loops():
+    """solo-learn's CIFAR recipe (scale 0.1, lambda 0.0051) against Eqs. (1)-(2) written out entry by entry in
+    float64: BatchNorm standardisation (biased variance, eps 1e-5), C_jk = 1/N sum_i z1_ij z2_ik,
+    L = scale * (sum_j (1 - C_jj)^2 + lambda sum_{j != k} C_jk^2)."""
+    g = torch.Generator().manual_seed(7)
+    z1, z2 = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, 4, generator=g, dtype=torch.float64)
+    n, d = z1.shape
+
+    def standardise(z):
+        cols = []
+        for j in range(d):
+            col = [float(z[i, j]) for i in range(n)]
+            mean = sum(col) / n
+            var = sum((v - mean) ** 2 for v in col) / n
+            cols.append([(v - mean) / math.sqrt(var + 1e-5) for v in col])
+        return cols  # cols[j][i]
+
+    a, b = standardise(z1), standardise(z2)
+    total = 0.0
+    for j in range(d):
+        for k in range(d):
+            c = sum(a[j][i] * b[k][i] for i in range(n)) / n
+            total += (1 - c) ** 2 if j == k else 0.0051 * c ** 2
+    expected = 0.1 * total
+    got = BarlowTwinsLoss(lambda_offdiag=0.0051, scale=0.1)(z1.float(), z2.float()).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert BarlowTwinsLoss(lambda_offdiag=0.0051)(z1, z2).item() == pytest.approx(total, rel=1e-5)  # paper: scale 1
+    with pytest.raises(ValueError, match="scale"):
+        BarlowTwinsLoss(scale=0.0)
+
+
 @pytest.mark.parametrize(
     "loss",
     [NTXentLoss(), SinSimLoss(), BarlowTwinsLoss(), VICRegLoss(), BYOLLoss()],

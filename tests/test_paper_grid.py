@@ -26,17 +26,18 @@ from train.paper import figures  # noqa: E402
 from train.paper.report import write_report  # noqa: E402
 from train.protocol import build_trainer  # noqa: E402
 
-# 8 cells per seed: 5 methods + the untrained floor, and the sweeps' lambda
-# 0.5 and eps 0.5 with the term on the projections (lambda 0 is the SimCLR
-# cell, lambda 0.5 on features the grid's SinSim cell).
+# 8 cells per seed: 5 methods + the untrained floor (the grid's SinSim: the
+# entropic term on features), and the sweeps' lambda 0.5 and eps 0.5 with the
+# divergence on the projections (lambda 0 is the SimCLR cell).
 ARGS = ["--protocol", "paper", "--datasets", "digits", "--seeds", "0", "1", "--epochs", "1", "--train-subset", "32",
         "--batch-size", "32", "--image-size", "8", "--probe-epochs", "2", "--probe-train-subset", "200",
-        "--probe-test-subset", "100", "--embedding-points", "100", "--sinkhorn-weight", "0.5",
-        "--sweep-datasets", "digits", "--lambdas", "0", "0.5", "--epsilons", "0.5", "--sweep-on", "projection",
-        "--num-workers", "1"]
-SINSIM = "sinsim-lam0.5-eps0.05-features"
-CELLS = ["simclr", "byol", "vicreg", "barlow", SINSIM, "random-init", "sinsim-lam0.5-eps0.05-projection",
-         "sinsim-lam0.5-eps0.5-projection"]
+        "--probe-test-subset", "100", "--geometry-points", "100", "--sinkhorn-weight", "0.5",
+        "--sinkhorn-term", "entropic", "--sweep-datasets", "digits", "--lambdas", "0", "0.5", "--epsilons", "0.5",
+        "--sweep-on", "projection", "--sweep-terms", "divergence", "--num-workers", "1"]
+SINSIM = "sinsim-entropic-lam0.5-eps0.05-features"
+CELLS = ["simclr", "byol", "vicreg", "barlow", SINSIM, "random-init", "sinsim-divergence-lam0.5-eps0.05-projection",
+         "sinsim-divergence-lam0.5-eps0.5-projection"]
+FIGURE_CELLS = ("simclr", SINSIM, "vicreg")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,7 +61,7 @@ def paper_run(tmp_path_factory, one_thread):
 
 
 def results_files(out: Path):
-    return sorted(out.glob("cells/**/results.json")) + sorted(out.glob("cells/**/embedding.json"))
+    return sorted(out.glob("cells/**/results.json")) + sorted(out.glob("cells/**/embedding.npz"))
 
 
 def test_every_cell_ran_once_and_the_report_has_the_tables(paper_run):
@@ -71,29 +72,43 @@ def test_every_cell_ran_once_and_the_report_has_the_tables(paper_run):
             result = json.loads((folder / "results.json").read_text())
             assert 30 < result["linear"] <= 100 and result["seed"] == seed
             assert result["budget"]["probe_train_images"] == 200 and result["budget"]["probe_test_images"] == 100
-            embedding = json.loads((folder / "embedding.json").read_text())
-            assert embedding["points"] == 100 and -8 <= embedding["uniformity"] <= 0 <= embedding["alignment"] <= 4
-            assert (folder / "embedding.npz").is_file() == (cell in ("simclr", SINSIM, "vicreg"))
+            assert result["budget"]["val_images"] == 135 and 0 <= result["val"]["linear"] <= 100
+            g = result["geometry"]  # every run, every variant: its geometry, measured once
+            assert g["points"] == 100 and -8 <= g["uniformity"] <= 0 <= g["alignment"] <= 4
+            assert 1 <= g["effective_rank"] <= 100 and g["feature_dim"] == 512
+            assert (folder / "embedding.npz").is_file() == (cell in FIGURE_CELLS)
+            assert not (folder / "embedding.json").exists()
     assert json.loads((out / "cells/digits/byol/seed0/config.json").read_text())["sinkhorn_weight"] == 0.1
+    for cell, term, on in ((SINSIM, "entropic", "features"), (CELLS[-1], "divergence", "projection")):
+        config = json.loads((out / f"cells/digits/{cell}/seed0/config.json").read_text())
+        assert (config["sinkhorn_term"], config["sinkhorn_on"]) == (term, on)
     log = (out / "run.log").read_text()
     assert len(re.findall(r" ran digits \S+ seed \d", log)) == 2 * len(CELLS) and "skipped" not in log
 
     report = (out / "report.md").read_text()
     table1 = report.split("## Table I")[1].split("## Table II")[0]
-    head = "digits (scikit-learn 8x8)<br><sub>1 ep, batch 32, 32 img, 8 px; probes 200 / 100</sub>"
+    head = "digits (scikit-learn 8x8)<br><sub>1 ep, batch 32, 32 img, 8 px; probes 200 / 135 val / 100</sub>"
     assert head in table1 and "## Table II: 2-layer MLP probe" in report
     simclr = next(line for line in table1.splitlines() if line.startswith("| SimCLR |"))
     cells = [c.strip() for c in simclr.strip("|").split("|")]
     assert cells[1:5] == ["not run"] * 4  # MNIST, CIFAR-10, CIFAR-100, STL-10
     linear = [json.loads((out / f"cells/digits/simclr/seed{s}/results.json").read_text())["linear"] for s in (0, 1)]
     assert cells[5].startswith(f"{sum(linear) / 2:.2f} ± ") and cells[5].endswith("(n=2)")
-    for needle in ("## Verdict", "## Cost: throughput and wall time", "img/s", "## Figure 1",
-                   "figures/fig1-embeddings-digits.png", "figures/fig2-lambda-digits.png",
+    assert report.split("\n")[2].startswith("**Budget and limits (read first).**")  # the limits come first
+    assert "- digits (scikit-learn 8x8): 1 epoch, batch 32, 32 pretraining images of 8 px; probes on 200 train / " \
+           "135 validation / 100 test images; seeds 0, 1 asked, 16 of 16 cell runs finished." in report
+    assert "any verdict at all: fewer than 3 seeds" in report
+    for needle in ("## Verdict", "Primary comparison (declared by the protocol before the runs): SinSim (entropic OT_ε, λ = 0.5, "
+                   "ε = 0.05, on features) − SimCLR, linear probe top-1 on the test split of digits",
+                   "Holm-corrected", "## The Sinkhorn term and where it acts", "the paper's literal",
+                   "## Cost: throughput and wall time", "img/s", "## Figure 1 and the geometry of every run",
+                   "effective rank ↑", "figures/fig1-embeddings-digits.png", "figures/fig2-lambda-digits.png",
                    "figures/fig3-eps-digits.png", "UMAP not drawn: umap-learn is not installed",
-                   "### Where the term acts", "**These runs use a reduced budget**", "sklearn.datasets.load_digits",
-                   "seeds asked", "16 of 16", "## Hardware and sessions", "cpu (", "random init (no pretraining)"):
+                   "## Validation: linear probe", "Chosen on the validation split", "sklearn.datasets.load_digits",
+                   "seeds asked", "16 of 16", "## Code that made the runs", "## Hardware and sessions", "cpu (",
+                   "random init (no pretraining)", "divergence S_ε"):
         assert needle in report, needle
-    assert "XX.X" not in report
+    assert "XX.X" not in report and "— not run" not in report.split("## Table I")[1].split("## Table II")[0]
 
 
 def test_figures_are_pngs_of_the_documented_size(paper_run):
@@ -101,7 +116,7 @@ def test_figures_are_pngs_of_the_documented_size(paper_run):
     assert fig1.shape == (500, 1200, 4)  # 3 panels of 4 in + a 1 in header, one row (no UMAP), 100 dpi
     for name in ("fig2-lambda-digits.png", "fig3-eps-digits.png"):
         img = matplotlib.image.imread(paper_run / "figures" / name)
-        assert img.shape == (400, 1350, 4)  # 13.5 x 4 in at 100 dpi
+        assert img.shape == (800, 1350, 4)  # 13.5 x 8 in at 100 dpi: accuracy and geometry rows
         assert img[..., :3].std() > 0.05  # something is drawn
 
 
@@ -112,7 +127,7 @@ def test_rerun_recomputes_nothing(paper_run, capsys):
         mp.setattr(figures, "umap_module", lambda: None)
         assert run.main(ARGS + ["--out", str(paper_run)]) == 0
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in results_files(paper_run)}
-    assert after == before and len(before) == 2 * 2 * len(CELLS)
+    assert after == before and len(before) == 2 * len(CELLS) + 2 * len(FIGURE_CELLS)
     new = (paper_run / "run.log").read_text()[len(log_before):]
     assert len(re.findall(r"skipped digits \S+ seed \d: finished earlier", new)) == 2 * len(CELLS)
     assert " ran " not in new and "resumed" not in new and "epoch 1/1" not in capsys.readouterr().out
@@ -194,5 +209,5 @@ def test_a_dataset_that_cannot_be_loaded_is_reported_not_run(tmp_path, capsys):
     report = (out / "report.md").read_text()
     table1 = report.split("## Table I")[1].split("## Table II")[0]
     assert table1.count("not run (dataset not found)") == 6  # 5 methods and the floor, STL-10 column
-    assert "No dataset has finished SinSim and SimCLR cells" in report
+    assert "**The primary comparison has not run**" in report and "### STL-10 — not run" in report
     assert not list(out.glob("cells/**/results.json"))

@@ -1,11 +1,13 @@
 """The paper protocol's numbers against hand computations: the embedding
 geometry (alignment, uniformity, silhouette), the mean and spread over seeds,
-the paired comparison, and a report written from fake result files."""
+the paired comparison, Holm's correction, and reports written from fake
+result files and from the committed results of older code."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from train.config import Config  # noqa: E402
-from train.paper import geometry  # noqa: E402
-from train.paper.aggregate import format_summary, paired_comparison, summarize  # noqa: E402
-from train.paper.cells import Cell, grid_sinsim_cell, method_cell  # noqa: E402
+from train import geometry  # noqa: E402
+from train.paper.aggregate import format_summary, holm, paired_comparison, summarize  # noqa: E402
+from train.paper.cells import RANDOM_INIT, Cell, grid_sinsim_cell, method_cell, sinsim_cell  # noqa: E402
+from train.paper.comparisons import build_family  # noqa: E402
+from train.paper.report import ReportData  # noqa: E402
 from train.paper.report import write_report  # noqa: E402
 from train.paper.spec import PaperConfig, record_protocol  # noqa: E402
 
@@ -156,13 +160,117 @@ def test_report_from_fake_results_aggregates_by_hand_and_shows_unrun_cells(tmp_p
         cells = rows[name].strip("|").split(" | ")
         assert cells[1].strip() == "not run" and cells[3].strip() == "not run" and cells[4].strip() == "not run"
     assert "CIFAR-10 (JPEG copy)<br><sub>50 ep, batch 512, 50,000 img, 32 px; probes 50,000 / 10,000</sub>" in table1
+    assert report.index("**Budget and limits (read first).**") < report.index("## Verdict")
     assert "XX.X" not in report
     # the verdict: the paired difference of 89/92/95 vs 90/92/97 is -1 +- ...: not a win
-    assert "**In these runs SinSim does not beat SimCLR**" in report
-    assert "SinSim − SimCLR = -1.00" in report
+    assert "**The primary comparison does not show SinSim beating SimCLR.**" in report
+    assert ("− SimCLR, linear probe top-1 on the test split of CIFAR-10 (JPEG copy), paired over seeds 0, 1, 2 "
+            "(two-sided paired t-test at level 0.05, not corrected: the one primary comparison): -1.00 points") in report
+    assert "not measured (older code)" in report  # these fake records carry no validation scores
     # the cost of the Sinkhorn term: 500 vs 1000 img/s
     assert "a SinSim step takes 2.00x the time of a SimCLR step (500 vs 1,000 img/s)" in report
     assert "NVIDIA H100 80GB HBM3: 7 cell runs" in report
+
+
+# --- Holm's correction, the family, and the words for collapsed and suspect runs -----------------
+
+def test_holm_by_hand():
+    # Holm (1979): sorted p = 0.005, 0.01, 0.03, 0.04 against 0.05/4, 0.05/3, 0.05/2, 0.05/1:
+    # 0.005 <= 0.0125 reject, 0.01 <= 0.0167 reject, 0.03 > 0.025 stop: two rejections.
+    # Adjusted: 4 * 0.005 = 0.02; max(0.02, 3 * 0.01) = 0.03; max(0.03, 2 * 0.03) = 0.06; max(0.06, 1 * 0.04) = 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [q <= 0.05 for q in holm([0.01, 0.04, 0.03, 0.005])] == [True, False, False, True]
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == [0.02] and holm([]) == []
+    with pytest.raises(ValueError):
+        holm([1.5])
+
+
+def rich_result(method, seed, linear, val, knn, uniformity, rank, commit="b" * 40):
+    r = fake_result(method, seed, linear, mlp=linear + 2, knn=knn)
+    r["val"] = {"linear": val, "mlp": val, "knn": val}
+    r["geometry"] = {"alignment": 0.1, "uniformity": uniformity, "effective_rank": rank, "silhouette": 0.0,
+                     "feature_dim": 512, "points": 2000, "test_images": 10000, "subsample_seed": 0,
+                     "alignment_views": "SimCLR augmentation recipe, generator seed 0"}
+    r["code"] = {"commit": commit, "short": commit[:7], "dirty": False, "diff_sha256": None}
+    return r
+
+
+def test_report_family_collapse_suspects_and_mixed_code(tmp_path):
+    base = Config(sinkhorn_term="entropic", sinkhorn_weight=0.1, sinkhorn_eps=0.05, sinkhorn_on="features")
+    pcfg = PaperConfig(base=base, out=str(tmp_path), datasets=["cifar10"], methods=["simclr", "byol", "sinsim"],
+                       seeds=[0, 1, 2], sweep_datasets=["cifar10"], sweeps=["lambda"], lambdas=[0.0, 0.1],
+                       sweep_on=["features"], sweep_terms=["entropic", "divergence"])
+    record_protocol(pcfg)
+    simclr, byol, floor = method_cell("cifar10", "simclr"), method_cell("cifar10", "byol"), Cell("cifar10", RANDOM_INIT,
+                                                                                                   RANDOM_INIT)
+    entropic, divergence = grid_sinsim_cell(pcfg, "cifar10"), sinsim_cell("cifar10", 0.1, 0.05, "features", "divergence")
+    table = {  # cell: per seed (test linear, validation linear, kNN, uniformity, effective rank)
+        simclr: [(60.0, 61.0, 50.0, -1.10, 120.0), (61.0, 62.0, 51.0, -1.05, 118.0), (62.5, 62.5, 50.5, -1.12, 121.0)],
+        entropic: [(59.0, 60.0, 50.5, -0.02, 40.0), (60.5, 60.5, 51.7, -0.03, 41.0), (61.0, 61.5, 51.3, -0.01, 39.0)],
+        divergence: [(61.0, 64.0, 52.0, -1.30, 130.0), (62.5, 65.5, 53.5, -1.28, 131.0), (63.4, 66.0, 52.2, -1.31, 129.0)],
+        byol: [(40.0, 40.0, 29.0, -0.90, 60.0), (41.0, 41.0, 33.0, -0.90, 60.0), (42.0, 42.0, 33.5, -0.90, 60.0)],
+        floor: [(37.0, 37.0, 32.0, -0.05, 10.0), (38.0, 38.0, 32.5, -0.05, 10.0), (37.5, 37.5, 33.0, -0.05, 10.0)],
+    }
+    for cell, rows in table.items():
+        for seed, (linear, val, knn, u, rank) in enumerate(rows):
+            commit = "a" * 40 if cell == byol else "b" * 40
+            write_fake(tmp_path, cell, seed, rich_result(cell.method, seed, linear, val, knn, u, rank, commit))
+
+    data = ReportData(tmp_path, PaperConfig.from_saved(json.loads((tmp_path / "paper.json").read_text()),
+                                                       str(tmp_path)))
+    family = build_family(data)
+    # primary: the grid's SinSim (entropic on features) - SimCLR, linear, test, alone
+    assert family.primary.a == entropic and family.primary.metric == "linear" and family.primary.primary
+    # the family by hand: grid SinSim - SimCLR on MLP and kNN; divergence - SimCLR on linear and kNN;
+    # divergence - entropic on linear and kNN (the chosen-on-validation cell, divergence, is already in)
+    keys = sorted((t.a.name, t.b.name, t.metric) for t in family)
+    assert keys == sorted([(entropic.name, "simclr", "mlp"), (entropic.name, "simclr", "knn"),
+                           (divergence.name, "simclr", "linear"), (divergence.name, "simclr", "knn"),
+                           (divergence.name, entropic.name, "linear"), (divergence.name, entropic.name, "knn")])
+    raw = [paired_comparison(data.records(t.a).scores(t.metric), data.records(t.b).scores(t.metric)).p for t in family]
+    m = len(raw)
+    order = sorted(range(m), key=lambda i: raw[i])
+    expected, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):  # Holm's adjusted p written out again
+        running = max(running, min(1.0, (m - rank) * raw[i]))
+        expected[i] = running
+    assert [t.adjusted for t in family] == pytest.approx(expected) and {t.family_size for t in family} == {6}
+
+    report = write_report(tmp_path, log=lambda m: None).read_text()
+    assert "(m = 6 with 3 or more paired seeds)" in report
+    assert "Holm-adjusted p = " in report or "None of them is resolved" in report
+    # the entropic cell's features sit at the untrained floor (uniformity within 0.1 of -0.05): said in words
+    assert ("SinSim (entropic OT_ε, λ = 0.1, ε = 0.05, on features): its features are collapsed, near the untrained "
+            "floor (uniformity -0.020 vs the untrained encoder's -0.050)") in report
+    assert "divergence S_ε, λ = 0.1, ε = 0.05, on features): its features are collapsed" not in report
+    # BYOL's kNN is below the untrained encoder's on seed 0 (29.0 < 32.0) only: suspect
+    assert "BYOL: kNN below the untrained encoder's on seed(s) 0: **suspect**" in report
+    assert "(suspect: below the untrained encoder)" in report.split("## kNN")[1].split("## Validation")[0]
+    # validation favours the divergence (65.17 vs 60.67 and SimCLR's 61.83), and says it chose on validation only
+    assert "On validation, **divergence on features** has the highest mean linear accuracy" in report
+    assert "SinSim (divergence S_ε, λ = 0.1, ε = 0.05, on features) has the highest mean validation linear" in report
+    # two code states: said up front and listed
+    assert "**Runs of 2 different code states are mixed**" in report and "**Runs of different code are mixed.**" in report
+    assert "aaaaaaa: cifar10/byol/seed0" in report
+
+
+def test_the_committed_results_of_older_code_still_make_a_report(tmp_path):
+    """results/h100-2026-11-23-short was written before the term was named, the validation split and the
+    effective rank: --report-only must read it, not crash, and say what it lacks."""
+    source = ROOT / "results" / "h100-2026-11-23-short"
+    out = tmp_path / "h100"
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns("*.png", "report.md"))
+    report = write_report(out, log=lambda m: None).read_text()
+    assert "**Written by older code.**" in report
+    table1 = report.split("## Table I")[1].split("## Table II")[0]
+    assert "60.85 ± 0.15 (n=3)" in table1 and "60.29 ± 0.15 (n=3)" in table1  # SimCLR, SinSim (entropic, legacy name)
+    assert "not measured (older code)" in report.split("## Validation")[1].split("##")[0]
+    assert "entropic OT_ε, λ = 0.1, ε = 0.05, on features" in report
+    sweep = report.split("### Figure 2")[1].split("###")[0]
+    assert "60.15 ± 0.36 (n=3)" in sweep and "52.41 ± 0.60 (n=3)" in sweep  # λ = 1 on features / on projection
+    assert "### Figure 3: accuracy and geometry vs ε (λ = 0.1) — not run" in report
+    assert "not recorded" in report.split("## Code that made the runs")[1]
 
 
 # --- the probes' fixed labelled subset (--probe-train-subset / --probe-test-subset) ------------

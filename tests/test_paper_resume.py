@@ -15,12 +15,16 @@ import torch
 from processes import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from train.config import Config  # noqa: E402
 ARGS = ["--protocol", "paper", "--datasets", "digits", "--methods", "simclr", "sinsim", "--seeds", "0",
         "--epochs", "2", "--train-subset", "64", "--batch-size", "32", "--image-size", "8", "--probe-epochs", "2",
-        "--probe-train-subset", "200", "--probe-test-subset", "100", "--embedding-points", "100",
+        "--probe-train-subset", "200", "--probe-test-subset", "100", "--geometry-points", "100",
         "--sweep-datasets", "--num-workers", "1"]
 
 
+SINSIM = f"sinsim-{Config().sinkhorn_term}-lam0.1-eps0.05-features"  # the grid's SinSim at the defaults
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny tensors: one thread is faster (see test_paper_grid.py)
 
 
@@ -28,10 +32,10 @@ def test_killed_grid_keeps_finished_cells_and_resumes_the_cut_one(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "train" / "run.py"), *ARGS, "--out", str(out)]
     simclr = out / "cells" / "digits" / "simclr" / "seed0"
-    sinsim = out / "cells" / "digits" / "sinsim-lam0.1-eps0.05-features" / "seed0"
+    sinsim = out / "cells" / "digits" / SINSIM / "seed0"
 
     assert kill_when(cmd, lambda: (sinsim / "checkpoint.pt").exists(), env=ENV) == -signal.SIGKILL
-    assert (simclr / "results.json").is_file() and (simclr / "embedding.json").is_file()
+    assert (simclr / "results.json").is_file() and (simclr / "embedding.npz").is_file()
     assert not (sinsim / "results.json").exists()
     cut_at = torch.load(sinsim / "checkpoint.pt", weights_only=False)["epoch"]
     assert cut_at == 1
@@ -42,11 +46,11 @@ def test_killed_grid_keeps_finished_cells_and_resumes_the_cut_one(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     new_log = (out / "run.log").read_text()[len(log_before):]
     assert "skipped digits simclr seed 0: finished earlier" in new_log
-    assert "resumed digits sinsim-lam0.1-eps0.05-features seed 0" in new_log
+    assert f"resumed digits {SINSIM} seed 0" in new_log
     assert "ran digits random-init seed 0" in new_log
     assert f"sinsim: resuming after epoch {cut_at}" in rerun.stdout
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in kept} == kept
     assert [r["epoch"] for r in csv.DictReader((sinsim / "metrics.csv").open())] == ["1", "2"]
     report = (out / "report.md").read_text()
     assert "| killed or still running |" in report and "| end |" in report
-    assert "SinSim − SimCLR" in report and "one paired seed" in report
+    assert "− SimCLR, linear probe top-1 on the test split" in report and "one paired seed" in report

@@ -136,5 +136,11 @@ def test_recipes_follow_the_papers():
     b1, b2 = view_specs("byol", 96)
     assert (b1.blur_p, b2.blur_p, b1.solarize_p, b2.solarize_p) == (1.0, 0.1, 0.0, 0.2)
     assert view_specs("byol", 32, hflip=False)[0].hflip_p == 0.0
+    # VICReg on CIFAR: solo-learn scripts/pretrain/cifar/vicreg.yaml (symmetric, crop 0.2, solarisation 0.1, no blur)
+    v1, v2 = view_specs("vicreg", 32)
+    assert v1 == v2 and v1.crop_scale == (0.2, 1.0) and (v1.blur_p, v1.solarize_p, v1.grayscale_p) == (0.0, 0.1, 0.2)
+    assert (v1.brightness, v1.contrast, v1.saturation, v1.hue, v1.jitter_p) == (0.4, 0.4, 0.2, 0.1, 0.8)
+    assert view_specs("vicreg", 28, crop_min_scale=0.3)[0].crop_scale == (0.3, 1.0)  # a dataset's larger minimum
+    assert view_specs("vicreg", 96) == view_specs("byol", 96)  # larger images: the authors' (BYOL's) pipeline
     with pytest.raises(ValueError):
         view_specs("mocov9", 32)

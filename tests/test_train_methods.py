@@ -35,7 +35,7 @@ def build(name: str, **overrides):
 def test_registry_holds_the_five_methods():
     assert set(METHODS) == {"sinsim", "simclr", "byol", "vicreg", "barlow"}
     for name, cls in METHODS.items():
-        assert cls.name == name and cls.defaults["lr"] > 0 and cls.recipe in ("simclr", "byol")
+        assert cls.name == name and cls.defaults["lr"] > 0 and cls.recipe in ("simclr", "byol", "vicreg")
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -59,6 +59,22 @@ def test_loss_falls_in_a_few_steps(name):
     assert sum(losses[-3:]) / 3 < 0.9 * losses[0], losses
 
 
+def test_barlow_method_uses_the_scaled_loss():
+    method, cfg = build("barlow")
+    assert method.barlow.scale == 0.1 and method.barlow.lambda_offdiag == 0.0051
+    optimizer_groups = {g["lr"] for g in build_optimizer(cfg.optimizer, method.trainable(), lr=0.3, weight_decay=1e-4,
+                                                        bias_lr_scale=cfg.bias_lr_scale).param_groups}
+    assert optimizer_groups == {0.3}  # biases and BatchNorm (the backbone's too) at the weights' rate
+
+
+@pytest.mark.parametrize("term,debias", [("entropic", False), ("divergence", True)])
+def test_sinsim_term_flag_picks_the_cost(term, debias):
+    method, _ = build("sinsim", sinkhorn_term=term)
+    assert method.loss.sinkhorn.debias is debias
+    with pytest.raises(ValueError, match="sinkhorn_term"):
+        build("sinsim", sinkhorn_term="wasserstein")
+
+
 def test_sinsim_terms_follow_the_flags():
     method, cfg = build("sinsim", sinkhorn_weight=0.7, sinkhorn_on="features")
     x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -80,15 +96,31 @@ def test_byol_target_is_an_exponential_moving_average():
     with torch.no_grad():
         for p in method.backbone.parameters():
             p.add_(0.5)
-    method.after_optimizer_step(step=0, total_steps=10)
-    tau = method.tau(0, 10)
-    assert tau == pytest.approx(0.99)
-    assert method.tau(10, 10) == pytest.approx(1.0)
+    method.after_optimizer_step(step=1, total_steps=10)  # after the first optimiser step: tau_0 = tau_base
+    tau = 0.99
     for t, b, o in zip(method.target_backbone.parameters(), before, online):
         torch.testing.assert_close(t, tau * b + (1 - tau) * (o + 0.5))
     assert all(not p.requires_grad for p in method.target_backbone.parameters())
     trainable = {id(p) for p in method.trainable().parameters()}
     assert not any(id(p) in trainable for p in method.target_projector.parameters())
+
+
+def test_byol_momentum_schedule_by_hand():
+    """tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 (BYOL section 3.2; solo-learn's
+    solo/utils/momentum.py), and the update after optimiser step k uses tau_{k-1}."""
+    method, cfg = build("byol")
+    assert cfg.ema_tau == 0.99  # solo-learn scripts/pretrain/cifar/byol.yaml: base_tau 0.99, final_tau 1.0
+    K = 8
+    assert method.tau(0, K) == pytest.approx(0.99)
+    assert method.tau(K // 2, K) == pytest.approx(1 - 0.01 * 0.5)  # cos(pi / 2) = 0
+    assert method.tau(2, K) == pytest.approx(1 - 0.01 * (math.sqrt(0.5) + 1) / 2)  # cos(pi / 4)
+    assert method.tau(K, K) == pytest.approx(1.0)
+    taus = []
+    original = method.tau
+    method.tau = lambda k, total: taus.append(k) or original(k, total)
+    for step in range(1, K + 1):
+        method.after_optimizer_step(step, K)
+    assert taus == list(range(K))
 
 
 def test_lars_step_by_hand():
@@ -120,5 +152,6 @@ def test_method_defaults_fill_only_unset_fields():
     byol = for_method(cfg, "byol", "x/byol")
     assert byol.lr == 0.123 and byol.weight_decay == 1e-5 and byol.ema_tau == 0.99 and byol.out == "x/byol"
     barlow = for_method(cfg, "barlow")
-    assert barlow.barlow_lambda == 5e-3 and barlow.proj_output_dim == 2048 and barlow.temperature is None
-    assert barlow.bias_lr_scale == 0.024 and byol.bias_lr_scale == 1.0
+    assert barlow.barlow_lambda == 0.0051 and barlow.proj_output_dim == 2048 and barlow.temperature is None
+    # solo-learn's CIFAR recipe: loss scale 0.1, one learning rate for every parameter
+    assert barlow.barlow_scale == 0.1 and barlow.bias_lr_scale == 1.0 and byol.bias_lr_scale == 1.0

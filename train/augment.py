@@ -70,10 +70,18 @@ def view_specs(recipe: str, image_size: int, hflip: bool = True, crop_min_scale:
     and no blur for images of 32 px or less (SimCLR appendix B.9, CIFAR-10);
     strength 1.0 and blur p = 0.5 for larger images (SimCLR appendix A).
 
-    ``"byol"`` (BYOL, VICReg, Barlow Twins): asymmetric, BYOL table 6: jitter
+    ``"byol"`` (BYOL, Barlow Twins): asymmetric, BYOL table 6: jitter
     (0.4, 0.4, 0.2, 0.1) p = 0.8, grayscale 0.2, blur 1.0 / 0.1, solarisation
     0.0 / 0.2; no blur for images of 32 px or less (solo-learn's CIFAR
     recipe, ``scripts/pretrain/cifar/augmentations/asymmetric.yaml``).
+
+    ``"vicreg"`` (VICReg): for images of 32 px or less solo-learn's CIFAR
+    recipe (``scripts/pretrain/cifar/vicreg.yaml``): symmetric, crop area
+    scale (0.2, 1) (or the dataset's larger minimum), jitter (0.4, 0.4, 0.2,
+    0.1) p = 0.8, grayscale 0.2, no blur, solarisation 0.1 on both views;
+    for larger images the authors' ImageNet pipeline
+    (facebookresearch/vicreg ``augmentations.py``), which is BYOL's
+    asymmetric one.
     """
     small = image_size <= 32
     base = ViewSpec(crop_scale=(crop_min_scale, 1.0), hflip_p=0.5 if hflip else 0.0)
@@ -89,6 +97,12 @@ def view_specs(recipe: str, image_size: int, hflip: bool = True, crop_min_scale:
             replace(base, blur_p=0.0 if small else 1.0, solarize_p=0.0),
             replace(base, blur_p=0.0 if small else 0.1, solarize_p=0.2),
         )
+    if recipe == "vicreg":
+        if not small:
+            return view_specs("byol", image_size, hflip, crop_min_scale)
+        view = replace(base, crop_scale=(max(crop_min_scale, 0.2), 1.0), brightness=0.4, contrast=0.4,
+                       saturation=0.2, hue=0.1, blur_p=0.0, solarize_p=0.1)
+        return view, view
     raise ValueError(f"unknown augmentation recipe {recipe!r}")
 
 

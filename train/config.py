@@ -26,6 +26,8 @@ _CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "sinsim"
 OPTIMIZERS = ("lars", "sgd", "adamw")
 PRECISIONS = ("auto", "bf16", "fp32")
 PROTOCOLS = ("single", "paper")
+SINKHORN_TERMS = ("entropic", "divergence")
+SINKHORN_PLACEMENTS = ("features", "projection")
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Config:
     pred_hidden_dim: Optional[int] = None
     ema_tau: Optional[float] = None
     barlow_lambda: Optional[float] = None
+    barlow_scale: Optional[float] = None
     # SinSim's Sinkhorn term
     sinkhorn_weight: float = 0.1
     sinkhorn_eps: float = 0.05
@@ -67,7 +70,7 @@ class Config:
     sinkhorn_cost: str = "sqeuclidean"
     sinkhorn_normalize: bool = True
     sinkhorn_iters: int = 100
-    sinkhorn_debias: bool = False
+    sinkhorn_term: str = "divergence"  # debiased; "entropic" is the paper's equation. Why: README, the default
     sinkhorn_backend: str = "auto"
     # evaluation
     eval: bool = True
@@ -77,6 +80,8 @@ class Config:
     knn_k: int = 20
     knn_temperature: float = 0.07
     knn_every: int = 0
+    val_fraction: float = 0.1  # validation images carved from the labelled train split (train/splits.py)
+    geometry_points: int = 2000  # test images the geometry is measured on (train/embedding.py)
     # engineering
     compile: bool = False
     precision: str = "auto"
@@ -94,8 +99,9 @@ class Config:
         "dataset", "method", "seed", "epochs", "batch_size", "image_size", "train_subset",
         "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "bias_lr_scale",
         "temperature", "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim", "ema_tau", "barlow_lambda",
+        "barlow_scale",
         "sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
-        "sinkhorn_iters", "sinkhorn_debias", "precision",
+        "sinkhorn_iters", "sinkhorn_term", "precision",
     )
 
     # Training fields a resumed run may change when the flag is given
@@ -194,7 +200,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=unit_interval, default=d.momentum, help="SGD / LARS momentum")
     g.add_argument("--warmup-epochs", type=nonneg_float, help="linear warm-up (default: min(10, epochs/10))")
     g.add_argument("--bias-lr-scale", type=nonneg_float,
-                   help="learning-rate factor of biases and norm parameters (default 1; Barlow Twins 0.024)")
+                   help="learning-rate factor of biases and norm parameters (default 1, as solo-learn's CIFAR "
+                   "recipes; the Barlow Twins paper's ImageNet recipe: 0.0048 / 0.2 = 0.024)")
 
     g = p.add_argument_group("method heads and losses (defaults: published values)")
     g.add_argument("--temperature", type=positive_float, help="NT-Xent temperature (simclr, sinsim)")
@@ -203,19 +210,25 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pred-hidden-dim", type=positive_int, help="BYOL predictor width")
     g.add_argument("--ema-tau", type=unit_interval, help="BYOL base target momentum")
     g.add_argument("--barlow-lambda", type=nonneg_float, help="Barlow Twins off-diagonal weight")
+    g.add_argument("--barlow-scale", type=positive_float, help="Barlow Twins overall loss factor")
 
     g = p.add_argument_group("SinSim's Sinkhorn term")
     g.add_argument("--sinkhorn-weight", type=nonneg_float, default=d.sinkhorn_weight, metavar="LAMBDA",
                    help="weight of the Sinkhorn term")
     g.add_argument("--sinkhorn-eps", type=positive_float, default=d.sinkhorn_eps, metavar="EPS",
                    help="entropic regularisation, in units of the cost")
-    g.add_argument("--sinkhorn-on", choices=["features", "projection"], default=d.sinkhorn_on,
-                   help="compare encoder features h (the paper) or projections z")
+    g.add_argument("--sinkhorn-term", choices=SINKHORN_TERMS, default=d.sinkhorn_term,
+                   help="entropic: OT_eps(s1, s2), the paper's equation; divergence: the debiased Sinkhorn "
+                   "divergence OT(s1,s2) - OT(s1,s1)/2 - OT(s2,s2)/2, which a collapsed batch cannot lower "
+                   "(README: The trainer)")
+    g.add_argument("--sinkhorn-on", choices=SINKHORN_PLACEMENTS, default=d.sinkhorn_on,
+                   help="compare encoder features h (the paper's text) or projections z")
     g.add_argument("--sinkhorn-cost", choices=["sqeuclidean", "cosine"], default=d.sinkhorn_cost, help="ground cost")
     g.add_argument("--sinkhorn-normalize", action=argparse.BooleanOptionalAction, default=d.sinkhorn_normalize,
                    help="L2-normalise the embeddings before transport")
     g.add_argument("--sinkhorn-iters", type=positive_int, default=d.sinkhorn_iters, help="Sinkhorn iterations")
-    g.add_argument("--sinkhorn-debias", action="store_true", help="use the Sinkhorn divergence")
+    g.add_argument("--sinkhorn-debias", action="store_const", dest="sinkhorn_term", const="divergence",
+                   help="the same as --sinkhorn-term divergence")
     g.add_argument("--sinkhorn-backend", choices=["auto", "kernel", "reference"], default=d.sinkhorn_backend,
                    help="compiled kernel, plain-PyTorch reference, or auto (kernel when built for the device)")
 
@@ -225,11 +238,19 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--probe-epochs", type=positive_int, default=d.probe_epochs, help="MLP probe epochs")
     g.add_argument("--probe-train-subset", type=positive_int, metavar="K",
                    help="probes (linear, MLP, kNN) train on K labelled images, a fixed random subset (seed 0, the same "
-                   "for every run) of the train split: for CPU runs, where features of 60,000 images take long")
+                   "for every run) of the train split minus validation (default: all of them)")
+    g.add_argument("--val-fraction", type=unit_interval, default=d.val_fraction, metavar="F",
+                   help="validation: a fixed stratified fraction F of the labelled train split (seed 0), never "
+                   "trained on by a probe; every choice is made on it, the test split gives the final numbers "
+                   "(0: none)")
     g.add_argument("--probe-test-subset", type=positive_int, metavar="K",
                    help="probes are scored on K test images, a fixed random subset (seed 0) of the test split")
     g.add_argument("--knn-k", type=positive_int, default=d.knn_k, help="neighbours of the kNN classifier")
-    g.add_argument("--knn-every", type=nonneg_int, default=d.knn_every, help="kNN monitor every N epochs (0: off)")
+    g.add_argument("--knn-every", type=nonneg_int, default=d.knn_every,
+                   help="kNN monitor (on the validation images) every N epochs (0: off)")
+    g.add_argument("--geometry-points", type=positive_int, default=d.geometry_points, metavar="K",
+                   help="alignment, uniformity, effective rank and silhouette of the encoder features on K test "
+                   "images (a fixed random subsample, seed 0), recorded in results.json")
 
     g = p.add_argument_group("engineering")
     g.add_argument("--compile", action="store_true", help="torch.compile the augmentations and the training step")

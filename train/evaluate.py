@@ -1,7 +1,11 @@
 r"""Frozen-encoder evaluation: features without augmentation, then three scores.
 
+The probes train on the probe-train images and are scored, with the same
+fitted weights, on the validation images (for every choice) and on the test
+images (the final numbers); see :mod:`train.splits`.
+
 * **linear probe**: multinomial logistic regression on standardised features,
-  trained on the train split, accuracy on the test split. It minimises
+  trained on the probe-train images. It minimises
   scikit-learn's ``LogisticRegression(C=1)`` objective (unpenalised bias)::
 
       (1/n) sum_i CE(W x_i + b, y_i) + ||W||^2 / (2 C n)
@@ -22,7 +26,7 @@ Accuracies are percentages.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -67,11 +71,6 @@ def knn_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
     return 100.0 * correct / len(test_f)
 
 
-def _standardize(train_f: torch.Tensor, test_f: torch.Tensor):
-    mean, std = train_f.mean(dim=0), train_f.std(dim=0).clamp_min(1e-6)
-    return (train_f - mean) / std, (test_f - mean) / std
-
-
 def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, classes: int, C: float = 1.0,
                             max_iter: int = 1000, tol: float = 1e-6):
     """Weights ``(W, b)`` minimising the objective in the module docstring on
@@ -95,24 +94,52 @@ def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, classes: int, C: f
     return weight.detach(), bias.detach()
 
 
+EvalSets = Dict[str, Tuple[torch.Tensor, torch.Tensor]]  # name -> (features, labels)
+
+
+def _classes(train_y: torch.Tensor, sets: EvalSets) -> int:
+    return int(max([train_y.max()] + [y.max() for _, y in sets.values() if len(y)])) + 1
+
+
+def _accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return 100.0 * (pred == y.to(pred.device)).double().mean().item()
+
+
+def linear_probe_scores(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets,
+                        C: float = 1.0, max_iter: int = 1000) -> Dict[str, float]:
+    """Logistic-regression accuracy (%) on each of ``sets``, one fit on the
+    standardised ``train_f`` (the standardisation uses its statistics only)."""
+    train_f = train_f.double()
+    mean, std = train_f.mean(dim=0), train_f.std(dim=0).clamp_min(1e-6)
+    train_y = train_y.to(train_f.device)
+    weight, bias = fit_logistic_regression((train_f - mean) / std, train_y, _classes(train_y, sets), C=C,
+                                           max_iter=max_iter)
+    return {name: _accuracy((((f.double().to(train_f.device) - mean) / std) @ weight.T + bias).argmax(dim=1), y)
+            for name, (f, y) in sets.items()}
+
+
 def linear_probe_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
                           C: float = 1.0, max_iter: int = 1000) -> float:
     """Logistic-regression accuracy (%) on standardised features."""
-    train_f, test_f = _standardize(train_f.double(), test_f.double())
-    train_y, test_y = train_y.to(train_f.device), test_y.to(train_f.device)
-    classes = int(max(train_y.max(), test_y.max())) + 1
-    weight, bias = fit_logistic_regression(train_f, train_y, classes, C=C, max_iter=max_iter)
-    pred = (test_f @ weight.T + bias).argmax(dim=1)
-    return 100.0 * (pred == test_y).double().mean().item()
+    return linear_probe_scores(train_f, train_y, {"test": (test_f, test_y)}, C=C, max_iter=max_iter)["test"]
 
 
 def mlp_probe_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
                        *, epochs: int = 100, batch_size: int = 256, hidden: int = 512, seed: int = 0) -> float:
     """2-layer MLP probe accuracy (%), trained with its own seeded generator."""
+    return mlp_probe_scores(train_f, train_y, {"test": (test_f, test_y)}, epochs=epochs, batch_size=batch_size,
+                            hidden=hidden, seed=seed)["test"]
+
+
+def mlp_probe_scores(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets, *, epochs: int = 100,
+                     batch_size: int = 256, hidden: int = 512, seed: int = 0) -> Dict[str, float]:
+    """2-layer MLP probe accuracy (%) on each of ``sets``, one training run
+    with its own seeded generator."""
     device = train_f.device
-    train_f, test_f = _standardize(train_f, test_f)
-    train_y, test_y = train_y.to(device), test_y.to(device)
-    classes = int(max(train_y.max(), test_y.max())) + 1
+    mean, std = train_f.mean(dim=0), train_f.std(dim=0).clamp_min(1e-6)
+    train_f = (train_f - mean) / std
+    train_y = train_y.to(device)
+    classes = _classes(train_y, sets)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     head = nn.Sequential(nn.Linear(train_f.shape[1], hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, classes))
     with torch.no_grad():
@@ -137,28 +164,43 @@ def mlp_probe_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: tor
             opt.step()
             sched.step()
     head.eval()
+    scores = {}
     with torch.no_grad():
-        pred = torch.cat([head(part).argmax(dim=1) for part in test_f.split(4096)])
-    return 100.0 * (pred == test_y).float().mean().item()
+        for name, (f, y) in sets.items():
+            f = (f.to(device) - mean) / std
+            pred = torch.cat([head(part).argmax(dim=1) for part in f.split(4096)])
+            scores[name] = _accuracy(pred, y)
+    return scores
 
 
-def evaluate_encoder(encoder: nn.Module, data, to_input, *, knn_k: int = 20, knn_temperature: float = 0.07,
-                     probe_epochs: int = 100, seed: int = 0, precision: str = "fp32") -> Dict[str, float]:
-    """``{"linear", "mlp", "knn"}`` accuracies (%) of the frozen ``encoder`` on ``data``."""
+def evaluate_encoder(encoder: nn.Module, splits, to_input, *, knn_k: int = 20, knn_temperature: float = 0.07,
+                     probe_epochs: int = 100, seed: int = 0, precision: str = "fp32") -> Dict[str, object]:
+    """Accuracies (%) of the frozen ``encoder``: ``{"linear", "mlp", "knn"}``
+    on the test images and ``"val"``: the same three on the validation
+    images (None without a validation split). ``splits`` is a
+    :class:`train.splits.ProbeSplits`."""
     device = next(encoder.parameters()).device
-    train_f = extract_features(encoder, data.train_images, to_input, precision=precision)
-    test_f = extract_features(encoder, data.test_images, to_input, precision=precision)
-    train_y, test_y = data.train_labels.to(device), data.test_labels.to(device)
-    return {
-        "linear": linear_probe_accuracy(train_f, train_y, test_f, test_y),
-        "mlp": mlp_probe_accuracy(train_f, train_y, test_f, test_y, epochs=probe_epochs, seed=seed),
-        "knn": knn_accuracy(train_f, train_y, test_f, test_y, k=knn_k, temperature=knn_temperature),
-    }
+
+    def features(split):
+        return extract_features(encoder, split.images, to_input, precision=precision), split.labels.to(device)
+
+    train_f, train_y = features(splits.train)
+    sets = {"test": features(splits.test)}
+    if splits.val is not None:
+        sets["val"] = features(splits.val)
+    linear = linear_probe_scores(train_f, train_y, sets)
+    mlp = mlp_probe_scores(train_f, train_y, sets, epochs=probe_epochs, seed=seed)
+    knn = {name: knn_accuracy(train_f, train_y, f, y, k=knn_k, temperature=knn_temperature)
+           for name, (f, y) in sets.items()}
+    val = {"linear": linear["val"], "mlp": mlp["val"], "knn": knn["val"]} if "val" in sets else None
+    return {"linear": linear["test"], "mlp": mlp["test"], "knn": knn["test"], "val": val}
 
 
-def knn_monitor(encoder: nn.Module, data, to_input, *, k: int = 20, temperature: float = 0.07,
+def knn_monitor(encoder: nn.Module, splits, to_input, *, k: int = 20, temperature: float = 0.07,
                 precision: str = "fp32") -> float:
-    """kNN accuracy (%) only, for the per-epoch monitor."""
-    train_f = extract_features(encoder, data.train_images, to_input, precision=precision)
-    test_f = extract_features(encoder, data.test_images, to_input, precision=precision)
-    return knn_accuracy(train_f, data.train_labels, test_f, data.test_labels, k=k, temperature=temperature)
+    """kNN accuracy (%) on the validation images (the test images when there
+    is no validation split), for the per-epoch monitor."""
+    target = splits.val if splits.val is not None else splits.test
+    train_f = extract_features(encoder, splits.train.images, to_input, precision=precision)
+    f = extract_features(encoder, target.images, to_input, precision=precision)
+    return knn_accuracy(train_f, splits.train.labels, f, target.labels, k=k, temperature=temperature)

@@ -5,7 +5,8 @@ Output folder of a method run::
     config.json      the resolved config
     metrics.csv      one row per epoch: loss and its terms, lr, time, images/s (kNN if monitored)
     checkpoint.pt    the last finished epoch (see train.checkpoint)
-    results.json     linear / MLP / kNN accuracy, budget, timings, seed
+    results.json     linear / MLP / kNN accuracy on test and on validation, the features' geometry,
+                     budget, timings, seed, code (git commit)
     results.md       the same as a markdown table
     run.lock         while a run owns the folder (train.run_lock)
 
@@ -31,14 +32,17 @@ from .augment import TwoViews, view_specs
 from .checkpoint import atomic_write_json, load_checkpoint, restore, save_checkpoint
 from .config import Config, for_method, method_names
 from .datasets import DATASETS, ImageData, load_dataset
+from .embedding import measure as measure_geometry
 from .engine import EpochStats, Trainer, TrainingDiverged
 from .errors import RunError
 from .evaluate import evaluate_encoder, knn_monitor
 from .methods import METHODS
 from .models import resnet18_encoder
 from .optim import build_optimizer, build_scheduler, change_base_lrs
+from .provenance import git_state
 from .results import read_results, write_combined, write_method_results, write_metrics_csv
 from .run_lock import hold_run_folder
+from .splits import ProbeSplits, probe_splits
 
 CHECKPOINT = "checkpoint.pt"
 __all__ = ["CHECKPOINT", "RunError", "run_method", "run_protocol", "random_init_reference"]
@@ -160,7 +164,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
                        "compare two or more images per batch (NT-Xent with one has no negatives and is exactly 0); "
                        "use --batch-size 2 or more, and at least 2 pretraining images (--train-subset)")
     mean, std = data.channel_stats()
-    data = probe_data(cfg, data)
+    splits = probe_data(cfg, data)
     trainer = build_trainer(cfg, images, data.channels, mean, std)
     method, views, optimizer, scheduler = trainer.method, trainer.views, trainer.optimizer, trainer.scheduler
     generator, batch_size, steps_per_epoch = trainer.generator, trainer.batch_size, trainer.steps_per_epoch
@@ -196,7 +200,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     def on_epoch_end(s: EpochStats) -> None:
         row = s.row()
         if cfg.knn_every and s.epoch % cfg.knn_every == 0:
-            row["knn"] = knn_monitor(method.backbone, data, views.plain, k=cfg.knn_k,
+            row["knn"] = knn_monitor(method.backbone, splits, views.plain, k=cfg.knn_k,
                                      temperature=cfg.knn_temperature, precision=cfg.precision)
         metrics.append(row)
         write_metrics_csv(out / "metrics.csv", metrics)
@@ -218,19 +222,24 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
 
     pretrain_seconds = sum(m["seconds"] for m in metrics)
     eval_start = time.perf_counter()
-    scores = {"linear": None, "mlp": None, "knn": None}
+    scores = {"linear": None, "mlp": None, "knn": None, "val": None}
+    geometry = None
     if cfg.eval:
         log(f"{cfg.method}: evaluating the frozen encoder (linear and MLP probes, {cfg.probe_epochs} epochs, "
-            f"kNN k={cfg.knn_k}) on {len(data.train_images)} / {len(data.test_images)} labelled images")
-        scores = evaluate_encoder(method.backbone, data, views.plain, knn_k=cfg.knn_k,
+            f"kNN k={cfg.knn_k}) on {len(splits.train)} train / {len(splits.val) if splits.val else 0} validation / "
+            f"{len(splits.test)} test labelled images")
+        scores = evaluate_encoder(method.backbone, splits, views.plain, knn_k=cfg.knn_k,
                                   knn_temperature=cfg.knn_temperature, probe_epochs=cfg.probe_epochs,
                                   seed=cfg.seed, precision=cfg.precision)
+        geometry = measure_geometry(method.backbone, data, cfg.dataset, cfg.image_size, cfg.geometry_points,
+                                    cfg.precision).record
     eval_seconds = time.perf_counter() - eval_start
     result = {
         "method": cfg.method,
         "dataset": cfg.dataset,
         "dataset_label": dataset_label(data),
-        **{k: None if v is None else round(v, 4) for k, v in scores.items()},
+        **rounded_scores(scores),
+        "geometry": geometry,
         "knn_k": cfg.knn_k,
         "epochs": cfg.epochs,
         "seed": cfg.seed,
@@ -248,12 +257,13 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
             "train_subset": cfg.train_subset,
             "pretrain_images": len(images),
             "steps": steps_per_epoch * cfg.epochs,
-            **probe_budget(data),
+            **probe_budget(splits),
         },
         "data_source": data.source,
         "notes": data.notes,
         "signature": signature,
         **({"resume_changes": changes} if changes else {}),
+        "code": git_state(),
     }
     write_method_results(out, result)
     if cfg.eval:
@@ -265,15 +275,22 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     return result
 
 
-def probe_data(cfg: Config, data: ImageData) -> ImageData:
-    """``data`` with the labelled splits cut to ``--probe-train-subset`` /
-    ``--probe-test-subset`` (a fixed subset, the same for every run)."""
-    return data.with_labelled_subset(cfg.probe_train_subset, cfg.probe_test_subset)
+def probe_data(cfg: Config, data: ImageData) -> ProbeSplits:
+    """The probes' fixed probe-train / validation / test images (train/splits.py)."""
+    return probe_splits(data, cfg.val_fraction, cfg.probe_train_subset, cfg.probe_test_subset)
 
 
-def probe_budget(data: ImageData) -> Dict:
+def probe_budget(splits: ProbeSplits) -> Dict:
     """How many labelled images the probes saw (goes into results.json)."""
-    return {"probe_train_images": len(data.train_images), "probe_test_images": len(data.test_images)}
+    return splits.budget()
+
+
+def rounded_scores(scores: Dict) -> Dict:
+    """Test accuracies at the top level, validation ones under ``"val"``."""
+    val = scores.get("val")
+    out = {k: None if scores.get(k) is None else round(scores[k], 4) for k in ("linear", "mlp", "knn")}
+    out["val"] = None if val is None else {k: round(v, 4) for k, v in val.items()}
+    return out
 
 
 def random_init_reference(cfg: Config, data: ImageData) -> Dict:
@@ -282,17 +299,20 @@ def random_init_reference(cfg: Config, data: ImageData) -> Dict:
     device = torch.device(cfg.device)
     encoder, _ = resnet18_encoder(data.channels, cfg.image_size)
     mean, std = data.channel_stats()
-    data = probe_data(cfg, data)
+    splits = probe_data(cfg, data)
     to_input = TwoViews(view_specs("simclr", cfg.image_size), mean, std).plain
     start = time.perf_counter()
-    scores = evaluate_encoder(encoder.to(device), data, to_input, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
+    encoder = encoder.to(device)
+    scores = evaluate_encoder(encoder, splits, to_input, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
                               probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision)
+    geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision)
     log(f"random init (no pretraining): linear {scores['linear']:.2f}%  MLP {scores['mlp']:.2f}%  kNN {scores['knn']:.2f}%")
     return {"method": "random init", "dataset": cfg.dataset, "dataset_label": dataset_label(data),
-            **{k: round(v, 4) for k, v in scores.items()}, "knn_k": cfg.knn_k, "epochs": 0, "seed": cfg.seed,
-            "eval_seconds": round(time.perf_counter() - start, 3), "device": device_label(device),
+            **rounded_scores(scores), "geometry": geometry.record, "knn_k": cfg.knn_k, "epochs": 0,
+            "seed": cfg.seed, "eval_seconds": round(time.perf_counter() - start, 3), "device": device_label(device),
             "budget": {"epochs": 0, "batch_size": None, "image_size": cfg.image_size, "train_subset": None,
-                       **probe_budget(data)}}
+                       **probe_budget(splits)},
+            "code": git_state()}
 
 
 def run_protocol(cfg: Config) -> List[Dict]:
@@ -322,9 +342,9 @@ def _run_methods(cfg: Config) -> List[Dict]:
     subset = f" (a random {cfg.train_subset} of them with --train-subset)" if cfg.train_subset else ""
     log(f"{data.name}: {len(data.pretrain)} pretraining images{subset}, {len(data.train_images)} train / "
         f"{len(data.test_images)} test labelled, {data.num_classes} classes, {cfg.image_size} px, device {cfg.device}")
-    if cfg.probe_train_subset or cfg.probe_test_subset:
-        probed = probe_data(cfg, data)
-        log(f"probes use a fixed subset: {len(probed.train_images)} train / {len(probed.test_images)} test images")
+    probed = probe_data(cfg, data).budget()
+    log(f"probes: {probed['probe_train_images']} train / {probed['val_images']} validation (choices) / "
+        f"{probed['probe_test_images']} test (final numbers) images")
     if cfg.method == "all":
         atomic_write_json(Path(cfg.out) / "config.json", cfg.to_dict())
     results = [run_method(for_method(cfg, name, str(path)), data, may_change)

@@ -11,11 +11,14 @@ from typing import Dict, List, Optional, Sequence
 from .errors import RunError
 from .storage import atomic_write_json, atomic_write_text
 
-COLUMNS = (
+COLUMNS = (  # (key path in results.json, header, format)
     ("method", "method", "{}"),
     ("linear", "linear %", "{:.2f}"),
     ("mlp", "MLP %", "{:.2f}"),
     ("knn", "kNN %", "{:.2f}"),
+    ("val.linear", "val linear %", "{:.2f}"),
+    ("geometry.uniformity", "uniformity", "{:.3f}"),
+    ("geometry.effective_rank", "eff. rank", "{:.1f}"),
     ("epochs", "epochs", "{}"),
     ("pretrain_seconds", "pretrain s", "{:.1f}"),
     ("images_per_second", "img/s", "{:.0f}"),
@@ -23,12 +26,24 @@ COLUMNS = (
 )
 
 
+def lookup(record: Dict, path: str):
+    """``record["a"]["b"]`` for ``path = "a.b"``; None where any level is missing."""
+    value = record
+    for key in path.split("."):
+        if not isinstance(value, dict) or value.get(key) is None:
+            return None
+        value = value[key]
+    return value
+
+
 def markdown_table(results: Sequence[Dict], title: Optional[str] = None) -> str:
+    """Test accuracies (linear, MLP, kNN), the validation linear probe, and the
+    geometry of the features (uniformity, effective rank: train/geometry.py)."""
     lines = [f"### {title}", ""] if title else []
     lines.append("| " + " | ".join(h for _, h, _ in COLUMNS) + " |")
     lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
     for r in results:
-        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in COLUMNS]
+        cells = [fmt.format(lookup(r, key)) if lookup(r, key) is not None else "-" for key, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -36,8 +51,8 @@ def markdown_table(results: Sequence[Dict], title: Optional[str] = None) -> str:
 def table_title(result: Dict) -> str:
     budget = result["budget"]  # of the first (a pretrained) method
     subset = f", pretrained on {budget['train_subset']} images" if budget.get("train_subset") else ""
-    probes = (f", probes on {budget['probe_train_images']} train / {budget['probe_test_images']} test images"
-              if "probe_train_images" in budget else "")
+    probes = (f", probes on {budget['probe_train_images']} train / {budget.get('val_images', 0)} validation / "
+              f"{budget['probe_test_images']} test images" if "probe_train_images" in budget else "")
     return (f"{result['dataset_label']}: ResNet-18, {budget['epochs']} epochs, batch {budget['batch_size']}, "
             f"{budget['image_size']} px{subset}{probes}, kNN k={result.get('knn_k')}, {result['device']}")
 

@@ -5,9 +5,13 @@ momentum target network (encoder, projector) gives to the other view::
 
     L = L_byol(q(z1), z2') + L_byol(q(z2), z1')
 
-The target's weights follow the online ones: ``xi <- tau xi + (1 - tau)
-theta`` after each step, with ``tau = 1 - (1 - tau_base) (cos(pi k/K) + 1) / 2``
-rising from ``tau_base`` to 1 over the ``K`` training steps.
+The target's weights follow the online ones: ``xi <- tau_k xi + (1 - tau_k)
+theta`` after each step, with ``tau_k = 1 - (1 - tau_base) (cos(pi k/K) + 1) / 2``
+rising from ``tau_base`` to 1 over the ``K`` training steps (BYOL, section
+3.2). As in solo-learn (``solo/utils/momentum.py``, called from
+``on_train_batch_end``), the update after the ``k``-th optimiser step
+(``k = 1 .. K``) uses ``tau_{k-1}``: the first one uses ``tau_base``.
+Parameters only: the target's BatchNorm uses batch statistics in training.
 """
 
 from __future__ import annotations
@@ -25,9 +29,17 @@ from .base import Method
 
 class BYOL(Method):
     name = "byol"
-    # ResNet-18 on CIFAR, solo-learn scripts/pretrain/cifar/byol.yaml: LARS lr
-    # 1.0 per 256 images, weight decay 1e-5, projector and predictor
-    # 4096 -> 256, tau_base 0.99 (the paper's ImageNet runs: 0.996).
+    # ResNet-18 on CIFAR: solo-learn (da Costa et al., JMLR 2022),
+    # scripts/pretrain/cifar/byol.yaml and solo/methods/byol.py:
+    #   optimiser      LARS (eta 0.02, clipped, biases and norms excluded: train/optim.py)
+    #   lr             1.0 per 256 images
+    #   weight decay   1e-5
+    #   projector      2 layers, 4096 -> 256
+    #   predictor      2 layers, 4096 -> 256
+    #   target EMA     tau from 0.99 (base_tau) to 1.0 (final_tau), cosine per
+    #                  step (the paper's ImageNet runs: 0.996)
+    #   augmentations  asymmetric (asymmetric.yaml; BYOL table 6; train/augment.py "byol")
+    #   schedule       warm-up + cosine (train/optim.py)
     defaults = dict(optimizer="lars", lr=1.0, weight_decay=1e-5, proj_hidden_dim=4096, proj_output_dim=256,
                     pred_hidden_dim=4096, ema_tau=0.99)
     recipe = "byol"
@@ -58,6 +70,7 @@ class BYOL(Method):
 
     @torch.no_grad()
     def after_optimizer_step(self, step, total_steps):
-        tau = self.tau(step, total_steps)
+        """``step``: optimiser steps taken so far (1 after the first)."""
+        tau = self.tau(step - 1, total_steps)
         for online, target in ((self.backbone, self.target_backbone), (self.projector, self.target_projector)):
             torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), 1 - tau)

@@ -12,10 +12,18 @@ from .base import Method
 
 class SimCLR(Method):
     name = "simclr"
-    # ResNet-18 on CIFAR, solo-learn (da Costa et al., JMLR 2022),
-    # scripts/pretrain/cifar/simclr.yaml: LARS lr 0.4 per 256 images, weight
-    # decay 1e-4, temperature 0.2, projector 2048 -> 256. (The SimCLR paper's
-    # CIFAR-10 runs used temperature 0.5 and a 128-d projection.)
+    # ResNet-18 on CIFAR: solo-learn (da Costa et al., JMLR 2022),
+    # scripts/pretrain/cifar/simclr.yaml:
+    #   optimiser      LARS (eta 0.02, clipped, biases and norms excluded: train/optim.py)
+    #   lr             0.4 per 256 images
+    #   weight decay   1e-4
+    #   temperature    0.2 (the SimCLR paper's CIFAR-10 runs: 0.5)
+    #   projector      2 layers, 2048 -> 256 (the paper's CIFAR-10 runs: 128-d)
+    #   augmentations  symmetric; for 32 px colour strength 0.5 and no blur: the
+    #                  SimCLR paper's CIFAR-10 setting, appendix B.9 (solo-learn's
+    #                  symmetric.yaml uses strength 0.8 with blur); larger images:
+    #                  strength 1.0 and blur (appendix A); train/augment.py "simclr"
+    #   schedule       warm-up + cosine (train/optim.py)
     defaults = dict(optimizer="lars", lr=0.4, weight_decay=1e-4, temperature=0.2, proj_hidden_dim=2048, proj_output_dim=256)
     recipe = "simclr"
 

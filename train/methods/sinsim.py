@@ -1,10 +1,28 @@
 """SinSim: SimCLR plus a Sinkhorn regulariser between the two views.
 
-    L = NT-Xent(z1, z2) + lambda * W_eps(s1, s2)
+    L = NT-Xent(z1, z2) + lambda * T_eps(s1, s2)
 
-with ``s = h`` (encoder features, 512-d for ResNet-18; the paper's choice,
-``--sinkhorn-on features``) or ``s = z`` (projections,
-``--sinkhorn-on projection``). See :class:`sinsim_ext.losses.SinSimLoss`.
+Two choices, both flags (and grid axes of ``--protocol paper``):
+
+* **the term** ``T`` (``--sinkhorn-term``):
+
+  - ``entropic``: ``OT_eps(s1, s2)``, the entropic optimal-transport cost:
+    the SinSim paper's equation (3), taken literally. It has an entropic
+    bias: for n well-spread points ``OT_eps(X, X)`` is about ``eps log n``,
+    and it falls towards 0 when the whole batch crowds into one spot, so it
+    can be lowered by collapsing the batch, not only by aligning the views
+    (DESIGN.md section 7).
+  - ``divergence``: the debiased Sinkhorn divergence
+    ``S_eps = OT(s1, s2) - OT(s1, s1)/2 - OT(s2, s2)/2`` (Feydy et al.,
+    AISTATS 2019; the loss of Genevay et al., AISTATS 2018, that the paper
+    cites): 0 when the two views' batches coincide, whatever their spread,
+    so collapse earns nothing.
+
+* **where it acts** (``--sinkhorn-on``): the encoder features ``h``
+  (512-d for ResNet-18; the paper names h) or the projections ``z``.
+
+See :class:`sinsim_ext.losses.SinSimLoss`. The default is in
+``train/config.py`` and the README says which evidence chose it.
 """
 
 from __future__ import annotations
@@ -12,6 +30,8 @@ from __future__ import annotations
 from sinsim_ext.losses import SinSimLoss
 
 from .simclr import SimCLR
+
+TERMS = {"entropic": False, "divergence": True}  # term -> debias
 
 
 class SinSim(SimCLR):
@@ -22,6 +42,10 @@ class SinSim(SimCLR):
 
     def __init__(self, backbone, feature_dim, cfg):
         super().__init__(backbone, feature_dim, cfg)
+        if cfg.sinkhorn_term not in TERMS:
+            raise ValueError(f"sinkhorn_term must be one of {tuple(TERMS)}, got {cfg.sinkhorn_term!r}")
+        if cfg.sinkhorn_on not in ("features", "projection"):
+            raise ValueError(f"sinkhorn_on must be 'features' or 'projection', got {cfg.sinkhorn_on!r}")
         self.loss = SinSimLoss(
             temperature=cfg.temperature,
             weight=cfg.sinkhorn_weight,
@@ -29,7 +53,7 @@ class SinSim(SimCLR):
             cost=cfg.sinkhorn_cost,
             normalize=cfg.sinkhorn_normalize,
             max_iter=cfg.sinkhorn_iters,
-            debias=cfg.sinkhorn_debias,
+            debias=TERMS[cfg.sinkhorn_term],
             backend=cfg.sinkhorn_backend,
             check_finite=False,  # no device sync in the step; the engine watches the loss
         )

@@ -11,12 +11,20 @@ from .base import Method
 
 class VICReg(Method):
     name = "vicreg"
-    # Coefficients 25 / 25 / 1: the paper, section 4.3. ResNet-18 on CIFAR,
-    # solo-learn scripts/pretrain/cifar/vicreg.yaml: LARS lr 0.3 per 256
-    # images, weight decay 1e-4, 3-layer expander 2048-2048-2048 (the paper's
-    # ImageNet expander: 8192 wide). Augmentations: BYOL's (paper, section 4.1).
+    # ResNet-18 on CIFAR: solo-learn (da Costa et al., JMLR 2022),
+    # scripts/pretrain/cifar/vicreg.yaml:
+    #   optimiser      LARS (eta 0.02, clipped, biases and norms excluded: train/optim.py)
+    #   lr             0.3 per 256 images
+    #   weight decay   1e-4
+    #   expander       3 layers, 2048-2048-2048 (the paper's ImageNet: 8192)
+    #   coefficients   invariance 25, variance 25, covariance 1 (also the paper, section 4.3)
+    #   augmentations  its own symmetric recipe: crop scale (0.2, 1), jitter
+    #                  (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2, no blur,
+    #                  solarisation 0.1 (train/augment.py "vicreg"; larger
+    #                  images: the authors' ImageNet pipeline, BYOL's)
+    #   schedule       warm-up + cosine (train/optim.py)
     defaults = dict(optimizer="lars", lr=0.3, weight_decay=1e-4, proj_hidden_dim=2048, proj_output_dim=2048)
-    recipe = "byol"
+    recipe = "vicreg"
 
     def __init__(self, backbone, feature_dim, cfg):
         super().__init__(backbone, feature_dim, cfg)

@@ -21,6 +21,16 @@ nothing. For the same reason a difference that is the same on every seed
 (zero spread) is reported as such, never as a win. With 3 seeds
 ``t_{0.975, 2} = 4.30``: the interval is wide, small differences are not
 resolved, and the report says so instead of ranking them.
+
+**Many comparisons** (Holm, "A Simple Sequentially Rejective Multiple Test
+Procedure", Scand. J. Statist. 6, 1979). The protocol declares one primary
+comparison, tested alone at level 0.05; every other comparison the report
+makes with a p-value is one family of ``m`` hypotheses. Sort their p-values
+``p_(1) <= .. <= p_(m)``; reject ``H_(1) .. H_(k)`` for the largest ``k``
+with ``p_(j) <= alpha / (m - j + 1)`` for every ``j <= k``. Equivalently the
+adjusted p-values ``q_(j) = max_{i <= j} min(1, (m - i + 1) p_(i))`` are
+compared with ``alpha``: :func:`holm` returns them. This keeps the chance of
+*any* false "higher" / "lower" in the family at most ``alpha``.
 """
 
 from __future__ import annotations
@@ -28,11 +38,12 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from scipy import stats
 
 LEVEL = 0.95
+ALPHA = 0.05  # 1 - LEVEL: the level of the primary comparison and of Holm's family
 MIN_SEEDS = 3  # fewest paired seeds for a "higher" / "lower" verdict
 ZERO_SPREAD = 1e-9  # differences of rounded accuracies equal up to float error
 
@@ -140,3 +151,19 @@ def paired_comparison(a: Dict[int, float], b: Dict[int, float], level: float = L
     if not (math.isfinite(low) and math.isfinite(high)):
         return Comparison(seeds, mean, sd, None, None, None)
     return Comparison(seeds, mean, sd, low, high, float(test.pvalue))
+
+
+def holm(pvalues: Sequence[float]) -> List[float]:
+    """Holm's step-down adjusted p-values, in the order given (see the
+    module docstring); ``q_j <= alpha`` rejects hypothesis ``j``."""
+    m = len(pvalues)
+    for p in pvalues:
+        if not 0 <= p <= 1:
+            raise ValueError(f"p-values must lie in [0, 1], got {p}")
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted

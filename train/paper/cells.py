@@ -1,12 +1,14 @@
 """Cells: one training configuration on one dataset, run once per seed.
 
 A cell's folder name says what it is: ``simclr``, ``byol``, ``vicreg``,
-``barlow``, ``sinsim-lam0.1-eps0.05-features`` (SinSim's weight, epsilon and
-where the term acts), ``random-init`` (the untrained encoder, probed only).
-The grid and the sweeps ask for cells by these names, so a configuration
-they share is trained once: the sweeps' lambda = 0 is the SimCLR cell, their
-(``--sinkhorn-weight``, ``--sinkhorn-eps``, ``--sinkhorn-on``) point is the
-grid's SinSim cell.
+``barlow``, ``sinsim-divergence-lam0.1-eps0.05-features`` (SinSim's term,
+weight, epsilon and where the term acts), ``random-init`` (the untrained
+encoder, probed only). The grid and the sweeps ask for cells by these names,
+so a configuration they share is trained once: the sweeps' lambda = 0 is the
+SimCLR cell, their (``--sinkhorn-term``, ``--sinkhorn-weight``,
+``--sinkhorn-eps``, ``--sinkhorn-on``) point is the grid's SinSim cell.
+Folders written before the term was named (``sinsim-lam0.1-eps0.05-features``)
+held the entropic term; the report still reads them (``legacy_name``).
 
 Every cell's config is the protocol's shared :class:`~train.config.Config`
 with the cell's dataset, method, seed and Sinkhorn settings, resolved as a
@@ -20,16 +22,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..config import Config, for_method, resolve
 from .spec import FIGURE_METHODS, PaperConfig
 
 RANDOM_INIT = "random-init"
 SINKHORN_FIELDS = ("sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
-                   "sinkhorn_iters", "sinkhorn_debias")
+                   "sinkhorn_iters", "sinkhorn_term")
 # Evaluation settings: not in the training signature, but they change the numbers.
-EVAL_FIELDS = ("eval", "probe_epochs", "probe_train_subset", "probe_test_subset", "knn_k", "knn_temperature")
+EVAL_FIELDS = ("eval", "probe_epochs", "probe_train_subset", "probe_test_subset", "knn_k", "knn_temperature",
+               "val_fraction", "geometry_points")
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,22 @@ class Cell:
     dataset: str
     name: str  # folder name
     method: str  # a METHODS key, or RANDOM_INIT
-    overrides: Tuple[Tuple[str, Any], ...] = ()  # SinSim's (weight, eps, on)
+    overrides: Tuple[Tuple[str, Any], ...] = ()  # SinSim's (term, weight, eps, on)
 
     def path(self, out, seed: int) -> Path:
         return Path(out) / "cells" / self.dataset / self.name / f"seed{seed}"
+
+    @property
+    def legacy_name(self) -> Optional[str]:
+        """The folder name older code gave this cell (entropic SinSim cells only)."""
+        s = self.settings
+        if self.method != "sinsim" or s.get("sinkhorn_term") != "entropic":
+            return None
+        return f"sinsim-lam{_num(s['sinkhorn_weight'])}-eps{_num(s['sinkhorn_eps'])}-{s['sinkhorn_on']}"
+
+    def legacy_path(self, out, seed: int) -> Optional[Path]:
+        name = self.legacy_name
+        return None if name is None else Path(out) / "cells" / self.dataset / name / f"seed{seed}"
 
     @property
     def settings(self) -> Dict[str, Any]:
@@ -55,18 +70,25 @@ def method_cell(dataset: str, method: str) -> Cell:
     return Cell(dataset, method, method)
 
 
-def sinsim_cell(dataset: str, weight: float, eps: float, on: str) -> Cell:
-    """SinSim at (lambda, eps, placement); lambda = 0 is the SimCLR cell
-    (same init, augmentations and updates: the Sinkhorn term is multiplied by 0)."""
+def sinsim_cell(dataset: str, weight: float, eps: float, on: str, term: str) -> Cell:
+    """SinSim with ``term`` at (lambda, eps, placement); lambda = 0 is the
+    SimCLR cell (same init, augmentations and updates: the Sinkhorn term is
+    multiplied by 0)."""
     if weight == 0:
         return method_cell(dataset, "simclr")
-    overrides = (("sinkhorn_weight", float(weight)), ("sinkhorn_eps", float(eps)), ("sinkhorn_on", on))
-    return Cell(dataset, f"sinsim-lam{_num(weight)}-eps{_num(eps)}-{on}", "sinsim", overrides)
+    overrides = (("sinkhorn_term", term), ("sinkhorn_weight", float(weight)), ("sinkhorn_eps", float(eps)),
+                 ("sinkhorn_on", on))
+    return Cell(dataset, f"sinsim-{term}-lam{_num(weight)}-eps{_num(eps)}-{on}", "sinsim", overrides)
 
 
 def grid_sinsim_cell(pcfg: PaperConfig, dataset: str) -> Cell:
     b = pcfg.base
-    return sinsim_cell(dataset, b.sinkhorn_weight, b.sinkhorn_eps, b.sinkhorn_on)
+    return sinsim_cell(dataset, b.sinkhorn_weight, b.sinkhorn_eps, b.sinkhorn_on, b.sinkhorn_term)
+
+
+def variants(pcfg: PaperConfig) -> List[Tuple[str, str]]:
+    """The sweeps' (term, placement) lines, in the order asked for."""
+    return [(term, on) for term in pcfg.sweep_terms for on in pcfg.sweep_on]
 
 
 def figure_cell_names(pcfg: PaperConfig, dataset: str) -> List[str]:
@@ -80,22 +102,22 @@ def grid_cells(pcfg: PaperConfig, dataset: str) -> List[Cell]:
     return cells + [Cell(dataset, RANDOM_INIT, RANDOM_INIT)]
 
 
-def lambda_points(pcfg: PaperConfig, dataset: str, on: str) -> List[Tuple[float, Cell]]:
-    return [(lam, sinsim_cell(dataset, lam, pcfg.base.sinkhorn_eps, on)) for lam in pcfg.lambdas]
+def lambda_points(pcfg: PaperConfig, dataset: str, on: str, term: str) -> List[Tuple[float, Cell]]:
+    return [(lam, sinsim_cell(dataset, lam, pcfg.base.sinkhorn_eps, on, term)) for lam in pcfg.lambdas]
 
 
-def eps_points(pcfg: PaperConfig, dataset: str, on: str) -> List[Tuple[float, Cell]]:
-    return [(eps, sinsim_cell(dataset, pcfg.base.sinkhorn_weight, eps, on)) for eps in pcfg.epsilons]
+def eps_points(pcfg: PaperConfig, dataset: str, on: str, term: str) -> List[Tuple[float, Cell]]:
+    return [(eps, sinsim_cell(dataset, pcfg.base.sinkhorn_weight, eps, on, term)) for eps in pcfg.epsilons]
 
 
 def sweep_cells(pcfg: PaperConfig, dataset: str) -> List[Cell]:
     """Figures 2 and 3, with SimCLR always in (the reference of both)."""
     cells = [method_cell(dataset, "simclr")]
-    for on in pcfg.sweep_on:
+    for term, on in variants(pcfg):
         if "lambda" in pcfg.sweeps:
-            cells += [c for _, c in lambda_points(pcfg, dataset, on)]
+            cells += [c for _, c in lambda_points(pcfg, dataset, on, term)]
         if "eps" in pcfg.sweeps:
-            cells += [c for _, c in eps_points(pcfg, dataset, on)]
+            cells += [c for _, c in eps_points(pcfg, dataset, on, term)]
     return cells
 
 
@@ -128,4 +150,6 @@ def cell_identity(cfg: Config, cell: Cell) -> Dict[str, Any]:
         training = {k: getattr(cfg, k) for k in ("dataset", "seed", "image_size", "precision")}
     else:
         training = cfg.training_signature()
+        if cell.method != "sinsim":  # unused by the baselines: their defaults may change without touching them
+            training = {k: v for k, v in training.items() if k not in SINKHORN_FIELDS}
     return {"cell": cell.name, **training, **{k: getattr(cfg, k) for k in EVAL_FIELDS}}

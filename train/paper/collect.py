@@ -29,8 +29,21 @@ class CellRecords:
     folders: Dict[int, Path] = field(default_factory=dict)
 
     def scores(self, key: str, source: str = "results") -> Dict[int, float]:
-        records = self.results if source == "results" else self.embeddings
-        return {s: r[key] for s, r in records.items() if r.get(key) is not None}
+        """``{seed: value}``. ``source``: "results" (test accuracies, timings),
+        "val" (validation accuracies) or "geometry" (results.json's geometry;
+        embedding.json for cells finished by older code)."""
+        if source == "results":
+            return {s: r[key] for s, r in self.results.items() if r.get(key) is not None}
+        if source == "val":
+            return {s: r["val"][key] for s, r in self.results.items() if (r.get("val") or {}).get(key) is not None}
+        if source in ("geometry", "embeddings"):
+            out = {}
+            for s, r in self.results.items():
+                g = r.get("geometry") or self.embeddings.get(s) or {}
+                if g.get(key) is not None:
+                    out[s] = g[key]
+            return out
+        raise ValueError(f"unknown source {source!r}")
 
     def summary(self, key: str, source: str = "results") -> Optional[Summary]:
         return summarize(self.scores(key, source))
@@ -54,6 +67,9 @@ def load_cell(out, cell: Cell, seeds: Sequence[int]) -> CellRecords:
     rec = CellRecords(cell, tuple(seeds))
     for seed in seeds:
         folder = cell.path(out, seed)
+        legacy = cell.legacy_path(out, seed)
+        if not folder.is_dir() and legacy is not None and legacy.is_dir():
+            folder = legacy  # written by older code, before the term was in the name
         result = _read(folder / "results.json")
         if result is not None:
             rec.results[seed] = result

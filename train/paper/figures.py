@@ -5,16 +5,19 @@
   perplexity min(30, (n - 1) / 3), random_state 0) and, in a second row, by
   UMAP (umap-learn, random_state 0) when it is installed; points coloured by
   class. A method without a finished cell gets a "not run" panel.
-* Figures 2 and 3, one PNG per sweep dataset: linear / MLP / kNN accuracy
-  against lambda or epsilon, one line per place the term acts; markers are
-  the means over seeds, error bars +- one sample standard deviation
-  (ddof = 1), small dots the individual seeds. The x axis is categorical (the
-  swept values, evenly spaced), so lambda = 0 sits on it.
+* Figures 2 and 3, one PNG per sweep dataset: against lambda or epsilon, the
+  validation and test linear accuracy and the test kNN accuracy (top row),
+  and the geometry of the features, alignment, uniformity and effective
+  rank (bottom row, so collapse shows next to the accuracy); one line per
+  Sinkhorn term and place it acts on; markers are the means over seeds,
+  error bars +- one sample standard deviation (ddof = 1), small dots the
+  individual seeds. The x axis is categorical (the swept values, evenly
+  spaced), so lambda = 0 sits on it.
 
 Figures use matplotlib's object API (``Figure``, no pyplot state) with a fixed
 size and no tight bounding box, so a PNG is exactly ``figsize * DPI`` pixels:
 figure 1 is ``(4 * columns) x (4 * rows + 1)`` inches, figures 2 and 3 are
-13.5 x 4 inches, at 100 dpi.
+13.5 x 8 inches, at 100 dpi.
 """
 
 from __future__ import annotations
@@ -37,10 +40,18 @@ from .aggregate import Summary
 DPI = 100
 PANEL_INCHES = 4.0
 HEADER_INCHES = 1.0
-SWEEP_SIZE = (13.5, 4.0)
+SWEEP_SIZE = (13.5, 8.0)
 UMAP_MISSING = ("UMAP not drawn: umap-learn is not installed (pip install umap-learn, or this project's "
                 "extra: pip install -e '.[umap]' --no-build-isolation)")
-METRICS = (("linear", "linear probe"), ("mlp", "2-layer MLP probe"), ("knn", "kNN"))
+# (key, source in CellRecords.scores, panel title, y label): figures 2 and 3, two rows of three
+SWEEP_PANELS = (
+    ("linear", "val", "linear probe, validation (choices)", "accuracy (%)"),
+    ("linear", "results", "linear probe, test", "accuracy (%)"),
+    ("knn", "results", "kNN, test", "accuracy (%)"),
+    ("alignment", "geometry", "alignment ↓ (views of one image)", "E ||f(x) - f(x+)||²"),
+    ("uniformity", "geometry", "uniformity ↓ (0: collapsed)", "log E exp(-2 ||f(x) - f(y)||²)"),
+    ("effective_rank", "geometry", "effective rank ↑ (RankMe)", "exp(entropy of singular values)"),
+)
 
 
 def umap_module():
@@ -133,14 +144,16 @@ def embedding_figure(path: Path, title: str, panels: Sequence[EmbeddingPanel], c
 
 
 def sweep_figure(path: Path, title: str, xlabel: str, xs: Sequence[float],
-                 series: Dict[str, Dict[str, Dict[float, Optional[Summary]]]],
-                 reference: Optional[Dict[str, Optional[Summary]]] = None, reference_label: str = "") -> Path:
-    """Figures 2 / 3: ``series[line][metric][x]`` summaries over seeds;
-    ``reference[metric]`` a horizontal line with a +-1 std band (SimCLR)."""
+                 series: Dict[str, Dict[tuple, Dict[float, Optional[Summary]]]],
+                 reference: Optional[Dict[tuple, Optional[Summary]]] = None, reference_label: str = "") -> Path:
+    """Figures 2 / 3: ``series[line][(key, source)][x]`` summaries over
+    seeds, one panel per :data:`SWEEP_PANELS` entry; ``reference[(key,
+    source)]`` a horizontal line with a +-1 std band (SimCLR)."""
     fig = Figure(figsize=SWEEP_SIZE, dpi=DPI, layout="constrained")
-    axes = fig.subplots(1, len(METRICS), squeeze=False)[0]
+    axes = fig.subplots(2, 3, squeeze=False).flatten()
     positions = np.arange(len(xs))
-    for ax, (metric, metric_title) in zip(axes, METRICS):
+    for ax, (key, source, panel_title, ylabel) in zip(axes, SWEEP_PANELS):
+        metric = (key, source)
         drawn = False
         for j, (label, per_metric) in enumerate(series.items()):
             offset = (j - (len(series) - 1) / 2) * 0.08  # side by side, not on top of each other
@@ -166,9 +179,9 @@ def sweep_figure(path: Path, title: str, xlabel: str, xs: Sequence[float],
         ax.set_xticks(positions, [f"{x:g}" for x in xs])
         ax.set_xlim(-0.5, len(xs) - 0.5)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(metric_title, fontsize=10)
-        if drawn:
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_title(panel_title, fontsize=10)
+        if drawn and ax is axes[0]:  # one legend: every panel has the same lines
             ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return save_png(fig, path)

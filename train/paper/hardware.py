@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..provenance import git_state
 
 
 def cpu_model() -> str:
@@ -21,18 +20,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def git_state() -> Optional[Dict[str, object]]:
-    """The repository's commit and whether the tree had uncommitted changes."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "uncommitted_changes": bool(dirty)}
 
 
 def machine_info(device: str) -> Dict[str, object]:

@@ -31,15 +31,32 @@ def dataset_title(dataset: str, result: Optional[dict] = None) -> str:
 
 
 def budget_text(result: dict) -> str:
-    """``50 ep, batch 512, 50,000 img, 32 px; probes 50,000 / 10,000``."""
+    """``50 ep, batch 512, 50,000 img, 32 px; probes 45,000 / 5,000 val / 10,000``."""
     b = result["budget"]
     probes = ""
     if b.get("probe_train_images") is not None:
-        probes = f"; probes {b['probe_train_images']:,} / {b['probe_test_images']:,}"
+        val = f"{b['val_images']:,} val / " if b.get("val_images") else ""
+        probes = f"; probes {b['probe_train_images']:,} / {val}{b['probe_test_images']:,}"
     if not b.get("epochs"):
         return f"untrained, {b['image_size']} px{probes}"
     return f"{b['epochs']} ep, batch {b['batch_size']}, {b['pretrain_images']:,} img, {b['image_size']} px{probes}"
 
 
-def sinsim_text(weight: float, eps: float, on: str) -> str:
-    return f"λ = {weight:g}, ε = {eps:g}, on {on}"
+TERM_NAMES = {
+    "entropic": "entropic OT_ε",  # the paper's equation (3), literally
+    "divergence": "divergence S_ε",  # debiased: OT(x,y) - OT(x,x)/2 - OT(y,y)/2
+}
+
+
+def sinsim_text(weight: float, eps: float, on: str, term: Optional[str] = None) -> str:
+    """``divergence S_ε, λ = 0.1, ε = 0.05, on features``."""
+    head = f"{TERM_NAMES.get(term, term)}, " if term else ""
+    return f"{head}λ = {weight:g}, ε = {eps:g}, on {on}"
+
+
+def cell_text(cell) -> str:
+    """What a cell trained, in words: ``SimCLR``, ``SinSim (divergence S_ε, λ = 0.1, ε = 0.05, on features)``."""
+    if cell.method != "sinsim":
+        return METHOD_NAMES.get(cell.method, cell.method)
+    s = cell.settings
+    return (f"SinSim ({sinsim_text(s['sinkhorn_weight'], s['sinkhorn_eps'], s['sinkhorn_on'], s.get('sinkhorn_term'))})")

@@ -1,14 +1,18 @@
 """``OUT/report.md`` and its figures, from the files in ``OUT`` alone.
 
 Reading: ``paper.json`` (what was asked for), ``sessions.jsonl`` (machines,
-commands), and per cell and seed ``results.json``, ``embedding.json``,
-``embedding.npz``, ``failed.json``. Nothing is trained or evaluated here;
+commands), and per cell and seed ``results.json`` (accuracies on test and
+validation, geometry, code), ``embedding.npz`` (figure 1's features),
+``failed.json``, and ``embedding.json`` where older code left it. Nothing is
+trained or evaluated here;
 running it again redraws the figures (t-SNE / UMAP of the saved features) and
 rewrites the markdown. ``python train/run.py --protocol paper --report-only
 --out OUT`` is the command.
 
-The markdown's sections live in :mod:`.sections`; this module gathers the
-records (:class:`ReportData`) and draws the figures.
+The markdown's sections live in :mod:`.sections` and :mod:`.sweep_sections`;
+the comparisons and their correction in :mod:`.comparisons`; this module
+gathers the records (:class:`ReportData`), draws the figures and puts the
+sections together (:func:`render`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..checkpoint import atomic_write_text
-from .cells import RANDOM_INIT, Cell, eps_points, figure_cell_names, grid_sinsim_cell, lambda_points, method_cell
+from .cells import (RANDOM_INIT, Cell, eps_points, figure_cell_names, grid_sinsim_cell, lambda_points, method_cell,
+                    plan, variants)
 from .collect import CellRecords, dataset_error, load_cell
-from .figures import UMAP_MISSING, EmbeddingPanel, embedding_figure, sweep_figure
+from .figures import SWEEP_PANELS, UMAP_MISSING, EmbeddingPanel, embedding_figure, sweep_figure
 from .labels import METHOD_NAMES, budget_text, dataset_title
 from .spec import FIGURE_METHODS, PAPER_DATASETS, PAPER_METHODS, PaperConfig, read_protocol
 
@@ -76,11 +81,24 @@ class ReportData:
             return self.records(Cell(dataset, RANDOM_INIT, RANDOM_INIT))
         return self.records(method_cell(dataset, method))
 
-    def lambda_sweep(self, dataset: str, on: str) -> List[Tuple[float, CellRecords]]:
-        return sorted((x, self.records(c)) for x, c in lambda_points(self.pcfg, dataset, on))
+    def lambda_points(self, dataset: str, on: str, term: str) -> List[Tuple[float, Cell]]:
+        return lambda_points(self.pcfg, dataset, on, term)
 
-    def eps_sweep(self, dataset: str, on: str) -> List[Tuple[float, CellRecords]]:
-        return sorted((x, self.records(c)) for x, c in eps_points(self.pcfg, dataset, on))
+    def eps_points(self, dataset: str, on: str, term: str) -> List[Tuple[float, Cell]]:
+        return eps_points(self.pcfg, dataset, on, term)
+
+    def lambda_sweep(self, dataset: str, on: str, term: str) -> List[Tuple[float, CellRecords]]:
+        return sorted(((x, self.records(c)) for x, c in self.lambda_points(dataset, on, term)), key=lambda t: t[0])
+
+    def eps_sweep(self, dataset: str, on: str, term: str) -> List[Tuple[float, CellRecords]]:
+        return sorted(((x, self.records(c)) for x, c in self.eps_points(dataset, on, term)), key=lambda t: t[0])
+
+    def loaded(self) -> List[Tuple[Cell, CellRecords]]:
+        """Every cell the protocol asked for (loaded now if not yet), then any other loaded."""
+        for d in self.pcfg.all_datasets:
+            for cell in plan(self.pcfg, d):
+                self.records(cell)
+        return list(self._cells.items())
 
     def title(self, dataset: str) -> str:
         """Dataset name with its data copy, from any finished cell of it."""
@@ -92,7 +110,7 @@ class ReportData:
         return dataset_title(dataset)
 
     def all_results(self) -> List[dict]:
-        return [r for rec in self._cells.values() for r in rec.results.values()]
+        return [r for _, rec in self.loaded() for r in rec.results.values()]
 
     def dataset_error(self, dataset: str) -> Optional[str]:
         return dataset_error(self.out, dataset)
@@ -130,8 +148,11 @@ def draw_embedding_figure(data: ReportData, dataset: str, figures: Figures, log:
         if z is None:
             panels.append(EmbeddingPanel(title))
             continue
-        emb = rec.embeddings.get(seed, {})
-        note = f"silhouette {emb['silhouette']:.3f}" if "silhouette" in emb else ""
+        emb = rec.results[seed].get("geometry") or rec.embeddings.get(seed, {})
+        note = ", ".join(f"{name} {emb[k]:{fmt}}" for k, name, fmt in (("silhouette", "silhouette", ".3f"),
+                                                                       ("uniformity", "uniformity", ".2f"),
+                                                                       ("effective_rank", "rank", ".0f"))
+                         if emb.get(k) is not None)
         panels.append(EmbeddingPanel(title, z["features"], z["labels"], note))
         classes, points, total = [str(c) for c in z["classes"]], len(z["labels"]), emb.get("test_images")
         budget = budget_text(rec.results[seed])
@@ -147,36 +168,51 @@ def draw_embedding_figure(data: ReportData, dataset: str, figures: Figures, log:
 
 
 def _series(points: List[Tuple[float, CellRecords]]) -> Dict[str, Dict[float, object]]:
-    return {metric: {x: rec.summary(metric) for x, rec in points} for metric in ("linear", "mlp", "knn")}
+    return {(metric, source): {x: rec.summary(metric, source) for x, rec in points}
+            for metric, source, _, _ in SWEEP_PANELS}
 
 
 def draw_sweep_figures(data: ReportData, dataset: str, figures: Figures, log: Callable[[str], None]) -> None:
     p = data.pcfg
     title = data.title(dataset)
     simclr = data.records(method_cell(dataset, "simclr"))
-    if "lambda" in p.sweeps:
-        series = {f"term on {on}": _series(data.lambda_sweep(dataset, on)) for on in p.sweep_on}
+    if "lambda" in p.sweeps and any(rec.results for term, on in variants(p)
+                                    for _, rec in data.lambda_sweep(dataset, on, term)):
+        series = {f"{term} on {on}": _series(data.lambda_sweep(dataset, on, term)) for term, on in variants(p)}
         rel = f"{FIGURES}/fig2-lambda-{dataset}.png"
-        sweep_figure(data.out / rel, f"{title}: accuracy vs the Sinkhorn weight λ (ε = {p.base.sinkhorn_eps:g}; "
-                     "λ = 0 is SimCLR); mean ± 1 std over seeds, dots: single seeds", "λ (Sinkhorn weight)",
-                     sorted(p.lambdas), series)
+        sweep_figure(data.out / rel, f"{title}: accuracy and geometry vs the Sinkhorn weight λ (ε = "
+                     f"{p.base.sinkhorn_eps:g}; λ = 0 is SimCLR); mean ± 1 std over seeds, dots: single seeds",
+                     "λ (Sinkhorn weight)", sorted(p.lambdas), series)
         figures.lambdas[dataset] = rel
         log(f"figure 2 ({dataset}): {data.out / rel}")
-    if "eps" in p.sweeps:
-        series = {f"term on {on}": _series(data.eps_sweep(dataset, on)) for on in p.sweep_on}
-        reference = {m: simclr.summary(m) for m in ("linear", "mlp", "knn")}
+    if "eps" in p.sweeps and any(rec.results for term, on in variants(p)
+                                 for _, rec in data.eps_sweep(dataset, on, term)):
+        series = {f"{term} on {on}": _series(data.eps_sweep(dataset, on, term)) for term, on in variants(p)}
+        reference = {(m, s): simclr.summary(m, s) for m, s, _, _ in SWEEP_PANELS}
         rel = f"{FIGURES}/fig3-eps-{dataset}.png"
-        sweep_figure(data.out / rel, f"{title}: accuracy vs the entropic regularisation ε (λ = "
-                     f"{p.base.sinkhorn_weight:g}); mean ± 1 std over seeds, dots: single seeds", "ε (Sinkhorn epsilon)",
-                     sorted(p.epsilons), series, reference, "SimCLR (λ = 0), ± 1 std")
+        sweep_figure(data.out / rel, f"{title}: accuracy and geometry vs the entropic regularisation ε (λ = "
+                     f"{p.base.sinkhorn_weight:g}); mean ± 1 std over seeds, dots: single seeds",
+                     "ε (Sinkhorn epsilon)", sorted(p.epsilons), series, reference, "SimCLR (λ = 0), ± 1 std")
         figures.epsilons[dataset] = rel
         log(f"figure 3 ({dataset}): {data.out / rel}")
 
 
+def render(data: ReportData, figures: Figures, written: str) -> str:
+    """The whole markdown: limits first, then the verdict, then the evidence."""
+    from . import sections, sweep_sections
+    from .comparisons import build_family
+
+    family = build_family(data)
+    parts = [sections.title(), sections.limits(data, family), sections.header(data, written),
+             sections.verdict(data, family),
+             sweep_sections.variants(data, family), sections.tables(data), sweep_sections.embeddings(data, figures),
+             sweep_sections.sweeps(data, figures, family), sections.cost(data), sections.data_and_seeds(data),
+             sections.code(data), sections.hardware(data), sections.methods(data)]
+    return "\n".join(p for p in parts if p)
+
+
 def write_report(out, log: Callable[[str], None] = print) -> Path:
     """Draw the figures and write ``OUT/report.md``; returns its path."""
-    from . import sections
-
     out = Path(out)
     saved = read_protocol(out)
     if saved is None:
@@ -191,7 +227,7 @@ def write_report(out, log: Callable[[str], None] = print) -> Path:
     if figures.umap_missing:
         log(UMAP_MISSING)
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = sections.render(data, figures, written)
+    text = render(data, figures, written)
     path = out / REPORT
     atomic_write_text(path, text)
     return path

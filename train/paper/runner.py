@@ -15,8 +15,9 @@ many. Per cell and seed, one of (logged to stdout and ``OUT/run.log``):
 * **failed**: the loss became NaN/inf (the last good checkpoint is kept and
   ``failed.json`` says why); the other cells go on.
 
-A finished cell without ``embedding.json`` gets its embedding measured
-(:mod:`.analysis`). A dataset that cannot be loaded is recorded in
+Every run measures the geometry of its features itself (``results.json``);
+a finished cell of a figure-1 method without ``embedding.npz`` gets its test
+features saved for the figure (:mod:`.analysis`). A dataset that cannot be loaded is recorded in
 ``OUT/cells/<dataset>/dataset-error.json`` and skipped; the report says so.
 The exit status is 1 when some cell failed or could not be run, else 0.
 """
@@ -38,7 +39,8 @@ from ..datasets import DatasetError, ImageData, load_dataset
 from ..protocol import CHECKPOINT, RunError, random_init_reference, run_method
 from ..results import read_results, write_method_results
 from ..storage import append_text
-from .analysis import EMBEDDING_JSON, analyse_cell
+from .analysis import EMBEDDING_NPZ
+from .analysis import save_features as save_features_of
 from .collect import DATASET_ERROR
 from .cells import RANDOM_INIT, Cell, cell_config, cell_identity, figure_cell_names, plan
 from .hardware import machine_info
@@ -116,7 +118,10 @@ class PaperRunner:
 
     def run_dataset(self, dataset: str) -> None:
         jobs = self.jobs(dataset)
-        pending = [j for j in jobs if not (is_finished(j[2], j[0]) and (Path(j[2].out) / EMBEDDING_JSON).is_file())]
+        figure_cells = figure_cell_names(self.pcfg, dataset)
+        pending = [(cell, seed, cfg) for cell, seed, cfg in jobs
+                   if not is_finished(cfg, cell)
+                   or (cell.name in figure_cells and not (Path(cfg.out) / EMBEDDING_NPZ).is_file())]
         if not pending:
             for cell, seed, _ in jobs:
                 self.log(f"skipped {dataset} {cell.name} seed {seed}: finished earlier")
@@ -135,7 +140,6 @@ class PaperRunner:
         error_file.unlink(missing_ok=True)
         for note in data.notes:
             self.log(f"note: {note}")
-        figure_cells = figure_cell_names(self.pcfg, dataset)
         for cell, seed, cfg in jobs:
             self.run_cell(cell, seed, cfg, data, save_features=cell.name in figure_cells)
 
@@ -161,10 +165,12 @@ class PaperRunner:
                 self.log(f"failed {label}: {exc}")
                 self.counts["failed"] += 1
                 return
-            self.log(f"{status} {label} in {time.perf_counter() - start:.1f} s: linear {result['linear']:.2f}%, "
-                     f"MLP {result['mlp']:.2f}%, kNN {result['knn']:.2f}%")
+            val = result.get("val") or {}
+            geo = result.get("geometry") or {}
+            self.log(f"{status} {label} in {time.perf_counter() - start:.1f} s: test linear {result['linear']:.2f}%, "
+                     f"MLP {result['mlp']:.2f}%, kNN {result['knn']:.2f}%; validation linear "
+                     f"{val.get('linear', float('nan')):.2f}%; uniformity {geo.get('uniformity', float('nan')):.3f}, "
+                     f"effective rank {geo.get('effective_rank', float('nan')):.1f}")
         self.counts[status] += 1
-        if not (path / EMBEDDING_JSON).is_file():
-            rec = analyse_cell(cfg, cell, data, self.pcfg.embedding_points, save_features)
-            self.log(f"embedded {label}: alignment {rec['alignment']:.4f}, uniformity {rec['uniformity']:.4f}, "
-                     f"silhouette {rec['silhouette']:.4f} ({rec['points']} test images)")
+        if save_features and not (path / EMBEDDING_NPZ).is_file():
+            self.log(f"features of {label} for figure 1: {save_features_of(cfg, cell, data)}")

@@ -1,27 +1,31 @@
 """The markdown of ``report.md``, section by section, from a :class:`~.report.ReportData`.
 
-Rules every section keeps: a number is printed only from a finished cell's
-file; an unfinished cell reads "not run" (or "failed"); every accuracy
-carries the budget it was measured at (in its column header, or next to it
-when a column mixes budgets) and its seed count ``n``; comparisons say what
-the seeds can and cannot tell apart (:mod:`.aggregate`).
+Rules every section keeps: the report opens with its budget and what it can
+and cannot show; a number is printed only from a finished cell's file; an
+unfinished cell reads "not run" (or "failed"), and an experiment that did
+not run says so in its own heading; every accuracy carries the budget it was
+measured at and its seed count ``n``; choices are read on the validation
+split, final numbers on the test split; every verdict sentence says what it
+tested, and all but the one primary comparison are Holm-corrected
+(:mod:`.comparisons`). The sweeps, the variants and the embeddings are in
+:mod:`.sweep_sections`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import List, Optional, Sequence, Tuple
+import math
+from collections import Counter, defaultdict
+from typing import Dict, List, Optional, Sequence
 
 from ..datasets import DATASETS
-from .aggregate import MIN_SEEDS, Comparison, paired_comparison
-from .cells import RANDOM_INIT, method_cell, plan, sinsim_cell
+from ..provenance import code_label
+from .cells import RANDOM_INIT, plan
 from .collect import CellRecords
-from .figures import UMAP_MISSING
-from .labels import METHOD_NAMES, budget_text, sinsim_text
+from .comparisons import chosen_on_validation
+from .judgements import LOW_RANK_FRACTION, UNIFORMITY_MARGIN, collapse_reasons, suspect_seeds
+from .labels import METHOD_NAMES, TERM_NAMES, budget_text, cell_text, sinsim_text
 
-PRIOR = ("An earlier single run, quoted in issue 5 and DESIGN.md (not one of the runs of this report): CIFAR-10 "
-         "JPEG copy, 50 epochs, batch 512, one seed, the term on the normalised projections, ε = 0.05, kNN with "
-         "k = 200: λ = 0 → 72.8 %, λ = 0.1 → 72.75 %, λ = 1.0 → 71.5 %.")
+PUBLISHED_EPOCHS = "800-1000"
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -30,65 +34,201 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _seeds(c: Comparison) -> str:
-    return ", ".join(map(str, c.seeds))
-
-
-def _method_label(data, method: str) -> str:
+def method_label(data, method: str) -> str:
     if method == "sinsim":
         b = data.pcfg.base
-        return f"{METHOD_NAMES['sinsim']}<br><sub>{sinsim_text(b.sinkhorn_weight, b.sinkhorn_eps, b.sinkhorn_on)}</sub>"
+        return (f"{METHOD_NAMES['sinsim']}<br><sub>"
+                f"{sinsim_text(b.sinkhorn_weight, b.sinkhorn_eps, b.sinkhorn_on, b.sinkhorn_term)}</sub>")
     return METHOD_NAMES.get(method, method)
 
 
-def _entry(data, dataset: str, rec: CellRecords, key: str, source: str = "results", digits: int = 2) -> str:
+def entry(data, dataset: str, rec: CellRecords, key: str, source: str = "results", digits: int = 2) -> str:
     if not rec.results and not rec.failed and data.dataset_error(dataset):
         return "not run (dataset not found)"
+    if rec.results and not rec.scores(key, source):
+        return "not measured (older code)" if source in ("val", "geometry") else "-"
     return rec.text(key, source, digits)
+
+
+def ran_datasets(data) -> List[str]:
+    return [d for d in data.table_datasets + [s for s in data.pcfg.sweep_datasets if s not in data.table_datasets]
+            if any(data.records(c).results for c in plan(data.pcfg, d))]
+
+
+def first_result(data, dataset: str) -> Optional[dict]:
+    for cell in plan(data.pcfg, dataset):
+        rec = data.records(cell)
+        if cell.method != RANDOM_INIT and rec.results:
+            return rec.any_result
+    return None
+
+
+# --- the opening: budget and limits -------------------------------------------------------------
+
+def _budget_line(data, d: str) -> str:
+    r = first_result(data, d)
+    if r is None:
+        return f"- {data.title(d)}: no pretrained cell finished."
+    b = r["budget"]
+    recs = [data.records(c) for c in plan(data.pcfg, d)]
+    done, asked = sum(len(x.results) for x in recs), len(recs) * len(data.pcfg.seeds)
+    val = f"{b['val_images']:,} validation / " if b.get("val_images") else "no validation split / "
+    probes = (f"probes on {b['probe_train_images']:,} train / {val}{b['probe_test_images']:,} test images"
+              if b.get("probe_train_images") is not None else "probe images not recorded")
+    return (f"- {data.title(d)}: {b['epochs']} epoch{'s' if b['epochs'] != 1 else ''}, batch {b['batch_size']}, {b['pretrain_images']:,} "
+            f"pretraining images of {b['image_size']} px; {probes}; seeds {', '.join(map(str, data.pcfg.seeds))} "
+            f"asked, {done} of {asked} cell runs finished.")
+
+
+def limits(data, family) -> str:
+    p = data.pcfg
+    ran = ran_datasets(data)
+    lines = ["**Budget and limits (read first).**", ""]
+    lines += [_budget_line(data, d) for d in ran] or ["- No cell has finished: this report has no numbers yet."]
+    missing = [data.title(d) for d in data.table_datasets if d not in ran]
+    epochs = sorted({first_result(data, d)["budget"]["epochs"] for d in ran if first_result(data, d)})
+    halves = [(t.comparison.high - t.comparison.low) / 2 for t in ([family.primary] if family.primary else [])
+              + list(family) if t.testable]
+    lines += ["", "What these runs can show: whether a SinSim variant differs from SimCLR at this budget by more "
+              "than the seeds resolve" + (f" (here about {min(halves):.2f}-{max(halves):.2f} points: the half-widths "
+                                           "of the paired 95% intervals)" if halves else "")
+              + ", and whether a run's features collapsed (their geometry, measured on every run)."]
+    cannot = [f"what the methods reach at the published budgets ({PUBLISHED_EPOCHS} epochs; here "
+              f"{', '.join(map(str, epochs)) or '-'})", "differences smaller than the seeds resolve"]
+    if missing:
+        cannot.append(f"anything about {', '.join(missing)} (not run)")
+    if len(p.seeds) < 3:
+        cannot.append("any verdict at all: fewer than 3 seeds")
+    lines.append("What they cannot show: " + "; ".join(cannot) + ".")
+    lines += _test_sampling(data, ran)
+    if p.legacy:
+        lines += ["", "**Written by older code.** These runs predate the validation split, the named Sinkhorn term "
+                  "(they used the entropic one), the effective rank and the recorded commit: validation and rank "
+                  "entries read *not measured*, and no choice in this report could be made on validation."]
+    mixed = code_states(data)
+    if len(mixed) > 1:
+        lines += ["", f"**Runs of {len(mixed)} different code states are mixed** in this report: see *Code that "
+                  "made the runs*."]
+    return "\n".join(lines) + "\n"
+
+
+def title() -> str:
+    return "# SinSim: the paper's experiments\n"
+
+
+def _test_sampling(data, ran: List[str]) -> List[str]:
+    """The error the seed-paired intervals leave out: the test images are one fixed sample."""
+    notes = []
+    for d in ran:
+        r = first_result(data, d)
+        n = (r or {}).get("budget", {}).get("probe_test_images")
+        simclr = data.grid(d, "simclr").summary("linear")
+        if not n:
+            continue
+        acc = simclr.mean / 100 if simclr is not None else 0.5
+        se = 100 * math.sqrt(acc * (1 - acc) / n)
+        notes.append(f"{data.title(d)}: {n:,} test images, an accuracy near {100 * acc:.0f} % has a binomial "
+                     f"standard error of {se:.2f} points")
+    if not notes:
+        return []
+    return ["", "The intervals count the seeds' spread only. Every run is scored on the same test images, a "
+            "sample of the test distribution whose error does not average out over seeds and is in no interval "
+            "here (" + "; ".join(notes) + "): a difference the seeds resolve on test that the validation split does "
+            "not repeat may be this sample's rather than the methods'."]
 
 
 def header(data, written: str) -> str:
     p = data.pcfg
     return (
-        "# SinSim: the paper's experiments\n\n"
         f"Written {written} by `train/paper/report.py` from the files in this folder alone (rerun with "
         f"`python train/run.py --protocol paper --report-only --out {data.out}`). Every number comes from the "
-        "`results.json` or `embedding.json` of a run that finished; a cell that did not is shown as *not run* "
-        "(or *failed*). Entries are mean ± sample standard deviation (ddof = 1) over the seeds that finished, "
-        f"with n = that number of seeds (seeds asked for: {', '.join(map(str, p.seeds))}). Accuracies are "
-        "top-1 % on the test split, from probes on the frozen encoder.\n"
+        "`results.json` of a run that finished; a cell that did not is shown as *not run* (or *failed*). Entries "
+        "are mean ± sample standard deviation (ddof = 1) over the seeds that finished, with n = that number of "
+        f"seeds (seeds asked for: {', '.join(map(str, p.seeds))}). Accuracies are top-1 % from probes on the "
+        "frozen encoder: on the **test** split unless a column says **validation**. Choices (SinSim's variant, "
+        "λ, ε) are made on the validation split only; the test split gives the final numbers.\n"
     )
 
 
-def verdict(data) -> str:
-    comparisons: List[Tuple[str, str, Comparison]] = []
-    details = []
-    for d in data.table_datasets:
-        a, b = data.grid(d, "sinsim"), data.grid(d, "simclr")
-        for key, probe in (("linear", "linear probe"), ("mlp", "MLP probe")):
-            c = paired_comparison(a.scores(key), b.scores(key))
-            if c is None:
-                continue
-            comparisons.append((d, probe, c))
-            details.append(f"- {data.title(d)}, {probe}: SinSim − SimCLR = {c.text()} (points; 95% interval, "
-                           f"paired over seeds {_seeds(c)}): **{c.verdict}**.")
+# --- the verdict ------------------------------------------------------------------------------
+
+def verdict(data, family) -> str:
+    p = data.pcfg
     lines = ["## Verdict", ""]
-    if not comparisons:
-        lines.append("No dataset has finished SinSim and SimCLR cells with a common seed yet: nothing to compare.")
+    primary = family.primary
+    if primary is None:
+        lines.append(f"**The primary comparison has not run**: it is {METHOD_NAMES['sinsim']} (the grid's variant) − "
+                     f"SimCLR, linear probe, test top-1, on {data.title(p.primary_dataset) if p.primary_dataset else '-'}"
+                     ", and no seed has finished both cells there.")
     else:
-        higher = [f"{data.title(d)}, {probe}" for d, probe, c in comparisons if c.verdict == "higher"]
-        lower = [f"{data.title(d)}, {probe}" for d, probe, c in comparisons if c.verdict == "lower"]
-        if higher:
-            lines.append(f"SinSim scores higher than SimCLR, by more than the seeds' spread, on: {'; '.join(higher)}.")
-        else:
-            lines.append("**In these runs SinSim does not beat SimCLR**: on no dataset and probe is its accuracy "
-                         "higher by more than the seeds can resolve (a verdict needs 3 or more paired seeds and a "
-                         "95% interval of the paired difference that excludes 0).")
-        if lower:
-            lines.append(f"SinSim scores lower than SimCLR, by more than the seeds' spread, on: {'; '.join(lower)}.")
-        lines += [""] + details
-    lines += _floors(data) + _budget_caveats(data)
+        head = {"higher": "**SinSim beats SimCLR in the primary comparison.**",
+                "lower": "**SinSim is below SimCLR in the primary comparison.**"}.get(
+            primary.verdict, "**The primary comparison does not show SinSim beating SimCLR.**")
+        when = ("declared by the protocol's code, which these older runs predate" if p.legacy else
+                "declared by the protocol before the runs")
+        lines += [head, "", f"Primary comparison ({when}): {primary.sentence()}"]
+    decided = family.decided()
+    lines += ["", f"Every other comparison in this report (m = {family.size} with 3 or more paired seeds) is one "
+              "family, Holm-corrected (Holm 1979): a verdict needs a Holm-adjusted p ≤ 0.05. "
+              + (f"{len(decided)} of them are resolved:" if decided else "None of them is resolved after the "
+                 "correction.")]
+    lines += [f"- {t.sentence()}" for t in decided]
+    lines += _chosen(data) + _collapsed(data) + _suspects(data) + _floors(data)
     return "\n".join(lines) + "\n"
+
+
+def _chosen(data) -> List[str]:
+    notes = []
+    for d in ran_datasets(data):
+        chosen = chosen_on_validation(data, d)
+        if chosen is None:
+            continue
+        cell, rec = chosen
+        s = rec.summary("linear", "val")
+        notes.append(f"- {data.title(d)}: {cell_text(cell)} has the highest mean validation linear accuracy "
+                     f"({s.mean:.2f}, n={s.n}) of the configurations run; on test it scores {rec.text('linear')}.")
+    if not notes:
+        return []
+    return ["", "Chosen on the validation split (the highest mean validation linear accuracy among SimCLR and every "
+            "SinSim configuration run; a choice, not a test):", ""] + notes
+
+
+def collapsed_cells(data, d: str):
+    floor = data.grid(d, RANDOM_INIT)
+    cells = list(dict.fromkeys(plan(data.pcfg, d)))
+    out = []
+    for cell in cells:
+        if cell.method == RANDOM_INIT:
+            continue
+        reasons = collapse_reasons(data.records(cell), floor if floor.results else None)
+        if reasons:
+            out.append((cell, reasons))
+    return out
+
+
+def _collapsed(data) -> List[str]:
+    notes = []
+    for d in ran_datasets(data):
+        for cell, reasons in collapsed_cells(data, d):
+            notes.append(f"- {data.title(d)}, {cell_text(cell)}: its features are collapsed, "
+                         f"{' and '.join(reasons)}.")
+    if not notes:
+        return []
+    return ["", "Collapsed features (rules: *How the numbers are made*):", ""] + notes
+
+
+def _suspects(data) -> List[str]:
+    notes = []
+    for d in ran_datasets(data):
+        floor = data.grid(d, RANDOM_INIT)
+        for cell in dict.fromkeys(plan(data.pcfg, d)):
+            seeds = suspect_seeds(data.records(cell), floor) if cell.method != RANDOM_INIT else []
+            if seeds:
+                notes.append(f"- {data.title(d)}, {cell_text(cell)}: kNN below the untrained encoder's on seed(s) "
+                             f"{', '.join(map(str, seeds))}: **suspect** (a slow start or a wrong recipe; not ranked).")
+    if not notes:
+        return []
+    return ["", "Suspect runs (pretrained, yet below the untrained encoder on kNN):", ""] + notes
 
 
 def _floors(data) -> List[str]:
@@ -103,71 +243,75 @@ def _floors(data) -> List[str]:
     return (["", "Floors:", ""] + notes) if notes else []
 
 
-def _budget_caveats(data) -> List[str]:
-    b = data.pcfg.base
-    specs = {d: DATASETS[d] for d in data.pcfg.all_datasets}
-    reduced = []
-    if b.epochs is not None and any(b.epochs < s.epochs for s in specs.values()):
-        reduced.append(f"{b.epochs} epoch(s) (dataset defaults: {', '.join(f'{d} {s.epochs}' for d, s in specs.items())})")
-    if b.train_subset:
-        reduced.append(f"pretraining on {b.train_subset:,} images")
-    if b.batch_size is not None and any(b.batch_size != s.batch_size for s in specs.values()):
-        reduced.append(f"batch {b.batch_size}")
-    if b.image_size is not None and any(b.image_size < s.image_size for s in specs.values()):
-        reduced.append(f"images resized to {b.image_size} px")
-    if b.probe_train_subset or b.probe_test_subset:
-        reduced.append("probes on a fixed subset of the labelled images")
-    lines = ["", "Budget: every number carries its budget (epochs, batch, pretraining images, image side; probe "
-             "images). The protocol's default is 50 epochs per dataset, far below the 800-1000 epochs of the "
-             "published baselines: absolute accuracies are not comparable with those papers' tables."]
-    if reduced:
-        lines.append(f"**These runs use a reduced budget** ({'; '.join(reduced)}): they show that the pipeline "
-                     "works end to end, not what a full-budget run would give.")
-    return lines
-
+# --- tables -----------------------------------------------------------------------------------
 
 def _column_budgets(data, dataset: str) -> set:
     return {budget_text(r) for m in data.table_methods for r in data.grid(dataset, m).results.values()}
 
 
-def probe_table(data, key: str, title: str) -> str:
+def probe_table(data, key: str, title: str, source: str = "results") -> str:
     datasets = data.table_datasets
     budgets = {d: _column_budgets(data, d) for d in datasets}
     head = ["method"] + [data.title(d) + (f"<br><sub>{next(iter(budgets[d]))}</sub>" if len(budgets[d]) == 1 else "")
                          for d in datasets]
-    rows = []
+    rows, any_number, any_run = [], False, False
     for m in data.table_methods + [RANDOM_INIT]:
-        row = [_method_label(data, m)]
+        row = [method_label(data, m)]
         for d in datasets:
             rec = data.grid(d, m)
-            text = _entry(data, d, rec, key)
+            any_number |= bool(rec.scores(key, source))
+            any_run |= bool(rec.results)
+            text = entry(data, d, rec, key, source)
             if len(budgets[d]) > 1 and rec.results and m != RANDOM_INIT:
                 text += f"<br><sub>{budget_text(rec.any_result)}</sub>"
+            if m != RANDOM_INIT and source == "results" and key == "knn" and suspect_seeds(rec, data.grid(d, RANDOM_INIT)):
+                text += " (suspect: below the untrained encoder)"
             row.append(text)
         rows.append(row)
-    return f"## {title}\n\n" + md_table(head, rows)
+    missing = "" if any_number else (" — not measured (older code)" if any_run else " — not run")
+    return f"## {title}{missing}\n\n" + md_table(head, rows)
 
 
 def tables(data) -> str:
     k = data.pcfg.base
     return (
-        probe_table(data, "linear", "Table I: linear probe (frozen encoder)") + "\n"
-        + probe_table(data, "mlp", "Table II: 2-layer MLP probe (frozen encoder)") + "\n"
-        + probe_table(data, "knn", f"kNN on the frozen features (k = {k.knn_k}, cosine; not in the paper)") + "\n"
+        probe_table(data, "linear", "Table I: linear probe (frozen encoder), test") + "\n"
+        + probe_table(data, "mlp", "Table II: 2-layer MLP probe (frozen encoder), test") + "\n"
+        + probe_table(data, "knn", f"kNN on the frozen features (k = {k.knn_k}, cosine; not in the paper), test")
+        + "\n"
+        + probe_table(data, "linear", "Validation: linear probe (what every choice is made on)", "val") + "\n"
         "Column headers: budget = pretraining epochs, batch, pretraining images, image side; probes = labelled "
-        "train / test images the probes used. The last row probes an untrained ResNet-18 (same seeds): the "
-        "floor pretraining has to beat.\n"
+        "train / validation / test images the probes used. The last row probes an untrained ResNet-18 (same "
+        "seeds): the floor pretraining has to beat.\n"
     )
 
+
+def geometry_table(data, d: str) -> str:
+    floor = data.grid(d, RANDOM_INIT)
+    rows = []
+    for m in data.table_methods + [RANDOM_INIT]:
+        rec = data.grid(d, m)
+        reasons = collapse_reasons(rec, floor if floor.results and m != RANDOM_INIT else None)
+        note = "collapsed: " + "; ".join(reasons) if reasons else ("the floor" if m == RANDOM_INIT else "")
+        rows.append([method_label(data, m)]
+                    + [entry(data, d, rec, k, "geometry", 3) for k in ("alignment", "uniformity")]
+                    + [entry(data, d, rec, "effective_rank", "geometry", 1), entry(data, d, rec, "silhouette",
+                                                                                     "geometry", 3)]
+                    + [entry(data, d, rec, "linear"), note or "-"])
+    return md_table(["method", "alignment ↓", "uniformity ↓", "effective rank ↑", "silhouette ↑", "linear probe %",
+                     "features"], rows)
+
+
+# --- cost -------------------------------------------------------------------------------------
 
 def cost(data) -> str:
     datasets = [d for d in data.table_datasets if any(data.grid(d, m).results for m in data.table_methods)]
     if not datasets:
-        return "## Cost: throughput and wall time\n\nnot run\n"
+        return "## Cost: throughput and wall time — not run\n\nNo pretrained cell finished.\n"
     head = ["method"] + [data.title(d) for d in datasets]
     rows = []
     for m in data.table_methods:
-        row = [_method_label(data, m)]
+        row = [method_label(data, m)]
         for d in datasets:
             rec = data.grid(d, m)
             ips, secs = rec.summary("images_per_second"), rec.summary("pretrain_seconds")
@@ -194,157 +338,11 @@ def cost(data) -> str:
             lines.append(f"- {data.title(d)}: ran on {', '.join(devices)}.")
     total = sum(r.get("wall_seconds", r.get("eval_seconds", 0.0)) for r in data.all_results())
     lines.append(f"\nCompute in all the finished cells of this report: {total / 3600:.2f} h of wall time "
-                 "(pretraining, probes; the embedding measurements are not counted).")
+                 "(pretraining, probes and geometry).")
     return "\n".join(lines) + "\n"
 
 
-def embeddings(data, figures) -> str:
-    lines = ["## Figure 1: the test-set embeddings", "",
-             "t-SNE (and UMAP) maps of the frozen encoder features of SimCLR, SinSim and VICReg, coloured by class, "
-             "and numbers that back the pictures for every method: **alignment** = E ||f(x) − f(x+)||² over two "
-             "augmentations of a test image (lower: the two views land closer), **uniformity** = log E "
-             "exp(−2 ||f(x) − f(y)||²) over pairs of test images (lower: spread more evenly over the sphere); "
-             "Wang & Isola, ICML 2020; both on L2-normalised features. **Silhouette** (Rousseeuw 1987) of the "
-             "classes on the same normalised features (higher: classes form tighter, better separated groups). "
-             "The pictures themselves are not evidence: the silhouette is."]
-    if figures.umap_missing:
-        lines += ["", f"*{UMAP_MISSING}; the t-SNE maps are drawn.*"]
-    for d in data.pcfg.datasets:
-        lines += ["", f"### {data.title(d)}", ""]
-        if d in figures.embeddings:
-            lines.append(f"![Figure 1: {data.title(d)}]({figures.embeddings[d]})")
-        else:
-            lines.append(f"Figure 1: {figures.embedding_notes.get(d, 'not drawn')}.")
-        points = [e for m in data.table_methods + [RANDOM_INIT] for e in data.grid(d, m).embeddings.values()]
-        if points:
-            e = points[0]
-            lines += ["", f"Measured on {e['points']:,} of {e['test_images']:,} test images (random subsample, "
-                      f"seed {e['subsample_seed']}); alignment views: {e['alignment_views']}."]
-        rows = []
-        for m in data.table_methods + [RANDOM_INIT]:
-            rec = data.grid(d, m)
-            rows.append([_method_label(data, m)] + [_entry(data, d, rec, k, "embeddings", 3)
-                                                   for k in ("alignment", "uniformity", "silhouette")]
-                        + [_entry(data, d, rec, "linear")])
-        lines += ["", md_table(["method", "alignment ↓", "uniformity ↓", "silhouette ↑", "linear probe %"], rows)]
-    return "\n".join(lines) + "\n"
-
-
-def _delta(rec: CellRecords, ref: CellRecords, key: str) -> Tuple[str, Optional[Comparison]]:
-    if rec is ref:
-        return "reference", None
-    c = paired_comparison(rec.scores(key), ref.scores(key))
-    return ("not run" if c is None else f"{c.text()}: {c.verdict}"), c
-
-
-def _sweep_table(points_by_on, simclr: CellRecords, x_name: str) -> Tuple[str, List[Comparison]]:
-    rows, comps = [], []
-    for on, points in points_by_on:
-        for x, rec in points:
-            dl, cl = _delta(rec, simclr, "linear")
-            dk, ck = _delta(rec, simclr, "knn")
-            comps += [c for c in (cl, ck) if c is not None]
-            ips = rec.summary("images_per_second")
-            rows.append([on, f"{x:g}", rec.text("linear"), rec.text("mlp"), rec.text("knn"),
-                         "not run" if ips is None else f"{ips.mean:,.0f}", dl, dk])
-    head = ["term on", x_name, "linear %", "MLP %", "kNN %", "img/s", "Δ linear vs SimCLR", "Δ kNN vs SimCLR"]
-    return md_table(head, rows), comps
-
-
-def _resolution(comps: List[Comparison], what: str) -> str:
-    """What the seeds can and cannot tell apart among these comparisons."""
-    if not comps:
-        return "Nothing to compare yet."
-    decided = [c for c in comps if c.decided]
-    few = [c for c in comps if c.n < MIN_SEEDS]
-    halves = [(c.high - c.low) / 2 for c in comps if c.low is not None]
-    if decided:
-        text = f"{len(decided)} of {len(comps)} comparisons with SimCLR are resolved by the seeds (interval excludes 0). "
-    elif len(few) == len(comps):
-        largest = max(comps, key=lambda c: abs(c.mean))
-        text = (f"With fewer than {MIN_SEEDS} paired seeds no comparison gets a verdict, in either direction; the "
-                f"largest difference seen is {largest.mean:+.2f} points. More seeds (--seeds 0 1 2 ...) would "
-                "resolve it or not. ")
-    else:
-        text = f"No {what} differs from SimCLR by more than the seeds resolve. "
-    if halves:
-        text += (f"With these seeds, differences smaller than about {min(halves):.2f}-{max(halves):.2f} points "
-                 "(half-widths of the 95% intervals) cannot be told apart.")
-    else:
-        text += "One seed per cell: no spread, so no difference can be told apart from seed noise."
-    return text
-
-
-def sweeps(data, figures) -> str:
-    p = data.pcfg
-    if not p.sweep_datasets:
-        return ""
-    out = []
-    for d in p.sweep_datasets:
-        simclr = data.records(method_cell(d, "simclr"))
-        lines = [f"## Figures 2 and 3: the Sinkhorn weight and epsilon, {data.title(d)}", "",
-                 "Δ = the cell's accuracy minus SimCLR's, paired by seed: mean [95% interval], p (paired t-test), "
-                 "n; then what it means. Both sweeps put the term on the encoder features h (the paper) and on the "
-                 "projections z (the earlier measurement), as listed under *term on*."]
-        if d in figures.lambdas:
-            table, comps = _sweep_table([(on, data.lambda_sweep(d, on)) for on in p.sweep_on], simclr, "λ")
-            lines += ["", f"### Figure 2: accuracy vs λ (ε = {p.base.sinkhorn_eps:g})", "",
-                      f"![Figure 2: {data.title(d)}]({figures.lambdas[d]})", "", table, _resolution(comps, "λ > 0")]
-        if d in figures.epsilons:
-            table, comps = _sweep_table([(on, data.eps_sweep(d, on)) for on in p.sweep_on], simclr, "ε")
-            lines += ["", f"### Figure 3: accuracy vs ε (λ = {p.base.sinkhorn_weight:g})", "",
-                      f"![Figure 3: {data.title(d)}]({figures.epsilons[d]})", "", table, _resolution(comps, "ε")]
-        lines += ["", _placement(data, d)]
-        if d == "cifar10":
-            lines += ["", _prior(data, d)]
-        out.append("\n".join(lines) + "\n")
-    return "\n".join(out)
-
-
-def _placement(data, d: str) -> str:
-    b = data.pcfg.base
-    places = list(dict.fromkeys(data.pcfg.sweep_on + [b.sinkhorn_on]))
-    recs = {on: data.records(sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, on)) for on in places}
-    rows = []
-    for on, rec in recs.items():
-        ips = rec.summary("images_per_second")
-        rows.append([on, rec.text("linear"), rec.text("mlp"), rec.text("knn"),
-                     "not run" if ips is None else f"{ips.mean:,.0f}"])
-    text = (f"### Where the term acts (λ = {b.sinkhorn_weight:g}, ε = {b.sinkhorn_eps:g})\n\n"
-            + md_table(["term on", "linear %", "MLP %", "kNN %", "img/s"], rows))
-    if "features" in recs and "projection" in recs:
-        for key, name in (("linear", "linear probe"), ("knn", "kNN")):
-            c = paired_comparison(recs["projection"].scores(key), recs["features"].scores(key))
-            if c is not None:
-                text += f"\n- {name}: projection − features = {c.text()}: {c.verdict}."
-    return text
-
-
-def _prior(data, d: str) -> str:
-    b = data.pcfg.base
-    lines = ["### The earlier measurement", "", PRIOR, ""]
-    points = dict(data.lambda_sweep(d, "projection")) if "projection" in data.pcfg.sweep_on else {}
-    ours = [(lam, points[lam]) for lam in (0.0, 0.1, 1.0) if lam in points and points[lam].results]
-    if not ours or b.sinkhorn_eps != 0.05:
-        lines.append("This report has no matching runs (λ sweep on projections at ε = 0.05) to set beside it.")
-        return "\n".join(lines)
-    budget = budget_text(ours[0][1].any_result)
-    lines.append(f"The same points here (kNN, k = {b.knn_k}; {budget}): "
-                 + "; ".join(f"λ = {lam:g} → {rec.text('knn')}" for lam, rec in ours) + ".")
-    base = points.get(0.0)
-    if base is not None:
-        for lam, rec in ours:
-            if lam > 0:
-                c = paired_comparison(rec.scores("knn"), base.scores("knn"))
-                if c is not None:
-                    lines.append(f"- λ = {lam:g} − λ = 0: {c.text()}: {c.verdict}.")
-    comparable = b.knn_k == 200 and "50 ep, batch 512, 50,000 img" in budget
-    lines.append("" if comparable else "\nThese runs differ from the earlier one in budget or kNN k, so their "
-                 "levels are not comparable with it; only the differences between λ values are.")
-    lines.append("\nOne seed cannot separate 72.8 % from 72.75 %, nor, without a seed spread, 72.8 % from "
-                 "71.5 %: the seed spread of λ = 0 above is the yardstick.")
-    return "\n".join(lines)
-
+# --- provenance -------------------------------------------------------------------------------
 
 def data_and_seeds(data) -> str:
     rows = []
@@ -366,6 +364,31 @@ def data_and_seeds(data) -> str:
             + md_table(["dataset", "read from", "notes", "budget", "seeds asked", "cell runs finished"], rows)
             + "\nA cell run = one configuration with one seed (grid, sweeps and the untrained floor). Default "
             "epochs per dataset: " + ", ".join(f"{k} {DATASETS[k].epochs}" for k in data.pcfg.all_datasets) + ".\n")
+
+
+def code_states(data) -> Dict[str, List[str]]:
+    """Code label -> the cell runs made with it."""
+    states: Dict[str, List[str]] = defaultdict(list)
+    for (cell, rec) in data.loaded():
+        for seed, r in sorted(rec.results.items()):
+            states[code_label(r.get("code"))].append(f"{cell.dataset}/{cell.name}/seed{seed}")
+    return dict(states)
+
+
+def code(data) -> str:
+    states = code_states(data)
+    lines = ["## Code that made the runs", "",
+             "Each run records the git commit of the code that made it and whether its tracked files differed "
+             "from that commit (`results.json`, `code`; a dirty tree is told apart by the hash of its diff).", ""]
+    if not states:
+        return "\n".join(lines + ["No cell has finished."]) + "\n"
+    lines.append(md_table(["code", "cell runs"], [[k, str(len(v))] for k, v in states.items()]))
+    if len(states) > 1:
+        lines.append("**Runs of different code are mixed.** Cell runs per code state:\n")
+        for k, runs in states.items():
+            shown = ", ".join(runs[:12]) + (f", and {len(runs) - 12} more" if len(runs) > 12 else "")
+            lines.append(f"- {k}: {shown}")
+    return "\n".join(lines) + "\n"
 
 
 def hardware(data) -> str:
@@ -390,34 +413,45 @@ def hardware(data) -> str:
 
 def _session_row(start: dict, end: dict) -> List[str]:
     m = start.get("machine", {})
-    git = m.get("git") or {}
     counts = ", ".join(f"{n} {k}" for k, n in sorted(end.get("counts", {}).items())) or "-"
     return [start["time"], end.get("event", "?"),
             f"{m.get('gpu') or 'no GPU'}; {m.get('cpu')} ({m.get('cpu_count')} cores); torch {m.get('torch')}",
-            f"{git.get('commit', '?')}{' + uncommitted changes' if git.get('uncommitted_changes') else ''}",
-            counts, "`python train/run.py " + " ".join(start.get("argv", [])) + "`"]
+            code_label(m.get("git")), counts, "`python train/run.py " + " ".join(start.get("argv", [])) + "`"]
 
 
 def methods(data) -> str:
     b = data.pcfg.base
+    primary = data.title(data.pcfg.primary_dataset) if data.pcfg.primary_dataset else "-"
     return f"""## How the numbers are made
 
-- Encoder: ResNet-18 (CIFAR stem for images of 32 px or less), each method with its published recipe
-  (`train/methods/`); SinSim = SimCLR + λ · W_ε, here {sinsim_text(b.sinkhorn_weight, b.sinkhorn_eps, b.sinkhorn_on)}
-  in the tables, {b.sinkhorn_iters} Sinkhorn iterations, cost {b.sinkhorn_cost}.
+- Encoder: ResNet-18 (CIFAR stem for images of 32 px or less), each method with its published recipe, every
+  hyper-parameter cited in `train/methods/`; SinSim = SimCLR + λ · T_ε, here
+  {sinsim_text(b.sinkhorn_weight, b.sinkhorn_eps, b.sinkhorn_on, b.sinkhorn_term)} in the tables,
+  {b.sinkhorn_iters} Sinkhorn iterations, cost {b.sinkhorn_cost}. T_ε is the {TERM_NAMES['entropic']} of the
+  paper's equation (3) (*entropic*) or the debiased {TERM_NAMES['divergence']} = OT(x,y) − OT(x,x)/2 − OT(y,y)/2
+  (*divergence*; Feydy et al. 2019).
+- Splits (`train/splits.py`): a stratified {b.val_fraction:g} of the labelled train split (seed 0) is the
+  validation split; the probes train on the rest and never on it; the test split gives the final numbers only.
+  Pretraining sees the train images without labels (validation ones included), never a test image.
 - Linear probe: multinomial logistic regression (scikit-learn's objective with C = 1, solved by L-BFGS in
-  float64 on the run's device) on standardised frozen features of the un-augmented images. MLP probe: Linear-BatchNorm-ReLU-Linear (512 hidden), AdamW, {b.probe_epochs} epochs.
-  kNN: cosine similarity, k = {b.knn_k}, votes weighted by exp(sim / {b.knn_temperature:g}). See `train/evaluate.py`.
+  float64 on the run's device) on standardised frozen features of the un-augmented images. MLP probe:
+  Linear-BatchNorm-ReLU-Linear (512 hidden), AdamW, {b.probe_epochs} epochs. kNN: cosine similarity,
+  k = {b.knn_k}, votes weighted by exp(sim / {b.knn_temperature:g}), the probe-train images as memory bank. The
+  probe settings are fixed beforehand, not tuned. See `train/evaluate.py`.
 - Seeds: a seed fixes the initial weights, the data order and the augmentations, so cells pair up by seed.
   Spread: sample standard deviation (ddof = 1). Comparisons: paired t-test over the common seeds
-  (`scipy.stats.ttest_rel`), 95% interval of the mean difference; "cannot tell apart" when it contains 0.
+  (`scipy.stats.ttest_rel`), 95% interval of the mean difference (unadjusted); a verdict needs 3 or more paired
+  seeds. One primary comparison (SinSim − SimCLR, linear probe, test, on {primary}) is tested alone at
+  level 0.05; every other comparison is one family with Holm's step-down correction
+  (`train/paper/comparisons.py`).
+- Geometry (`train/geometry.py`, `train/embedding.py`), measured once by every run on a fixed subsample of
+  {b.geometry_points:,} test images (seed 0; no label used except by the silhouette): alignment
+  E ||f(x) − f(x+)||² over two SimCLR augmentations, uniformity log E exp(−2 ||f(x) − f(y)||²) (Wang & Isola
+  2020; both on L2-normalised h), effective rank exp(entropy of the normalised singular values of the raw h)
+  (RankMe, Garrido et al. 2023), silhouette of the classes (Rousseeuw 1987).
+- Collapsed features: mean uniformity within {UNIFORMITY_MARGIN:g} of the untrained encoder's or above it, or a
+  mean effective rank below {LOW_RANK_FRACTION:.0%} of the feature dimension. Suspect run: kNN below the untrained
+  encoder's on some seed (`train/paper/judgements.py`).
 - SinSim with λ = 0 is SimCLR exactly (same initial weights, views and updates), so the sweeps' λ = 0 point is
   the SimCLR cell.
-- Embeddings: `train/paper/geometry.py` (formulas and papers in its docstring), `train/paper/analysis.py`.
 """
-
-
-def render(data, figures, written: str) -> str:
-    parts = [header(data, written), verdict(data), tables(data), cost(data), embeddings(data, figures),
-             sweeps(data, figures), data_and_seeds(data), hardware(data), methods(data)]
-    return "\n".join(p for p in parts if p)

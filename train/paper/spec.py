@@ -2,11 +2,13 @@
 
 Two kinds of setting:
 
-* **settings** change the numbers a cell produces (budget, optimiser, heads,
-  the grid SinSim's lambda / eps / placement, probes, kNN k, embedding
-  subsample size). One output folder holds one set of them: a rerun with
-  other settings is refused (:class:`ProtocolMismatch`), so that a table
-  never mixes budgets without saying so. Use another ``--out`` instead.
+* **settings** change the numbers a cell produces or the analysis declared
+  for them (budget, optimiser, heads, the grid SinSim's term / lambda / eps /
+  placement, probes, validation fraction, kNN k, geometry subsample size,
+  the primary dataset). One output folder holds one set of them: a rerun
+  with other settings is refused (:class:`ProtocolMismatch`), so that a
+  table never mixes budgets without saying so, and the primary comparison
+  cannot be changed after the numbers are in. Use another ``--out`` instead.
 * **selection** says which cells to run: datasets, methods, seeds, sweep
   values. It may grow between invocations; ``paper.json`` keeps the union, so
   the report lists every cell ever asked for and shows the unfinished ones as
@@ -20,6 +22,15 @@ Defaults that differ from a single run, and why:
 * ``--sweep-on features projection``: that measurement put the term on the
   projections, the paper (and the grid's SinSim, ``--sinkhorn-on features``)
   on the encoder features; the sweeps run both.
+* ``--sweep-terms entropic divergence``: the paper's literal entropic cost
+  and the debiased divergence, both swept (README: The trainer).
+
+**The primary comparison** (declared here, before any number): SinSim (the
+grid's variant) against SimCLR, linear probe, test top-1, on
+``--primary-dataset`` (default: CIFAR-10 when it is in ``--datasets``, else
+the first of them); a paired t-test over the seeds at level 0.05. Every
+other comparison the report makes is one family, Holm-corrected
+(:mod:`.aggregate`).
 * ``--epsilons 0.02 0.05 0.1 0.5``: around the default 0.05; smaller values
   need more than the 100 Sinkhorn iterations to converge (README, Convergence).
 """
@@ -34,15 +45,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..catalog import DATASETS, METHOD_NAMES
-from ..config import (Config, _cuda_available, _HelpFormatter, add_training_arguments, nonneg_float, nonneg_int,
-                      positive_float, positive_int, resolved_device)
+from ..config import (SINKHORN_PLACEMENTS, SINKHORN_TERMS, Config, _cuda_available, _HelpFormatter,
+                      add_training_arguments, nonneg_float, nonneg_int, positive_float, resolved_device)
 from ..storage import atomic_write_json
 
 PAPER_DATASETS = ("mnist", "cifar10", "cifar100", "stl10")
 PAPER_METHODS = ("simclr", "byol", "vicreg", "barlow", "sinsim")
 FIGURE_METHODS = ("simclr", "sinsim", "vicreg")  # the paper's figure 1
 SWEEPS = ("lambda", "eps")
-PLACEMENTS = ("features", "projection")
+PLACEMENTS = SINKHORN_PLACEMENTS
+TERMS = SINKHORN_TERMS
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_LAMBDAS = (0.0, 0.01, 0.1, 1.0)
 DEFAULT_EPSILONS = (0.02, 0.05, 0.1, 0.5)
@@ -53,7 +65,8 @@ RUN_ONLY_FIELDS = (
     "dataset", "method", "seed", "out", "resume", "overwrite", "data_dir", "cache_dir", "download", "device",
     "num_workers", "check_every", "checkpoint_every", "compile", "sinkhorn_backend", "knn_every", "progress_every",
 )
-SELECTION_FIELDS = ("datasets", "methods", "seeds", "sweep_datasets", "sweeps", "lambdas", "epsilons", "sweep_on")
+SELECTION_FIELDS = ("datasets", "methods", "seeds", "sweep_datasets", "sweeps", "lambdas", "epsilons", "sweep_on",
+                    "sweep_terms")
 
 
 class ProtocolMismatch(RuntimeError):
@@ -72,14 +85,20 @@ class PaperConfig:
     lambdas: List[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))
     epsilons: List[float] = field(default_factory=lambda: list(DEFAULT_EPSILONS))
     sweep_on: List[str] = field(default_factory=lambda: list(PLACEMENTS))
-    embedding_points: int = 2000
+    sweep_terms: List[str] = field(default_factory=lambda: list(TERMS))
+    primary_dataset: Optional[str] = None  # None: default_primary(datasets)
     report_only: bool = False
     argv: List[str] = field(default_factory=list)
+    legacy: bool = False  # read from a paper.json written by older code (report only)
+
+    def __post_init__(self):
+        if self.primary_dataset is None:
+            self.primary_dataset = default_primary(self.datasets)
 
     def settings(self) -> Dict[str, Any]:
         """What must agree between invocations into one output folder."""
         kept = {k: v for k, v in self.base.to_dict().items() if k not in RUN_ONLY_FIELDS}
-        return {**kept, "embedding_points": self.embedding_points}
+        return {**kept, "primary_dataset": self.primary_dataset}
 
     def selection(self) -> Dict[str, list]:
         return {k: list(getattr(self, k)) for k in SELECTION_FIELDS}
@@ -90,12 +109,29 @@ class PaperConfig:
 
     @classmethod
     def from_saved(cls, saved: Dict[str, Any], out: str) -> "PaperConfig":
-        """The config a ``paper.json`` describes (for the report)."""
+        """The config a ``paper.json`` describes (for the report). A file
+        written by older code (before the Sinkhorn term was a named choice)
+        is read as what it was: the entropic term, no validation split, and
+        only entropic sweeps; ``legacy`` is set so the report can say so."""
         settings = dict(saved["settings"])
-        points = settings.pop("embedding_points")
+        selection = dict(saved["selection"])
+        legacy = "embedding_points" in settings or "sinkhorn_debias" in settings
+        if "embedding_points" in settings:
+            settings["geometry_points"] = settings.pop("embedding_points")
+        if "sinkhorn_debias" in settings:
+            settings["sinkhorn_term"] = "divergence" if settings.pop("sinkhorn_debias") else "entropic"
+            settings.setdefault("val_fraction", 0.0)
+            selection.setdefault("sweep_terms", [settings["sinkhorn_term"]])
+        primary = settings.pop("primary_dataset", None)
         known = {f.name for f in dataclasses.fields(Config)}
         base = Config(**{k: v for k, v in settings.items() if k in known})
-        return cls(base=base, out=out, embedding_points=points, **saved["selection"])
+        return cls(base=base, out=out, primary_dataset=primary, legacy=legacy,
+                   **{k: v for k, v in selection.items() if k in SELECTION_FIELDS})
+
+
+def default_primary(datasets: Sequence[str]) -> Optional[str]:
+    """CIFAR-10 when it is among ``datasets``, else the first of them."""
+    return "cifar10" if "cifar10" in datasets else (datasets[0] if datasets else None)
 
 
 def _unique(items: Sequence) -> list:
@@ -111,12 +147,15 @@ def build_paper_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python train/run.py --protocol paper",
         description="The SinSim paper's experiments: tables I and II (linear and MLP probes, methods x datasets x "
-        "seeds), figure 1 (t-SNE / UMAP, alignment, uniformity, silhouette), figures 2 and 3 (lambda and eps "
-        "sweeps, on features and on projections), and OUT/report.md. Resumable cell by cell: run the same command "
-        "again and finished cells are kept, an interrupted one resumes from its checkpoint.",
+        "seeds), figure 1 (t-SNE / UMAP, alignment, uniformity, effective rank, silhouette), figures 2 and 3 "
+        "(lambda and eps sweeps, for each Sinkhorn term and placement), and OUT/report.md. Choices are read on a "
+        "validation split, final numbers on test; one primary comparison, the rest Holm-corrected. Resumable "
+        "cell by cell: run the same command again and finished cells are kept, an interrupted one resumes from "
+        "its checkpoint.",
         epilog="Examples: python train/run.py --protocol paper --data-dir ../shared/data   |   "
-        "python train/run.py --protocol paper --datasets digits --seeds 0 1 --epochs 1 --train-subset 256 "
-        "--sweep-datasets digits --out runs/paper-digits   (about 8 minutes on 2 CPU cores)   |   "
+        "python train/run.py --protocol paper --datasets digits --seeds 0 1 2 --epochs 1 --train-subset 256 "
+        "--sweep-datasets digits --lambdas 0 0.1 1 --epsilons 0.05 0.5 --out runs/paper-digits   (about 12 minutes "
+        "on 2 shared CPU cores)   |   "
         "python train/run.py --protocol paper --report-only --out runs/paper",
         formatter_class=_HelpFormatter,
     )
@@ -127,6 +166,9 @@ def build_paper_parser() -> argparse.ArgumentParser:
     g.add_argument("--methods", nargs="+", choices=list(METHOD_NAMES), default=list(PAPER_METHODS), metavar="NAME",
                    help=f"methods of the tables ({', '.join(METHOD_NAMES)})")
     g.add_argument("--seeds", nargs="+", type=nonneg_int, default=list(DEFAULT_SEEDS), help="seeds of every cell")
+    g.add_argument("--primary-dataset", choices=list(DATASETS), default=None, metavar="NAME",
+                   help="the dataset of the one primary comparison (SinSim vs SimCLR, linear probe, test top-1; "
+                   "default: cifar10 when in --datasets, else the first of them)")
     g.add_argument("--out", default=DEFAULT_OUT, help="output folder (cells, figures, report.md)")
     g.add_argument("--data-dir", default=d.data_dir, help="where the dataset files are (or are downloaded to)")
     g.add_argument("--cache-dir", default=d.cache_dir, help="where decoded image archives are cached")
@@ -148,11 +190,9 @@ def build_paper_parser() -> argparse.ArgumentParser:
                    help="entropic regularisations")
     g.add_argument("--sweep-on", nargs="+", choices=PLACEMENTS, default=list(PLACEMENTS),
                    help="where the term acts in the sweeps: encoder features h, projections z, or both")
-
-    g = p.add_argument_group("embeddings (figure 1)")
-    g.add_argument("--embedding-points", type=positive_int, default=2000, metavar="K",
-                   help="test images (a fixed random subsample, seed 0) for t-SNE / UMAP, alignment, uniformity "
-                   "and silhouette")
+    g.add_argument("--sweep-terms", nargs="+", choices=TERMS, default=list(TERMS),
+                   help="which Sinkhorn terms the sweeps run: the paper's entropic cost, the debiased divergence, "
+                   "or both")
 
     add_training_arguments(p)
     p.set_defaults(knn_k=200)
@@ -165,6 +205,8 @@ def parse_paper_config(argv: Optional[Sequence[str]] = None) -> PaperConfig:
     args.pop("protocol")
     if not args["eval"]:
         parser.error("--no-eval: the paper protocol's tables are the probes' accuracies")
+    if not args["val_fraction"] > 0:
+        parser.error("--val-fraction 0: the paper protocol makes every choice on the validation split")
     if args["device"] == "cuda" and not _cuda_available():
         parser.error("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
     known = {f.name for f in dataclasses.fields(Config)}
@@ -172,6 +214,8 @@ def parse_paper_config(argv: Optional[Sequence[str]] = None) -> PaperConfig:
     if base.precision == "bf16" and resolved_device(base) == "cpu":
         parser.error("--precision bf16 needs --device cuda (CPU runs use fp32)")
     datasets = _unique(args["datasets"])
+    if args["primary_dataset"] is not None and args["primary_dataset"] not in datasets:
+        parser.error(f"--primary-dataset {args['primary_dataset']} is not in --datasets ({' '.join(datasets)})")
     sweep_datasets = args["sweep_datasets"]
     if sweep_datasets is None:
         sweep_datasets = ["cifar10"] if "cifar10" in datasets else []
@@ -186,7 +230,8 @@ def parse_paper_config(argv: Optional[Sequence[str]] = None) -> PaperConfig:
         lambdas=_unique(args["lambdas"]),
         epsilons=_unique(args["epsilons"]),
         sweep_on=_unique(args["sweep_on"]),
-        embedding_points=args["embedding_points"],
+        sweep_terms=_unique(args["sweep_terms"]),
+        primary_dataset=args["primary_dataset"],
         report_only=args["report_only"],
         argv=list(argv) if argv is not None else [],
     )

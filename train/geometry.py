@@ -1,7 +1,10 @@
-r"""Numbers that back the embedding pictures: alignment, uniformity, silhouette.
+r"""The geometry of an encoder's features: alignment, uniformity, effective rank, silhouette.
 
-All three are computed on L2-normalised features ``f(x) / ||f(x)||`` (the
-unit hypersphere), from the frozen encoder's features ``h``.
+Alignment, uniformity and silhouette are computed on L2-normalised features
+``f(x) / ||f(x)||`` (the unit hypersphere), the effective rank on the raw
+features; all from the frozen encoder's features ``h``. Every run measures
+them once on a fixed test subsample (:mod:`train.embedding`), so that a
+collapsed run shows in its ``results.json``.
 
 **Alignment** and **uniformity**: Wang & Isola, "Understanding Contrastive
 Representation Learning through Alignment and Uniformity on the
@@ -16,6 +19,19 @@ Positive pairs are two augmentations of one image; the expectation over
 as in the paper's code (``torch.pdist``). On unit vectors squared distances
 lie in [0, 4], so alignment lies in [0, 4] and uniformity in [-8, 0] (0: all
 points equal, collapse; -8 only for two antipodal points).
+
+**Effective rank** (RankMe): Garrido, Balestriero, Najman, LeCun, "RankMe:
+Assessing the Downstream Performance of Pretrained Self-Supervised
+Representations by Their Rank", ICML 2023 (arXiv:2210.02885), Eq. (1). With
+the singular values ``sigma_1 .. sigma_K`` of the ``(n, d)`` feature matrix
+(raw, not centred, as in the paper; ``K = min(n, d)``)::
+
+    p_k = sigma_k / sum_j sigma_j + eps,   RankMe = exp( - sum_k p_k log p_k )      (eps = 1e-7)
+
+It lies in [1, K] (up to ``eps``): 1 when every point lies on one line
+through 0 (e.g. all points equal: collapse), ``K`` when all singular values
+are equal (e.g. orthonormal points). Unlike uniformity it also sees
+*dimensional* collapse: spread points that fill only a few directions.
 
 **Silhouette** (Rousseeuw, J. Comput. Appl. Math. 1987): for point ``i`` with
 mean distance ``a(i)`` to the other points of its class and ``b(i)`` the
@@ -49,6 +65,18 @@ def uniformity(x, t: float = 2.0) -> float:
     if len(x) < 2:
         raise ValueError("uniformity needs at least two points")
     return float(torch.pdist(x).pow(2).mul(-t).exp().mean().log())
+
+
+def effective_rank(x, eps: float = 1e-7) -> float:
+    """RankMe of the ``(n, d)`` features ``x`` (raw, not normalised or centred)."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.dim() != 2 or min(x.shape) < 1:
+        raise ValueError(f"effective_rank needs an (n, d) matrix with n, d >= 1, got shape {tuple(x.shape)}")
+    sigma = torch.linalg.svdvals(x)
+    if not sigma.sum() > 0:
+        raise ValueError("effective_rank of an all-zero matrix is undefined")
+    p = sigma / sigma.sum() + eps
+    return float(torch.exp(-(p * p.log()).sum()))
 
 
 def silhouette(x, labels) -> float:
