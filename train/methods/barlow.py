@@ -32,8 +32,9 @@ class BarlowTwins(Method):
         self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, layers=3)
         self.barlow = BarlowTwinsLoss(lambda_offdiag=cfg.barlow_lambda, scale=cfg.barlow_scale)
 
-    def loss_terms(self, x1, x2):
-        z1 = self.projector(self.backbone(x1))
-        z2 = self.projector(self.backbone(x2))
+    def embed(self, x1, x2):
+        return self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
+
+    def loss_from(self, z1, z2):
         loss = self.barlow(z1, z2)
         return loss, {"barlow": loss}

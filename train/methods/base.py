@@ -2,9 +2,19 @@
 
 A method owns the encoder (``backbone``), its heads and its loss. Subclasses
 set ``name``, their published ``defaults`` and augmentation ``recipe``, build
-their heads in ``__init__`` and implement :meth:`loss_terms`; the base class
-supplies the training step, the optimiser's parameter groups and the hook
-called after each optimiser step.
+their heads in ``__init__`` and implement two steps:
+
+* :meth:`embed`: the per-image outputs of the two views (projections,
+  predictions, features; row ``i`` of each comes from image ``i``);
+* :meth:`loss_from`: the loss of a batch from those outputs.
+
+The training step is ``loss_from(*batch.gather(*embed(x1, x2)))``. In one
+process ``batch`` is :class:`LocalBatch`, which gathers nothing; under
+torchrun it all-gathers the outputs of every process
+(:class:`train.parallel.model.GatheredBatch`), so the loss is that of the
+whole global batch (NT-Xent's negatives, VICReg's covariance, Barlow Twins'
+cross-correlation). The base class also supplies the optimiser's parameter
+groups and the hook called after each optimiser step.
 """
 
 from __future__ import annotations
@@ -15,6 +25,13 @@ import torch
 from torch import nn
 
 Terms = Dict[str, torch.Tensor]
+
+
+class LocalBatch:
+    """The batch is this process's: nothing to gather."""
+
+    def gather(self, *tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return tensors
 
 
 class Method(nn.Module):
@@ -30,15 +47,25 @@ class Method(nn.Module):
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.cfg = cfg
+        self.batch = LocalBatch()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder features ``h`` (what the probes see)."""
         return self.backbone(x)
 
-    def loss_terms(self, x1: torch.Tensor, x2: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
-        """``(loss, terms)`` for two augmented views of the same images;
-        ``terms`` are detached scalars logged per epoch."""
+    def embed(self, x1: torch.Tensor, x2: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The per-image outputs the loss compares, for two augmented views
+        of the same images (each tensor has one row per image)."""
         raise NotImplementedError
+
+    def loss_from(self, *outputs: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
+        """``(loss, terms)`` of the batch whose outputs (from :meth:`embed`)
+        are given; ``terms`` are scalars logged per epoch."""
+        raise NotImplementedError
+
+    def loss_terms(self, x1: torch.Tensor, x2: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
+        """``(loss, terms)`` for two augmented views of the same images."""
+        return self.loss_from(*self.batch.gather(*self.embed(x1, x2)))
 
     def training_step(self, x1: torch.Tensor, x2: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         loss, terms = self.loss_terms(x1, x2)

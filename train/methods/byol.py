@@ -56,12 +56,15 @@ class BYOL(Method):
     def trainable(self):
         return torch.nn.ModuleList([self.backbone, self.projector, self.predictor])
 
-    def loss_terms(self, x1, x2):
+    def embed(self, x1, x2):
         p1 = self.predictor(self.projector(self.backbone(x1)))
         p2 = self.predictor(self.projector(self.backbone(x2)))
         with torch.no_grad():
             t1 = self.target_projector(self.target_backbone(x1))
             t2 = self.target_projector(self.target_backbone(x2))
+        return p1, p2, t1, t2
+
+    def loss_from(self, p1, p2, t1, t2):
         loss = self.byol(p1, t2) + self.byol(p2, t1)
         return loss, {"byol": loss}
 

@@ -38,7 +38,10 @@ class SimCLR(Method):
         z = self.projector(h)
         return h.chunk(2), z.chunk(2)
 
-    def loss_terms(self, x1, x2):
+    def embed(self, x1, x2):
         _, (z1, z2) = self.encode_pair(x1, x2)
+        return z1, z2
+
+    def loss_from(self, z1, z2):
         loss = self.ntxent(z1, z2)
         return loss, {"ntxent": loss}

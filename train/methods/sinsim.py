@@ -58,9 +58,23 @@ class SinSim(SimCLR):
             check_finite=False,  # no device sync in the step; the engine watches the loss
         )
         self.on_features = cfg.sinkhorn_on == "features"
+        # Under torchrun, the row-sharded Sinkhorn term (sinsim_ext.distributed.ShardedSinkhornLoss)
+        # when train.parallel.model chooses it: it takes this process's rows, not the gathered batch.
+        self.sharded_sinkhorn = None
 
-    def loss_terms(self, x1, x2):
+    def embed(self, x1, x2):
         (h1, h2), (z1, z2) = self.encode_pair(x1, x2)
         s1, s2 = (h1, h2) if self.on_features else (z1, z2)
+        return z1, z2, s1, s2
+
+    def loss_from(self, z1, z2, s1, s2):
         terms = self.loss.terms(z1, z2, s1, s2)
+        return self.loss.combine(terms), terms
+
+    def loss_terms(self, x1, x2):
+        if self.sharded_sinkhorn is None:
+            return super().loss_terms(x1, x2)
+        z1, z2, s1, s2 = self.embed(x1, x2)
+        z1, z2 = self.batch.gather(z1, z2)
+        terms = {"ntxent": self.loss.ntxent(z1, z2), "sinkhorn": self.sharded_sinkhorn(s1, s2)}
         return self.loss.combine(terms), terms

@@ -31,8 +31,9 @@ class VICReg(Method):
         self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, layers=3)
         self.vicreg = VICRegLoss(sim_weight=25.0, var_weight=25.0, cov_weight=1.0)
 
-    def loss_terms(self, x1, x2):
-        z1 = self.projector(self.backbone(x1))
-        z2 = self.projector(self.backbone(x2))
+    def embed(self, x1, x2):
+        return self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
+
+    def loss_from(self, z1, z2):
         terms = self.vicreg.terms(z1, z2)
         return self.vicreg.combine(terms), terms
