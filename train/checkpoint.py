@@ -150,6 +150,13 @@ def load_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[
         return None
     state = read_checkpoint(path)
     saved = state.get("signature", {})
+    saved_world, world = saved.get("world_size", 1), signature.get("world_size", 1)
+    if saved_world != world:
+        raise CheckpointMismatch(
+            f"{path} was written by a run of {saved_world} process(es) and this one has {world}: the data order and "
+            "the augmentations depend on the number of processes. Resume with the same number (torchrun "
+            "--nnodes x --nproc-per-node, or plain python for 1), or use another --out"
+        )
     diff = {k: (saved.get(k), v) for k, v in signature.items() if saved.get(k) != v and k not in set(may_change)}
     if diff:
         details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())

@@ -89,6 +89,10 @@ class Config:
     check_every: int = 50
     checkpoint_every: int = 1
     progress_every: float = 30.0  # seconds between progress lines within an epoch (0: off)
+    # several processes (torchrun; train/parallel/): no effect in one process
+    sync_bn: bool = False
+    sinkhorn_shard: str = "auto"
+    dist_timeout: float = 30.0  # minutes a training collective may wait
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -188,14 +192,17 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     d = Config()
     g = p.add_argument_group("budget (defaults depend on the dataset)")
     g.add_argument("--epochs", type=positive_int, help="pretraining epochs")
-    g.add_argument("--batch-size", type=at_least_two, help="images per step (two views each)")
+    g.add_argument("--batch-size", type=at_least_two,
+                   help="images per step (two views each); under torchrun the global batch, split evenly over the "
+                   "processes (must be divisible by their number); --lr scales with it")
     g.add_argument("--image-size", type=positive_int, help="images are resized once to this side")
     g.add_argument("--train-subset", type=at_least_two, metavar="K",
                    help="pretrain on K images; the probes still use the full labelled splits")
 
     g = p.add_argument_group("optimisation (defaults: each method's published recipe)")
     g.add_argument("--optimizer", choices=OPTIMIZERS)
-    g.add_argument("--lr", type=positive_float, help="learning rate per 256 images (scaled by batch/256)")
+    g.add_argument("--lr", type=positive_float,
+                   help="learning rate per 256 images (scaled by batch/256, the global batch under torchrun)")
     g.add_argument("--weight-decay", type=nonneg_float)
     g.add_argument("--momentum", type=unit_interval, default=d.momentum, help="SGD / LARS momentum")
     g.add_argument("--warmup-epochs", type=nonneg_float, help="linear warm-up (default: min(10, epochs/10))")
@@ -263,6 +270,20 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--progress-every", type=nonneg_float, default=d.progress_every, metavar="SECONDS",
                    help="a progress line (steps, images/s, time left) this often within an epoch when the output "
                    "is not a terminal (0: only a line per epoch); a terminal gets a progress bar")
+
+    g = p.add_argument_group(
+        "several processes: torchrun --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT] train/run.py ... "
+        "(README: Scaling out)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="BatchNorm statistics over the global batch (torch's SyncBatchNorm on GPUs); without it "
+                   "each process normalises its own batch/N images")
+    g.add_argument("--sinkhorn-shard", choices=["auto", "always", "never"], default=d.sinkhorn_shard,
+                   help="SinSim's Sinkhorn term: each process solves only its rows of the cost matrix (always), "
+                   "or gathers both views and solves the whole problem (never); auto: shard when the gathered "
+                   "cost matrices would exceed 256 MB per process")
+    g.add_argument("--dist-timeout", type=positive_float, default=d.dist_timeout, metavar="MINUTES",
+                   help="a training collective that waits this long (a process hung or a machine vanished) stops "
+                   "the job with an error")
 
 
 def _cuda_available() -> bool:

@@ -102,7 +102,15 @@ class Trainer:
         progress: Optional[bool] = None,
         progress_every: float = 30.0,
         label: str = "",
+        step: Optional[Callable] = None,
+        order_generator: Optional[torch.Generator] = None,
+        rows: Optional[slice] = None,
     ):
+        """``step``: the training step, ``(x1, x2) -> (loss, terms)`` (default
+        ``method.training_step``; under torchrun the DistributedDataParallel
+        module). ``order_generator``: draws each epoch's permutation (default
+        ``generator``, which also draws the augmentations). ``rows``: the part
+        of each batch of ``batch_size`` this process trains on (default all)."""
         self.method, self.images, self.views = method, images, views
         self.optimizer, self.scheduler = optimizer, scheduler
         self.device = images.device
@@ -111,6 +119,8 @@ class Trainer:
         self.epochs = epochs
         self.total_steps = self.steps_per_epoch * epochs
         self.generator = generator
+        self.order_generator = generator if order_generator is None else order_generator
+        self.rows = rows
         self.check_every = check_every
         self.progress = progress  # None: a bar on a terminal, else lines every progress_every s
         self.progress_every = progress_every
@@ -125,9 +135,9 @@ class Trainer:
             if precision == "bf16"
             else contextlib.nullcontext
         )
-        self.step_fn: Callable = method.training_step
+        self.step_fn: Callable = method.training_step if step is None else step
         if compile:
-            self.step_fn = torch.compile(method.training_step)
+            self.step_fn = torch.compile(self.step_fn)
             views.compile()
         if self.channels_last:
             method.to(memory_format=torch.channels_last)
@@ -145,6 +155,13 @@ class Trainer:
         self.scheduler.step()
         return loss.detach(), terms
 
+    @property
+    def generators(self) -> Dict[str, torch.Generator]:
+        """The run's own generators, by the name the checkpoint keeps them under."""
+        if self.order_generator is self.generator:
+            return {"data": self.generator}
+        return {"order": self.order_generator, "augment": self.generator}
+
     def state_dict(self) -> Dict[str, Optional[float]]:
         """What a resumed run needs to judge divergence exactly as an uninterrupted one."""
         return {"reference_loss": self.reference_loss}
@@ -155,7 +172,7 @@ class Trainer:
     def train_epoch(self, epoch: int, first_step: int) -> EpochStats:
         """One pass over a fresh permutation; ``epoch`` counts from 1."""
         self.method.train()
-        order = torch.randperm(len(self.images), generator=self.generator, device=self.device)
+        order = torch.randperm(len(self.images), generator=self.order_generator, device=self.device)
         loss_sum = torch.zeros((), device=self.device)
         term_sums: Dict[str, torch.Tensor] = {}
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -170,6 +187,8 @@ class Trainer:
             for i in range(self.steps_per_epoch):
                 step = first_step + i
                 idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+                if self.rows is not None:
+                    idx = idx[self.rows]
                 loss, terms = self._train_step(self.images[idx])
                 self.method.after_optimizer_step(step + 1, self.total_steps)
                 loss_sum += loss

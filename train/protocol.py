@@ -39,6 +39,7 @@ from .evaluate import evaluate_encoder, knn_monitor
 from .methods import METHODS
 from .models import resnet18_encoder
 from .optim import build_optimizer, build_scheduler, change_base_lrs
+from .parallel.context import current as parallel_job
 from .provenance import git_state
 from .results import read_results, write_combined, write_method_results, write_metrics_csv
 from .run_lock import hold_run_folder
@@ -60,8 +61,11 @@ def seed_everything(seed: int) -> None:
 
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+        label = torch.cuda.get_device_name(device)
+    else:
+        label = f"cpu ({torch.get_num_threads()} threads)"
+    job = parallel_job()
+    return label if job is None else f"{job.world} processes ({job.backend}), each {label}"
 
 
 def dataset_label(data: ImageData) -> str:
@@ -113,10 +117,25 @@ def build_trainer(cfg: Config, images: torch.Tensor, channels: int, mean, std) -
     optimizer = build_optimizer(cfg.optimizer, method.trainable(), cfg.lr * batch_size / 256, cfg.weight_decay,
                                 cfg.momentum, cfg.bias_lr_scale)
     scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch))
+    options = dict(precision=cfg.precision, compile=cfg.compile, check_every=cfg.check_every,
+                   progress_every=cfg.progress_every, label=cfg.method)
+    job = parallel_job()
+    if job is not None:  # under torchrun: the data-parallel trainer of this rank (train/parallel/)
+        from .parallel.trainer import make_trainer
+
+        return make_trainer(job, cfg, method, images, views, optimizer, scheduler, batch_size, **options)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     return Trainer(method, images, views, optimizer, scheduler, batch_size=batch_size, epochs=cfg.epochs,
-                   generator=generator, precision=cfg.precision, compile=cfg.compile,
-                   check_every=cfg.check_every, progress_every=cfg.progress_every, label=cfg.method)
+                   generator=generator, **options)
+
+
+def training_signature(cfg: Config) -> Dict:
+    """The settings a checkpoint or a finished result must share with this run;
+    under torchrun also the number of processes and --sync-bn, which change
+    the data order, the augmentations and the BatchNorm statistics."""
+    job = parallel_job()
+    extra = {} if job is None else {"world_size": job.world, "sync_bn": cfg.sync_bn}
+    return {**cfg.training_signature(), **extra}
 
 
 def _changed(saved: Dict, now: Dict, fields) -> Dict[str, list]:
@@ -144,7 +163,7 @@ def run_method(cfg: Config, data: ImageData, may_change=()) -> Dict:
 
 def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     out = Path(cfg.out)
-    signature = cfg.training_signature()
+    signature = training_signature(cfg)
     previous = read_results(out) if cfg.resume else None
     if previous is not None:
         kept = {k: v for k, v in signature.items() if k not in may_change}
@@ -167,7 +186,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     splits = probe_data(cfg, data)
     trainer = build_trainer(cfg, images, data.channels, mean, std)
     method, views, optimizer, scheduler = trainer.method, trainer.views, trainer.optimizer, trainer.scheduler
-    generator, batch_size, steps_per_epoch = trainer.generator, trainer.batch_size, trainer.steps_per_epoch
+    batch_size, steps_per_epoch = trainer.batch_size, trainer.steps_per_epoch
     if batch_size < cfg.batch_size:
         log(f"note: batch size {cfg.batch_size} > {len(images)} pretraining images; using {batch_size}")
 
@@ -177,7 +196,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         fresh_base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         state = load_checkpoint(checkpoint_path, signature, may_change)
         if state is not None:
-            restore(state, method=method, optimizer=optimizer, scheduler=scheduler, generators={"data": generator})
+            restore(state, method=method, optimizer=optimizer, scheduler=scheduler, generators=trainer.generators)
             trainer.load_state_dict(state.get("trainer", {}))
             start_epoch, metrics, changes = state["epoch"], state["metrics"], list(state.get("resume_changes", []))
             changed = _changed(state["signature"], signature, may_change)
@@ -194,8 +213,10 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         record["resume_changes"] = changes  # the flags changed on resume, and after which epoch
     atomic_write_json(out / "config.json", record)
     if start_epoch < cfg.epochs:
+        job = parallel_job()
+        spread = "" if job is None else f" x {job.world} processes ({batch_size // job.world} images each)"
         log(f"{cfg.method}: pretraining epochs {start_epoch + 1}-{cfg.epochs}, {steps_per_epoch} steps of "
-            f"{batch_size} images each, on {cfg.device} -> {out}")
+            f"{batch_size} images each, on {cfg.device}{spread} -> {out}")
 
     def on_epoch_end(s: EpochStats) -> None:
         row = s.row()
@@ -207,7 +228,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         if s.epoch % cfg.checkpoint_every == 0 or s.epoch == cfg.epochs:
             save_checkpoint(checkpoint_path, method=method, optimizer=optimizer, scheduler=scheduler,
                             epoch=s.epoch, step=s.epoch * steps_per_epoch, metrics=metrics,
-                            generators={"data": generator}, signature=signature,
+                            generators=trainer.generators, signature=signature,
                             extra={"trainer": trainer.state_dict(), "resume_changes": changes})
         terms = " ".join(f"{k} {v:.4f}" for k, v in s.terms.items() if len(s.terms) > 1)
         knn = f" knn {row['knn']:.2f}%" if "knn" in row else ""

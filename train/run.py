@@ -4,6 +4,8 @@
     python train/run.py --dataset digits --method all        # every method, a few minutes on a CPU
     python train/run.py --dataset cifar10 --method sinsim --data-dir ../shared/data --device cuda
     python train/run.py --protocol paper --data-dir ../shared/data      # every experiment of the paper, see train/paper/
+    torchrun --standalone --nproc-per-node 8 train/run.py --dataset cifar10 --batch-size 4096 --sync-bn ...
+                                                                        # data parallel, see train/parallel/
 
 The arguments are parsed before torch is imported, so ``--help`` and
 argument errors answer at once. Errors the user can act on (a missing
@@ -51,9 +53,18 @@ def main(argv=None) -> int:
 
         return paper_main(argv)
     from train.config import parse_config
+    from train.parallel import torchrun_world_size
 
     cfg = parse_config(argv)
+    if torchrun_world_size() > 1:  # under torchrun: rank 0 runs the protocol, the others train with it
+        from train.parallel.launch import run_distributed
 
+        return run_distributed(cfg.device, cfg.dist_timeout, lambda: run_single(cfg))
+    return run_single(cfg)
+
+
+def run_single(cfg) -> int:
+    """The single-run protocol (one process, or the driver of a torchrun job)."""
     from train.run_lock import hold_run_folder
 
     try:
