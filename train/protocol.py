@@ -178,10 +178,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     images = data.with_pretrain_subset(cfg.train_subset, cfg.seed).pretrain.to(device)
-    if min(cfg.batch_size, len(images)) < 2:
-        raise RunError(f"{cfg.method}: a batch of {min(cfg.batch_size, len(images))} image: self-supervised methods "
-                       "compare two or more images per batch (NT-Xent with one has no negatives and is exactly 0); "
-                       "use --batch-size 2 or more, and at least 2 pretraining images (--train-subset)")
+    require_two_per_batch(cfg, len(images))
     mean, std = data.channel_stats()
     splits = probe_data(cfg, data)
     trainer = build_trainer(cfg, images, data.channels, mean, std)
@@ -296,9 +293,22 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     return result
 
 
+def require_two_per_batch(cfg: Config, pretrain_images: int) -> None:
+    """Refuse a batch of one image: NT-Xent with one has no negatives and is exactly 0."""
+    batch = min(cfg.batch_size, pretrain_images)
+    if batch < 2:
+        raise RunError(f"{cfg.method}: a batch of {batch} image: self-supervised methods "
+                       "compare two or more images per batch (NT-Xent with one has no negatives and is exactly 0); "
+                       "use --batch-size 2 or more, and at least 2 pretraining images (--train-subset)")
+
+
 def probe_data(cfg: Config, data: ImageData) -> ProbeSplits:
     """The probes' fixed probe-train / validation / test images (train/splits.py)."""
-    return probe_splits(data, cfg.val_fraction, cfg.probe_train_subset, cfg.probe_test_subset)
+    try:
+        return probe_splits(data, cfg.val_fraction, cfg.probe_train_subset, cfg.probe_test_subset)
+    except ValueError as exc:
+        raise RunError(f"{data.name}: cannot carve the probes' splits ({exc}); change --val-fraction "
+                       "(0 for no validation split) or use more labelled images") from exc
 
 
 def probe_budget(splits: ProbeSplits) -> Dict:
@@ -363,6 +373,7 @@ def _run_methods(cfg: Config) -> List[Dict]:
     subset = f" (a random {cfg.train_subset} of them with --train-subset)" if cfg.train_subset else ""
     log(f"{data.name}: {len(data.pretrain)} pretraining images{subset}, {len(data.train_images)} train / "
         f"{len(data.test_images)} test labelled, {data.num_classes} classes, {cfg.image_size} px, device {cfg.device}")
+    require_two_per_batch(cfg, min(len(data.pretrain), cfg.train_subset or len(data.pretrain)))
     probed = probe_data(cfg, data).budget()
     log(f"probes: {probed['probe_train_images']} train / {probed['val_images']} validation (choices) / "
         f"{probed['probe_test_images']} test (final numbers) images")
