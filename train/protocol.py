@@ -167,7 +167,9 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     previous = read_results(out) if cfg.resume else None
     if previous is not None:
         kept = {k: v for k, v in signature.items() if k not in may_change}
-        if all(previous.get("signature", {}).get(k) == v for k, v in kept.items()):
+        kept.setdefault("world_size", 1)  # a result of several processes is not one process's, and vice versa
+        saved = {"world_size": 1, **previous.get("signature", {})}
+        if all(saved.get(k) == v for k, v in kept.items()):
             changed = _changed(previous.get("signature", {}), signature, may_change)
             note = (" (" + ", ".join(f"--{k} {b!r}" for k, (a, b) in changed.items()) + " does not change a finished run)"
                     if changed else "")

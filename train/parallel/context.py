@@ -107,7 +107,10 @@ def start(device: str, timeout_minutes: float) -> Context:
 
 
 def finish() -> None:
+    """Leave the job. A SIGTERM from here on (torchrun stopping the job after
+    this process already said why it stops) just ends the process."""
     global _CURRENT
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if dist.is_initialized():
         dist.destroy_process_group()
     _CURRENT = None

@@ -45,7 +45,8 @@ def run_distributed(device: str, timeout_minutes: float, driver: Callable[[], in
         if not lost_contact(exc):
             raise
         print(f"error: {ctx.who()}: a collective failed ({first_line(exc)}): another process of the job stopped, "
-              f"hung or cannot be reached (its own error, if any, is above), so this one stops too; {RESUME}",
+              f"hung or cannot be reached (its own error, if any, is above; torchrun's summary below names the first "
+              f"process that failed as the Root Cause), so this one stops too; {RESUME}",
               file=sys.stderr)
         return 1
     finally:
