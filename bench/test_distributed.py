@@ -1,0 +1,69 @@
+"""Data parallel on CPUs (gloo): images/s of 1 and 2 processes, and the
+row-sharded Sinkhorn solve against the gathered one.
+
+    pytest bench/test_distributed.py --benchmark-only --benchmark-group-by=group
+
+The ranks are started once per configuration (bench/distributed_pool.py)
+and each timed call runs the same job on all of them, barrier to barrier,
+so process start-up is not timed.
+
+* **train step**: SimCLR, ResNet-18, global batch 32 of 3 x 16 x 16 images,
+  fp32, 2 steps per call: one process with 1 thread, one with 2 threads,
+  and two processes with 1 thread each (DistributedDataParallel, the loss
+  all-gathered: what ``torchrun --nproc-per-node 2`` runs). ``extra_info``
+  has ``images_per_second``.
+* **Sinkhorn term**: value and gradient of OT_eps between two global batches
+  of n 128-d points (eps 0.05, 100 iterations, fp32) spread over 2
+  processes: ``gathered`` (all-gather, the CPU kernel on the n x n problem
+  on both) and ``sharded`` (each process its n/2 rows,
+  sinsim_ext.distributed). ``extra_info`` has the growth of peak resident
+  memory per process during the call (Linux VmHWM; the allocator may reuse
+  memory freed before, so it can under-count) and the cost-matrix bytes each
+  mode keeps by construction.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from distributed_pool import Pool
+
+TRAIN = ("train", "simclr", 32, 16, 2)  # method, global batch, image side, steps per call
+POOLS = {"1 process x 1 thread": (1, 1), "1 process x 2 threads": (1, 2), "2 processes x 1 thread": (2, 1)}
+SINKHORN_N = [512, 1024, 2048]
+
+
+@pytest.fixture(scope="module")
+def pools():
+    started = {}
+
+    def get(name):
+        if name not in started:
+            for other in list(started):  # one pool at a time: the machine has few cores
+                started.pop(other).close()
+            started[name] = Pool(*POOLS[name])
+        return started[name]
+
+    yield get
+    for pool in started.values():
+        pool.close()
+
+
+@pytest.mark.parametrize("name", list(POOLS))
+def test_train_step_images_per_second(benchmark, pools, name):
+    pool = pools(name)
+    benchmark.group = f"data parallel train step, cpu, simclr, global batch {TRAIN[2]}, {TRAIN[3]} px"
+    benchmark.pedantic(pool.run, args=(TRAIN,), rounds=3, warmup_rounds=1)
+    if benchmark.stats is not None:
+        benchmark.extra_info["images_per_second"] = TRAIN[2] * TRAIN[4] / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("n", SINKHORN_N)
+@pytest.mark.parametrize("mode", ["gathered", "sharded"])
+def test_sinkhorn_term_sharded_vs_gathered(benchmark, pools, mode, n):
+    pool = pools("2 processes x 1 thread")
+    job = ("sinkhorn", mode, n, 100, False)
+    benchmark.group = f"Sinkhorn term over 2 processes, n {n} (global), d 128, 100 iterations, fp32"
+    _, grown = benchmark.pedantic(pool.run, args=(job,), rounds=2, warmup_rounds=0)
+    benchmark.extra_info["peak_rss_growth_mb"] = grown / 2**20
+    benchmark.extra_info["cost_matrix_mb_per_process"] = 4 * n * (n if mode == "gathered" else n // 2) / 2**20
