@@ -3,8 +3,8 @@
 The benchmark process starts the ranks once (``torch.multiprocessing``,
 spawn) and sends each the same job through its queue; every rank runs it
 (the collectives meet), times it from a barrier to a barrier, and answers
-with its time and the growth of its peak resident memory. So the timing
-covers the steady-state work and none of the process start-up.
+with its time and what the job reports about memory. So the timing covers
+the steady-state work and none of the process start-up.
 
 Jobs:
 
@@ -15,7 +15,9 @@ Jobs:
 * ``("sinkhorn", mode, n, iters, debias)``: SinSim's Sinkhorn term (value and
   gradient) of two global batches of n L2-normalised 128-d points spread over
   the ranks, ``mode`` "sharded" (:mod:`sinsim_ext.distributed`) or
-  "gathered" (all-gather both clouds, the CPU kernel on the whole problem).
+  "gathered" (all-gather both clouds, the CPU kernel on the whole problem);
+  it reports the bytes autograd keeps between forward and backward on the
+  rank (``sinsim_ext.testing.saved_tensor_bytes``).
 """
 
 from __future__ import annotations
@@ -26,21 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def peak_rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak_rss() -> None:
-    """Linux: VmHWM back to the current resident size (writing 5 to clear_refs)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def _trainer(job, rank, world):
@@ -62,7 +49,7 @@ def _trainer(job, rank, world):
         trainer.step_fn = make_data_parallel(trainer.method, torch.device("cpu"), sync_bn=False,
                                              shard_sinkhorn=False, local_rank=0)
     trainer.method.train()
-    return lambda: trainer._train_step(shard)
+    return (lambda: trainer._train_step(shard)), 0
 
 
 def _sinkhorn(job, rank, world):
@@ -94,7 +81,11 @@ def _sinkhorn(job, rank, world):
         return value
 
     del dist
-    return sharded if mode == "sharded" else gathered
+    run = sharded if mode == "sharded" else gathered
+    from sinsim_ext.testing import saved_tensor_bytes
+
+    kept = saved_tensor_bytes(lambda: run().detach())  # the first call: also the warm-up
+    return run, kept
 
 
 def serve(rank: int, world: int, port: int, threads: int, jobs, answers) -> None:
@@ -115,17 +106,15 @@ def serve(rank: int, world: int, port: int, threads: int, jobs, answers) -> None
             if key not in prepared:
                 prepared.clear()
                 prepared[key] = (_trainer if job[0] == "train" else _sinkhorn)(job, rank, world)
-                prepared[key]()  # warm-up (allocations, DDP's first-step bucket rebuild)
-            run = prepared[key]
+                prepared[key][0]()  # warm-up (allocations, DDP's first-step bucket rebuild)
+            run, kept = prepared[key]
             repeats = job[-1] if job[0] == "train" else 1
-            reset_peak_rss()
-            before = peak_rss_bytes()
             dist.barrier()
             start = time.perf_counter()
             for _ in range(repeats):
                 run()
             dist.barrier()
-            answers.put((rank, time.perf_counter() - start, peak_rss_bytes() - before, None))
+            answers.put((rank, time.perf_counter() - start, kept, None))
         except Exception as exc:  # the benchmark reports it instead of hanging
             answers.put((rank, None, None, f"{type(exc).__name__}: {exc}"))
     dist.destroy_process_group()
@@ -152,7 +141,7 @@ class Pool:
             p.start()
 
     def run(self, job, timeout: float = 600):
-        """Run ``job`` on every rank: (slowest rank's seconds, largest peak-memory growth in bytes)."""
+        """Run ``job`` on every rank: (slowest rank's seconds, the largest bytes a rank reported)."""
         for q in self.jobs:
             q.put(job)
         answers = [self.answers.get(timeout=timeout) for _ in range(self.world)]

@@ -1,0 +1,97 @@
+"""On paper: communication against compute per step of data-parallel SimCLR /
+SinSim (ResNet-18, CIFAR-size images) on 8 GPUs, for the README's "Scaling out".
+
+    python bench/scaling_estimate.py            # prints the markdown table
+
+Nothing here is measured on several GPUs. The inputs, each stated:
+
+* **Compute**: one H100 runs SimCLR at 23,648 images/s (CIFAR-10, 32 px,
+  batch 512, bf16, eager; results/h100-2026-11-23-short/report.md, mean of
+  3 seeds). A GPU holding B/8 images is assumed to take (B/8) / 23,648 s per
+  step. This is optimistic for small per-GPU batches (32-64 images do not
+  fill an H100: the real step is longer, which makes communication relatively
+  cheaper).
+* **Volume** per step and GPU (fp32, what this trainer sends):
+  DistributedDataParallel's ring all-reduce of the gradients, 2 (N-1)/N x
+  4 P bytes (P = the trainable parameters, counted from the model); the
+  all-gather of the two views' projections (2 B d floats, each GPU receives
+  (N-1)/N of them) and its backward, a reduce-scatter of the same size;
+  SinSim with the term on the features gathers 2 B x 512 more; --sync-bn: per
+  BatchNorm layer an all-gather of (mean, invstd, count) forward and an
+  all-reduce of 2 C floats backward.
+* **Bandwidth** per GPU and direction: NVLink 4 (H100 SXM) 900 GB/s
+  bidirectional, 450 GB/s each way; PCIe 5 x16 64 GB/s; InfiniBand 400 Gb/s
+  = 50 GB/s and 100 Gb/s = 12.5 GB/s (8 machines with one GPU and one NIC
+  each, the ring crossing the network at every hop).
+* **Latency**: 20 us per small collective (an assumption, typical of NCCL
+  within a machine; more across machines). It is what the BatchNorm sync and
+  the row-sharded Sinkhorn solve (2 small all-reduces per iteration, 100
+  iterations) cost, far more than their bytes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+N = 8
+IMAGES_PER_S = 23648.0  # one H100, SimCLR, CIFAR-10 32 px, batch 512, bf16 (results/h100-2026-11-23-short)
+LINKS = {"NVLink 4": 450e9, "PCIe 5 x16": 64e9, "IB 400 Gb/s": 50e9, "IB 100 Gb/s": 12.5e9}
+LATENCY_S = 20e-6
+BATCHES = [256, 512, 1024, 2048, 4096]
+SINKHORN_ITERS = 100
+
+
+def model_sizes():
+    """(trainable parameters, projection dim, BatchNorm layers, their channels) of SimCLR's defaults."""
+    import torch
+
+    from train.config import Config, for_method, resolve
+    from train.methods import METHODS
+    from train.models import resnet18_encoder
+
+    cfg = for_method(resolve(Config(dataset="cifar10", method="simclr")), "simclr")
+    backbone, dim = resnet18_encoder(3, 32)
+    method = METHODS["simclr"](backbone, dim, cfg)
+    params = sum(p.numel() for p in method.trainable().parameters())
+    bns = [m for m in method.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    return params, cfg.proj_output_dim, len(bns), sum(b.num_features for b in bns)
+
+
+def rows():
+    params, d, bn_layers, bn_channels = model_sizes()
+    ring = 2 * (N - 1) / N
+    grad_bytes = ring * 4 * params
+    bn_bytes = (N - 1) / N * N * (2 * bn_channels + bn_layers) * 4 + ring * 2 * bn_channels * 4
+    out = []
+    for B in BATCHES:
+        compute = (B / N) / IMAGES_PER_S
+        gather_bytes = 2 * (N - 1) / N * 2 * B * d * 4  # forward all-gather + backward reduce-scatter
+        features_bytes = 2 * (N - 1) / N * 2 * B * 512 * 4
+        total = grad_bytes + gather_bytes + bn_bytes
+        times = {name: total / bw + 2 * bn_layers * LATENCY_S for name, bw in LINKS.items()}
+        out.append(dict(B=B, compute_ms=compute * 1e3, grad_mb=grad_bytes / 1e6, gather_mb=gather_bytes / 1e6,
+                        features_mb=features_bytes / 1e6, bn_mb=bn_bytes / 1e6, times=times))
+    return params, bn_layers, out
+
+
+def main():
+    params, bn_layers, table = rows()
+    links = list(LINKS)
+    print(f"SimCLR, ResNet-18 + projector: {params / 1e6:.2f} M trainable parameters ({4 * params / 1e6:.0f} MB fp32); "
+          f"{bn_layers} BatchNorm layers; {N} GPUs; compute from {IMAGES_PER_S:,.0f} img/s per H100\n")
+    print("| global batch | per GPU | compute / step | gradients all-reduce | projections gather (+ features, SinSim) "
+          "| --sync-bn | " + " | ".join(f"comm. {k}" for k in links) + " |")
+    print("|" + "---|" * (6 + len(links)))
+    for r in table:
+        comm = " | ".join(f"{r['times'][k] * 1e3:.2f} ms ({r['times'][k] * 1e3 / r['compute_ms']:.1f}x)" for k in links)
+        print(f"| {r['B']} | {r['B'] // N} | {r['compute_ms']:.1f} ms | {r['grad_mb']:.1f} MB | {r['gather_mb']:.2f} MB "
+              f"(+ {r['features_mb']:.1f} MB) | {r['bn_mb']:.2f} MB | {comm} |")
+    print(f"\nrow-sharded Sinkhorn solve: 2 x {SINKHORN_ITERS} small all-reduces per step, about "
+          f"{2 * SINKHORN_ITERS * LATENCY_S * 1e3:.0f} ms of latency at {LATENCY_S * 1e6:.0f} us each")
+
+
+if __name__ == "__main__":
+    main()
