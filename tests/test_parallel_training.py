@@ -154,3 +154,21 @@ def test_a_killed_process_stops_the_job_and_resume_gives_the_uninterrupted_resul
         assert torch.equal(mine["method"][k], theirs["method"][k]), k
     losses = lambda p: [row.split(",")[1] for row in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731
     assert losses(out) == losses(reference)
+
+
+def test_the_paper_protocol_runs_under_torchrun(tmp_path):
+    """A tiny grid (SimCLR, SinSim and the random-init reference on digits):
+    the driver trains each cell with the worker, checks the finished cells
+    against its own signature (2 processes) and writes the report once."""
+    out = tmp_path / "paper"
+    done = torchrun(RUN, "--protocol", "paper", "--datasets", "digits", "--methods", "simclr", "sinsim", "--seeds",
+                    "0", "--epochs", "1", "--train-subset", "64", "--batch-size", "32", "--image-size", "8",
+                    "--probe-epochs", "1", "--probe-train-subset", "100", "--probe-test-subset", "50",
+                    "--geometry-points", "50", "--sweep-datasets", "--num-workers", "1", "--device", "cpu",
+                    "--out", out)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "cells: 3 ran" in done.stdout
+    assert done.stdout.count("report: ") == 1 and (out / "report.md").exists()
+    for cell in ("simclr", "sinsim-divergence-lam0.1-eps0.05-features"):
+        result = json.loads((out / "cells" / "digits" / cell / "seed0" / "results.json").read_text())
+        assert result["signature"]["world_size"] == 2, result["signature"]

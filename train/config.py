@@ -117,7 +117,17 @@ class Config:
     RESUME_MAY_CHANGE = ("lr",)
 
     def training_signature(self) -> Dict[str, Any]:
-        return {k: getattr(self, k) for k in self.TRAINING_FIELDS}
+        """The fields above; under torchrun also the number of processes and
+        --sync-bn, which change the data order, the augmentations and the
+        BatchNorm statistics (absent in one process, so its signatures are
+        those of before)."""
+        from .parallel.env import torchrun_world_size  # no torch
+
+        signature = {k: getattr(self, k) for k in self.TRAINING_FIELDS}
+        world = torchrun_world_size()
+        if world > 1:
+            signature.update(world_size=world, sync_bn=self.sync_bn)
+        return signature
 
 
 def _typed(cast, predicate, what):

@@ -129,15 +129,6 @@ def build_trainer(cfg: Config, images: torch.Tensor, channels: int, mean, std) -
                    generator=generator, **options)
 
 
-def training_signature(cfg: Config) -> Dict:
-    """The settings a checkpoint or a finished result must share with this run;
-    under torchrun also the number of processes and --sync-bn, which change
-    the data order, the augmentations and the BatchNorm statistics."""
-    job = parallel_job()
-    extra = {} if job is None else {"world_size": job.world, "sync_bn": cfg.sync_bn}
-    return {**cfg.training_signature(), **extra}
-
-
 def _changed(saved: Dict, now: Dict, fields) -> Dict[str, list]:
     return {k: [saved.get(k), now[k]] for k in fields if saved.get(k) != now[k]}
 
@@ -163,7 +154,7 @@ def run_method(cfg: Config, data: ImageData, may_change=()) -> Dict:
 
 def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     out = Path(cfg.out)
-    signature = training_signature(cfg)
+    signature = cfg.training_signature()
     previous = read_results(out) if cfg.resume else None
     if previous is not None:
         kept = {k: v for k, v in signature.items() if k not in may_change}
