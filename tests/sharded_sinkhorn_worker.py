@@ -45,6 +45,14 @@ def run(rank: int, world: int, port: int, cases, out: str) -> None:
         values = [torch.empty((), dtype=torch.float64) for _ in range(world)]
         dist.all_gather(values, value.detach().reshape(()))
         results.append({"values": torch.stack(values), "grad_x": torch.cat(gx), "grad_y": torch.cat(gy)})
+    # shards of different sizes: every rank raises the same clear error, none is left waiting
+    try:
+        sharded_sinkhorn_cost(torch.randn(3 + rank, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64))
+        errors = [None]
+    except ValueError as exc:
+        errors = [str(exc)]
+    every = [None] * world
+    dist.all_gather_object(every, errors[0])
     if rank == 0:
-        torch.save(results, out)
+        torch.save({"cases": results, "uneven_shards": every}, out)
     dist.destroy_process_group()

@@ -46,8 +46,21 @@ def test_value_and_gradient_equal_the_single_process_kernel(sharded, k):
     value = sinsim_ext.sinkhorn_cost(x, y, eps=case["eps"], cost=case["cost"], max_iter=case["iters"],
                                      debias=case["debias"])
     gx, gy = torch.autograd.grad(value, (x, y))
-    got = sharded[k]
+    got = sharded["cases"][k]
     assert torch.equal(got["values"][0], got["values"][1])  # every rank holds the same value
     torch.testing.assert_close(got["values"][0], value.detach(), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(got["grad_x"], gx, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(got["grad_y"], gy, rtol=1e-8, atol=1e-10)
+
+
+def test_uneven_shards_raise_the_same_clear_error_on_every_rank(sharded):
+    first, second = sharded["uneven_shards"]
+    assert first == second and first is not None
+    assert "same shard shape on every process" in first and "rank 0: (3, 3, 4)" in first and "rank 1: (4, 3, 4)" in first
+
+
+def test_tol_is_refused_before_any_collective():
+    from sinsim_ext.distributed import sharded_sinkhorn_cost
+
+    with pytest.raises(ValueError, match="tol"):
+        sharded_sinkhorn_cost(torch.randn(3, 2), torch.randn(3, 2), tol=1e-6)
