@@ -5,12 +5,13 @@ SinSim (ResNet-18, CIFAR-size images) on 8 GPUs, for the README's "Scaling out".
 
 Nothing here is measured on several GPUs. The inputs, each stated:
 
-* **Compute**: one H100 runs SimCLR at 23,648 images/s (CIFAR-10, 32 px,
-  batch 512, bf16, eager; results/h100-2026-11-23-short/report.md, mean of
-  3 seeds). A GPU holding B/8 images is assumed to take (B/8) / 23,648 s per
-  step. This is optimistic for small per-GPU batches (32-64 images do not
-  fill an H100: the real step is longer, which makes communication relatively
-  cheaper).
+* **Compute**: one GPU's SimCLR step at the per-GPU batch B/8, measured on
+  an NVIDIA H200 (torch 2.11, CUDA 13, ResNet-18, 32 px, bf16, channels-last,
+  eager; the trainer's step as in ``bench/test_distributed.py::
+  test_single_gpu_step_time_per_batch``, median of 7 x 20 steps, 2026-11-30):
+  about 17-20 ms from 32 to 512 images (launch-bound: the GPU is not full),
+  30.6 ms at 1024. The H100 runs of results/h100-2026-11-23-short agree at
+  batch 512 (23,648 img/s = 21.7 ms).
 * **Volume** per step and GPU (fp32, what this trainer sends):
   DistributedDataParallel's ring all-reduce of the gradients, 2 (N-1)/N x
   4 P bytes (P = the trainable parameters, counted from the model); the
@@ -37,7 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 N = 8
-IMAGES_PER_S = 23648.0  # one H100, SimCLR, CIFAR-10 32 px, batch 512, bf16 (results/h100-2026-11-23-short)
+# per-GPU batch -> measured step seconds (H200, SimCLR, 32 px, bf16, eager; see the docstring)
+STEP_S = {32: 19.02e-3, 64: 19.55e-3, 128: 17.01e-3, 256: 16.74e-3, 512: 19.60e-3, 1024: 30.64e-3}
 LINKS = {"NVLink 4": 450e9, "PCIe 5 x16": 64e9, "IB 400 Gb/s": 50e9, "IB 100 Gb/s": 12.5e9}
 LATENCY_S = 20e-6
 BATCHES = [256, 512, 1024, 2048, 4096]
@@ -67,7 +69,7 @@ def rows():
     bn_bytes = (N - 1) / N * N * (2 * bn_channels + bn_layers) * 4 + ring * 2 * bn_channels * 4
     out = []
     for B in BATCHES:
-        compute = (B / N) / IMAGES_PER_S
+        compute = STEP_S[B // N]
         gather_bytes = 2 * (N - 1) / N * 2 * B * d * 4  # forward all-gather + backward reduce-scatter
         features_bytes = 2 * (N - 1) / N * 2 * B * 512 * 4
         total = grad_bytes + gather_bytes + bn_bytes
@@ -81,12 +83,12 @@ def main():
     params, bn_layers, table = rows()
     links = list(LINKS)
     print(f"SimCLR, ResNet-18 + projector: {params / 1e6:.2f} M trainable parameters ({4 * params / 1e6:.0f} MB fp32); "
-          f"{bn_layers} BatchNorm layers; {N} GPUs; compute from {IMAGES_PER_S:,.0f} img/s per H100\n")
+          f"{bn_layers} BatchNorm layers; {N} GPUs; compute: the measured H200 step at B/{N} images\n")
     print("| global batch | per GPU | compute / step | gradients all-reduce | projections gather (+ features, SinSim) "
           "| --sync-bn | " + " | ".join(f"comm. {k}" for k in links) + " |")
     print("|" + "---|" * (6 + len(links)))
     for r in table:
-        comm = " | ".join(f"{r['times'][k] * 1e3:.2f} ms ({r['times'][k] * 1e3 / r['compute_ms']:.1f}x)" for k in links)
+        comm = " | ".join(f"{r['times'][k] * 1e3:.2f} ms ({r['times'][k] * 1e3 / r['compute_ms']:.2f}x)" for k in links)
         print(f"| {r['B']} | {r['B'] // N} | {r['compute_ms']:.1f} ms | {r['grad_mb']:.1f} MB | {r['gather_mb']:.2f} MB "
               f"(+ {r['features_mb']:.1f} MB) | {r['bn_mb']:.2f} MB | {comm} |")
     print(f"\nrow-sharded Sinkhorn solve: 2 x {SINKHORN_ITERS} small all-reduces per step, about "

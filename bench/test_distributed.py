@@ -67,3 +67,36 @@ def test_sinkhorn_term_sharded_vs_gathered(benchmark, pools, mode, n):
     _, kept = benchmark.pedantic(pool.run, args=(job,), rounds=2, warmup_rounds=0)
     benchmark.extra_info["saved_for_backward_mb_per_process"] = kept / 2**20
     benchmark.extra_info["largest_matrix_mb_per_process"] = 4 * n * (n if mode == "gathered" else n // 2) / 2**20
+
+
+GPU_BATCHES = [32, 64, 128, 256, 512]
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("batch", GPU_BATCHES)
+def test_single_gpu_step_time_per_batch(benchmark, batch):
+    """The compute side of README "Scaling out": one GPU's SimCLR step
+    (ResNet-18, CIFAR 32 px, bf16, channels-last, eager) at the per-GPU
+    batches of a global batch of 256-4096 on 8 GPUs."""
+    import torch
+
+    from train.config import Config, for_method, resolve
+    from train.protocol import build_trainer
+
+    torch.manual_seed(0)
+    cfg = for_method(resolve(Config(dataset="cifar10", method="simclr", device="cuda", image_size=32,
+                                    batch_size=batch, precision="bf16")), "simclr")
+    images = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device="cuda")
+    trainer = build_trainer(cfg, images, 3, (0.5,) * 3, (0.25,) * 3)
+    trainer.method.train()
+
+    def step():
+        loss, _ = trainer._train_step(images)
+        torch.cuda.synchronize()
+        return loss
+
+    benchmark.group = "single-GPU SimCLR step by batch (ResNet-18, 32 px, bf16)"
+    benchmark.pedantic(step, rounds=30, warmup_rounds=5)
+    if benchmark.stats is not None:
+        benchmark.extra_info["images_per_second"] = batch / benchmark.stats.stats.median
+        benchmark.extra_info["device"] = torch.cuda.get_device_name()
