@@ -8,7 +8,7 @@
 TORCH_LIBRARY(sinsim_ext, m) {
   m.def(
       "sinkhorn_value(Tensor x, Tensor y, Tensor a, Tensor b, float eps, str cost, int max_iter, "
-      "float tol, bool debias) -> (Tensor value, Tensor f, Tensor g, Tensor f_xx, Tensor g_xx, "
+      "float tol, bool debias, float scaling=0.0) -> (Tensor value, Tensor f, Tensor g, Tensor f_xx, Tensor g_xx, "
       "Tensor f_yy, Tensor g_yy, Tensor n_iter, Tensor error)");
   m.def(
       "sinkhorn_value_backward(Tensor grad, Tensor x, Tensor y, Tensor a, Tensor b, Tensor f, "

@@ -154,7 +154,25 @@ void col_update(const LoopTable<T>& loops, const T* K, const T* alpha, int64_t n
                    });
 }
 
+// Largest cost of a problem from its scaled cost K = -s C: max_ij C_ij.
+template <typename T>
+double cost_max(const T* K, int64_t count, T s) {
+  T lowest = std::numeric_limits<T>::infinity();
+  for (int64_t e = 0; e < count; ++e) lowest = std::min(lowest, K[e]);
+  return -static_cast<double>(lowest) / static_cast<double>(s);
+}
+
+// K <- factor * K in place (a change of eps-scaling stage).
+template <typename T>
+void scale_in_place(T* K, int64_t count, T factor) {
+  at::parallel_for(0, count, kParallelWork, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) K[e] *= factor;
+  });
+}
+
 // One problem of a set, in scaled units; writes f, g, n_iter, error at index bi.
+// With eps-scaling (sinkhorn.h) the first `stages` iterations run at larger
+// eps: K, phi and gamma are held in the units of the current stage.
 template <typename T>
 void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,
                const SolverOptions& opt) {
@@ -166,6 +184,22 @@ void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,
   at::Tensor K_t = at::empty({n, m}, x.options());
   T* K = K_t.data_ptr<T>();
   fill_cost<T>(loops, x, y, opt.cost, -s, K);
+  const int64_t stages = opt.scaling > 0 ? scaling_stages(cost_max(K, n * m, s), opt) : 0;
+  const T up = stages > 0 ? static_cast<T>(1.0 / opt.scaling) : T(1);
+  if (stages > 0) scale_in_place(K, n * m, static_cast<T>(std::pow(opt.scaling, static_cast<double>(stages))));
+  // After iteration t <= stages: the next one runs at eps * scaling^-(stages - t),
+  // so everything in scaled units grows by 1/scaling; the last change refills
+  // K at eps exactly instead of accumulating the rescaling's rounding.
+  auto next_stage = [&](int64_t t, T* p1, int64_t n1, T* p2, int64_t n2) {
+    if (t > stages) return;
+    if (t == stages) {
+      fill_cost<T>(loops, x, y, opt.cost, -s, K);
+    } else {
+      scale_in_place(K, n * m, up);
+    }
+    for (int64_t i = 0; i < n1; ++i) p1[i] *= up;
+    for (int64_t j = 0; j < n2; ++j) p2[j] *= up;
+  };
 
   at::Tensor la_t = set.a[bi].log2(), lb_t = set.b[bi].log2();
   const T* la = la_t.data_ptr<T>();
@@ -187,8 +221,9 @@ void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,
       std::copy(gamma.begin(), gamma.end(), phi.begin());  // phi_old = p for the error
       err = row_update(loops, K, shifted.data(), a, n, m, phi.data(), err_rows.data());
       iters = t;
-      if (t == opt.max_iter || (stop_on_tol && err < opt.tol)) break;
+      if (t == opt.max_iter || (t > stages && stop_on_tol && err < opt.tol)) break;
       for (int64_t j = 0; j < m; ++j) gamma[j] = T(0.5) * (gamma[j] + phi[j]);
+      next_stage(t, gamma.data(), m, nullptr, 0);
     }
   } else {
     for (int64_t i = 0; i < n; ++i) shifted[i] = la[i];  // alpha = la + phi, phi = 0
@@ -197,7 +232,8 @@ void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,
       for (int64_t j = 0; j < m; ++j) shifted[j] = lb[j] + gamma[j];
       err = row_update(loops, K, shifted.data(), a, n, m, phi.data(), err_rows.data());
       iters = t;
-      if (t == opt.max_iter || (stop_on_tol && err < opt.tol)) break;
+      if (t == opt.max_iter || (t > stages && stop_on_tol && err < opt.tol)) break;
+      next_stage(t, phi.data(), n, gamma.data(), m);
       for (int64_t i = 0; i < n; ++i) shifted[i] = la[i] + phi[i];
       col_update(loops, K, shifted.data(), n, m, gamma.data(), *scratch);
     }

@@ -54,7 +54,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
     ) from exc
 
 from ._batching import fold, unfold
-from ._checks import Problem, prepare, warn_if_above_tol, warn_if_unconverged
+from ._checks import Problem, prepare, warn_if_unconverged
+from .convergence import warn_unconverged
 from ._modes import derivatives_wanted, functorch_active, has_tangent, is_compiling, refuse_nested_forward_mode
 from .costs import cost_matrix, cost_vjp
 from .implicit import implicit_potentials, plan
@@ -75,6 +76,7 @@ class _Options(NamedTuple):
     max_iter: int
     tol: float
     debias: bool
+    scaling: float = 0.0  # eps-scaling ratio in (0, 1); 0: plain iterations
 
 
 class _Outputs(NamedTuple):
@@ -103,6 +105,7 @@ def _op_inputs(pb: Problem, debias: bool) -> tuple:
         max_iter=pb.max_iter,
         tol=pb.tol if pb.tol is not None else 0.0,
         debias=bool(debias),
+        scaling=pb.scaling if pb.scaling is not None else 0.0,
     )
     return (pb.x, pb.y, pb.a, pb.b, *options)
 
@@ -151,7 +154,14 @@ def _value_vmap(apply, info, in_dims, *inputs):
     size = info.batch_size
     tensors, opt = _split(inputs)
     out = _Outputs(*apply(*fold(size, in_dims[:_N_TENSORS], tensors), *opt))
-    warn_if_above_tol(out.error, opt.tol if opt.tol > 0 else None, opt.max_iter, stacklevel=5)
+    warn_unconverged(
+        out.error,
+        tol=opt.tol if opt.tol > 0 else None,
+        max_iter=opt.max_iter,
+        scaling=opt.scaling if opt.scaling > 0 else None,
+        check_finite=False,
+        stacklevel=5,
+    )
     # Outputs with no elements are "absent" placeholders (the symmetric
     # potentials without debias): not mapped.
     dims = tuple(None if t.numel() == 0 else d for t, d in zip(out, _OUTPUT_BATCH_DIM))
@@ -336,7 +346,9 @@ def sinkhorn_cost(
     tol: Optional[float] = None,
     debias: bool = False,
     check_finite: bool = True,
-) -> torch.Tensor:
+    scaling: Optional[float] = None,
+    return_error: bool = False,
+):
     r"""Entropy-regularised optimal-transport cost between two point clouds.
 
     ``OT_eps(x, y) = <a, f> + <b, g>`` at the Sinkhorn fixed point (see
@@ -352,15 +364,36 @@ def sinkhorn_cost(
             (``1 - cos(x_i, y_j)``).
         a, b: weights ``(n,)``/``(B, n)`` and ``(m,)``/``(B, m)``,
             non-negative, summing to 1; uniform when None.
-        max_iter: iterations (each a column then a row update).
-        tol: stop a problem once its L1 marginal error is below ``tol``; a
-            ``RuntimeWarning`` says when some problem does not get there
-            (not issued inside ``torch.compile``d code).
+        max_iter: iterations (each a column then a row update), the
+            eps-scaling stages included.
+        tol: stop a problem once its L1 marginal error is below ``tol``.
+            Without it all ``max_iter`` iterations run. Either way a result
+            whose final error is not below ``tol`` (or, without ``tol``,
+            :data:`sinsim_ext.CONVERGENCE_TOL` = 1e-3) raises a
+            :class:`sinsim_ext.SinkhornConvergenceWarning` with the error
+            reached and what to change; on GPUs only when the check adds no
+            device synchronisation of its own (``check_finite=True`` or a
+            ``tol``), never inside ``torch.compile``d code
+            (:mod:`sinsim_ext.convergence`).
         debias: return the Sinkhorn divergence (three problems solved
             together).
         check_finite: check the data for NaN/inf, negative weights and so on
             (one device synchronisation on GPUs), also inside
             ``torch.compile`` and ``torch.func.vmap``; off, bad values give NaN.
+        scaling: eps-scaling (GeomLoss's ``scaling``, annealing): ``None``
+            for plain iterations, or a ratio in (0, 1). The iterations start
+            at ``eps_1 = eps / scaling^K >= max_ij C_ij`` (the scale of the
+            cost), one iteration per stage, ``eps_{k+1} = scaling * eps_k``,
+            the potentials ``f``, ``g`` carried over from stage to stage,
+            then plain iterations at ``eps`` until ``tol`` / ``max_iter``
+            (``K`` is capped at ``max_iter - 1``). Small ``eps`` (1e-3 and
+            below relative to the cost) converges in far fewer iterations
+            (bench/NOTES.md). The derivatives are taken at the final ``eps``.
+        return_error: also return the final marginal error, ``(value,
+            error)``, ``error`` shaped like the value (the worst of the three
+            problems with ``debias``), a device tensor; no warning is issued
+            then (the caller reads the error when it wants, e.g. a training
+            loop, without a device synchronisation per step).
 
     Returns:
         The value, a scalar for unbatched inputs or ``(B,)``, in the promoted
@@ -380,14 +413,22 @@ def sinkhorn_cost(
         included); double backward raises PyTorch's "does not currently
         support double backward" error.
     """
-    pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
+    pb = prepare(
+        x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
+    )
     out = _Outputs(*_value_op(pb, debias))
-    warn_if_unconverged(out.error, pb)
+    if not return_error:
+        warn_if_unconverged(out.error, pb)
     value = out.value.to(pb.out_dtype)
     guard = _double_backward_guard(x, y, a, b) if is_compiling() else None
     if guard is not None:
         value = value + guard.to(value.dtype)
-    return value if pb.batched else value[0]
+    if not pb.batched:
+        value = value[0]
+    if return_error:
+        error = out.error.detach().amax(0)
+        return value, (error if pb.batched else error[0])
+    return value
 
 
 def sinkhorn(
@@ -401,10 +442,13 @@ def sinkhorn(
     max_iter: int = 100,
     tol: Optional[float] = None,
     check_finite: bool = True,
+    scaling: Optional[float] = None,
 ) -> SinkhornResult:
     """Solve the problem and return the potentials and convergence report.
 
-    Same arguments as :func:`sinkhorn_cost`. When ``x``, ``y``, ``a`` or
+    Same arguments as :func:`sinkhorn_cost` (``scaling`` included; the
+    ``error`` field is the convergence report, and the same
+    :class:`sinsim_ext.SinkhornConvergenceWarning` fires). When ``x``, ``y``, ``a`` or
     ``b`` require grad (or under forward mode or a ``torch.func`` transform)
     the potentials ``f`` and ``g`` are differentiable in them, by implicit
     differentiation of the fixed point (:mod:`sinsim_ext.implicit`), so
@@ -422,7 +466,9 @@ def sinkhorn(
     point: pass a ``tol`` and enough ``max_iter``. Under ``torch.compile``
     the differentiable potentials cause a graph break.
     """
-    pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
+    pb = prepare(
+        x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
+    )
     out = _Outputs(*_value_op(pb, debias=False, detach=True))
     f, g, n_iter, error = out.f, out.g, out.n_iter[0], out.error[0]
     warn_if_unconverged(error, pb)

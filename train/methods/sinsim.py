@@ -59,6 +59,9 @@ class SinSim(SimCLR):
         )
         self.on_features = cfg.sinkhorn_on == "features"
 
+    def convergence_limits(self):
+        return {"sinkhorn_error": self.loss.sinkhorn.tolerance}
+
     def loss_terms(self, x1, x2):
         (h1, h2), (z1, z2) = self.encode_pair(x1, x2)
         s1, s2 = (h1, h2) if self.on_features else (z1, z2)
