@@ -253,4 +253,16 @@ def warn_if_unconverged(error: torch.Tensor, pb: Problem, stacklevel: int = 4) -
         scaling=pb.scaling,
         check_finite=pb.check_finite,
         stacklevel=stacklevel,
+        cost_ratio=cost_ratio_bound(pb) if pb.x.dtype == torch.float32 else None,
     )
+
+
+def cost_ratio_bound(pb: Problem) -> torch.Tensor:
+    """An upper bound on ``max_ij C_ij / eps`` from the points alone (one pass
+    over them, no host read): ``(max |x_i| + max |y_j|)^2`` for the squared
+    Euclidean cost, 2 for the cosine cost."""
+    if pb.cost == "cosine":
+        return torch.tensor(2.0 / pb.eps)
+    with torch.no_grad():
+        reach = pb.x.detach().norm(dim=-1).amax() + pb.y.detach().norm(dim=-1).amax()
+        return reach.double() ** 2 / pb.eps

@@ -41,6 +41,12 @@ __all__ = ["CONVERGENCE_TOL", "SinkhornConvergenceWarning", "is_converged", "war
 CONVERGENCE_TOL = 1e-3
 """Marginal error (L1) below which a result counts as converged when no ``tol`` is given."""
 
+FLOAT32_COST_RATIO = 2.0**21 / 1.4426950408889634
+"""Largest ``max C / eps`` float32 resolves: the kernels hold ``K = -log2(e) C / eps``,
+which float32 rounds by up to ``|K| 2^-24``, i.e. 1/8 in the exponent of
+every plan entry (a factor 2^(1/8) = 9 %) at ``|K| = 2^21``. Beyond it the
+marginal error itself is unreliable (it can read 0 on a wrong plan)."""
+
 
 class SinkhornConvergenceWarning(UserWarning, RuntimeWarning):
     """A Sinkhorn solve ended above its tolerance (``tol``, or :data:`CONVERGENCE_TOL`).
@@ -90,6 +96,7 @@ def warn_unconverged(
     scaling: Optional[float] = None,
     check_finite: bool = True,
     stacklevel: int = 3,
+    cost_ratio: Optional[torch.Tensor] = None,
 ) -> None:
     """Warn (:class:`SinkhornConvergenceWarning`) when some problem's final error is not below the threshold.
 
@@ -97,11 +104,27 @@ def warn_unconverged(
     compiled operator's vmap rule checks the whole batch instead), and for
     GPU tensors when the check would add the only device synchronisation of
     the call (``check_finite=False`` and no ``tol``): see the module docstring.
+    ``cost_ratio``: a bound on ``max C / eps`` for float32 problems (read in
+    the same transfer); above :data:`FLOAT32_COST_RATIO` the warning says
+    that float32 cannot resolve the plan.
     """
     if is_compiling() or in_vmap() or error.numel() == 0:
         return
     if error.device.type != "cpu" and not check_finite and tol is None:
         return
-    worst = float(error.detach().max())
+    values = [error.detach().max().double()]
+    if cost_ratio is not None:
+        values.append(cost_ratio.detach().double().to(error.device))
+    read = torch.stack(values).tolist()
+    worst = read[0]
+    if cost_ratio is not None and not read[1] <= FLOAT32_COST_RATIO:
+        warnings.warn(
+            f"Sinkhorn in float32 cannot resolve this plan: max cost / eps is up to {read[1]:.3g}, above "
+            f"{FLOAT32_COST_RATIO:.3g}, so float32 rounds each exp(-C/eps) by more than 9 % and the marginal "
+            f"error ({worst:.3g}) cannot be trusted. To fix: pass float64 inputs, or raise eps, or rescale the points.",
+            SinkhornConvergenceWarning,
+            stacklevel=stacklevel,
+        )
+        return
     if not worst < threshold(tol):
         warnings.warn(advice(worst, tol, max_iter, scaling), SinkhornConvergenceWarning, stacklevel=stacklevel)
