@@ -51,6 +51,7 @@ struct SolverOptions {
   int64_t max_iter;
   double tol;  // <= 0: run exactly max_iter iterations
   double scaling = 0.0;  // eps-scaling ratio in (0, 1); 0: plain iterations
+  bool online = false;   // recompute the cost in blocks instead of storing it (CPU only)
 };
 
 // Number of eps-scaling stages for a problem whose largest cost is cost_max:
@@ -105,10 +106,11 @@ using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
 ForwardResult sinkhorn_value_forward(const at::Tensor& x, const at::Tensor& y,
                                      const at::Tensor& a, const at::Tensor& b, double eps,
                                      c10::string_view cost, int64_t max_iter, double tol,
-                                     bool debias, double scaling, SolveFn solve);
+                                     bool debias, double scaling, bool online, SolveFn solve);
 
 // Envelope-theorem gradient of the value with respect to x and y, from the
-// potentials saved by the forward (one pass over C, no iterations):
+// potentials saved by the forward (one pass over C, no iterations; with
+// `online`, in blocks of rows of the plan so memory stays O((n + m) d)):
 //   sqeuclidean: grad_x = 2 (r * x - P y),  grad_y = 2 (c * y - P^T x),
 //                r = P 1, c = P^T 1
 //   cosine:      grad_x_i = -(I - xh_i xh_i^T) (P yh)_i / |x_i|, and alike for y.
@@ -116,26 +118,28 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias, PlanFn plan);
+    c10::string_view cost, bool debias, bool online, PlanFn plan);
 
 // Typed entry points, one per registered back end (ops.cpp registers them).
 ForwardResult sinkhorn_value_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                                  const at::Tensor& b, double eps, c10::string_view cost,
-                                 int64_t max_iter, double tol, bool debias, double scaling);
+                                 int64_t max_iter, double tol, bool debias, double scaling,
+                                 bool online);
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias);
+    c10::string_view cost, bool debias, bool online);
 #ifdef SINSIM_WITH_CUDA
 ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                                   const at::Tensor& b, double eps, c10::string_view cost,
-                                  int64_t max_iter, double tol, bool debias, double scaling);
+                                  int64_t max_iter, double tol, bool debias, double scaling,
+                                 bool online);
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias);
+    c10::string_view cost, bool debias, bool online);
 #endif
 
 // Names of the back ends compiled into this build, e.g. {"cpu", "cuda"}.

@@ -77,6 +77,7 @@ class _Options(NamedTuple):
     tol: float
     debias: bool
     scaling: float = 0.0  # eps-scaling ratio in (0, 1); 0: plain iterations
+    online: bool = False  # recompute the cost in blocks (CPU), see cost_mode
 
 
 class _Outputs(NamedTuple):
@@ -97,7 +98,30 @@ class _Outputs(NamedTuple):
 _OUTPUT_BATCH_DIM = _Outputs(value=0, f=0, g=0, f_xx=0, g_xx=0, f_yy=0, g_yy=0, n_iter=1, error=1)
 
 
-def _op_inputs(pb: Problem, debias: bool) -> tuple:
+COST_MODES = ("auto", "stored", "online")
+
+ONLINE_THRESHOLD_BYTES = 1 << 30
+"""``cost_mode="auto"`` recomputes the cost online (CPU) when the stored mode
+would hold more than this many bytes: the ``(B, n, m)`` plan of the backward
+(``B * max(n m, n^2, m^2) * itemsize``, the squares with ``debias``), which is
+also the order of the stored costs of the forward. 1 GiB: n = m = 16,384 in
+float32. The online mode costs ``d`` multiply-adds per entry and pass instead
+of a load (bench/NOTES.md, "Online cost mode")."""
+
+
+def _use_online(pb: Problem, debias: bool, cost_mode: str) -> bool:
+    if not isinstance(cost_mode, str) or cost_mode not in COST_MODES:
+        raise ValueError(f"cost_mode must be one of {COST_MODES}, got {cost_mode!r}")
+    if cost_mode != "auto":
+        return cost_mode == "online"
+    if pb.x.device.type != "cpu":
+        return False  # online is CPU-only: CUDA keeps the stored cost
+    batch, n, m = pb.x.shape[0], pb.x.shape[1], pb.y.shape[1]
+    entries = max(n * m, n * n, m * m) if debias else n * m
+    return batch * entries * pb.x.element_size() > ONLINE_THRESHOLD_BYTES
+
+
+def _op_inputs(pb: Problem, debias: bool, cost_mode: str = "auto") -> tuple:
     """The arguments of ``torch.ops.sinsim_ext.sinkhorn_value`` for a validated problem."""
     options = _Options(
         eps=pb.eps,
@@ -106,6 +130,7 @@ def _op_inputs(pb: Problem, debias: bool) -> tuple:
         tol=pb.tol if pb.tol is not None else 0.0,
         debias=bool(debias),
         scaling=pb.scaling if pb.scaling is not None else 0.0,
+        online=_use_online(pb, debias, cost_mode),
     )
     return (pb.x, pb.y, pb.a, pb.b, *options)
 
@@ -142,7 +167,7 @@ def _sinkhorn_value_fake(x, y, a, b, *options):
 
 
 @torch.library.register_fake(_BACKWARD)
-def _sinkhorn_value_backward_fake(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias):
+def _sinkhorn_value_backward_fake(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias, online=False):
     return torch.empty_like(x), torch.empty_like(y)
 
 
@@ -193,7 +218,7 @@ def _compiled_gradient(grad_value, x, y, a, b, potentials, opt: _Options, needs)
     grad_x = grad_y = grad_a = grad_b = None
     if needs[0] or needs[1]:
         grad_x, grad_y = torch.ops.sinsim_ext.sinkhorn_value_backward(
-            grad_value, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, opt.eps, opt.cost, opt.debias
+            grad_value, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, opt.eps, opt.cost, opt.debias, opt.online
         )
     if needs[2]:
         df = f - 0.5 * (f_xx + g_xx) if opt.debias else f
@@ -300,11 +325,11 @@ _LIB = torch.library.Library("sinsim_ext", "IMPL")  # kept alive: owns the regis
 _LIB.impl("sinkhorn_value", _value_autograd_kernel, "Autograd", with_keyset=True)
 
 
-def _value_op(pb: Problem, debias: bool, *, detach: bool = False):
+def _value_op(pb: Problem, debias: bool, *, detach: bool = False, cost_mode: str = "auto"):
     """The op, through its Autograd kernel; inside torch.func transforms the
     Function directly (an op's Autograd kernel cannot start a Function there).
     ``detach``: solve only (no derivative of the op's outputs is recorded)."""
-    inputs = _op_inputs(pb, debias)
+    inputs = _op_inputs(pb, debias, cost_mode)
     if detach:
         inputs = tuple(t.detach() for t in inputs[:_N_TENSORS]) + inputs[_N_TENSORS:]
     if not is_compiling() and functorch_active():
@@ -348,6 +373,7 @@ def sinkhorn_cost(
     check_finite: bool = True,
     scaling: Optional[float] = None,
     return_error: bool = False,
+    cost_mode: str = "auto",
 ):
     r"""Entropy-regularised optimal-transport cost between two point clouds.
 
@@ -394,6 +420,15 @@ def sinkhorn_cost(
             problems with ``debias``), a device tensor; no warning is issued
             then (the caller reads the error when it wants, e.g. a training
             loop, without a device synchronisation per step).
+        cost_mode: ``"stored"`` keeps the ``(n, m)`` cost matrix for the
+            iterations (and the ``(B, n, m)`` plan for the backward);
+            ``"online"`` recomputes the cost in blocks of rows at every pass
+            (CPU only, GeomLoss's online backend): memory ``O((n + m) d)``
+            for the iterations and the first-order backward, time ``d``
+            multiply-adds per entry and pass; ``"auto"`` (default) goes online
+            on the CPU when the stored mode would hold more than
+            :data:`ONLINE_THRESHOLD_BYTES` (1 GiB). Double backward, forward
+            mode and ``torch.func`` still form the ``(n, m)`` plan.
 
     Returns:
         The value, a scalar for unbatched inputs or ``(B,)``, in the promoted
@@ -416,7 +451,7 @@ def sinkhorn_cost(
     pb = prepare(
         x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
     )
-    out = _Outputs(*_value_op(pb, debias))
+    out = _Outputs(*_value_op(pb, debias, cost_mode=cost_mode))
     if not return_error:
         warn_if_unconverged(out.error, pb)
     value = out.value.to(pb.out_dtype)
@@ -443,10 +478,11 @@ def sinkhorn(
     tol: Optional[float] = None,
     check_finite: bool = True,
     scaling: Optional[float] = None,
+    cost_mode: str = "auto",
 ) -> SinkhornResult:
     """Solve the problem and return the potentials and convergence report.
 
-    Same arguments as :func:`sinkhorn_cost` (``scaling`` included; the
+    Same arguments as :func:`sinkhorn_cost` (``scaling`` and ``cost_mode`` included; the
     ``error`` field is the convergence report, and the same
     :class:`sinsim_ext.SinkhornConvergenceWarning` fires). When ``x``, ``y``, ``a`` or
     ``b`` require grad (or under forward mode or a ``torch.func`` transform)
@@ -469,7 +505,7 @@ def sinkhorn(
     pb = prepare(
         x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
     )
-    out = _Outputs(*_value_op(pb, debias=False, detach=True))
+    out = _Outputs(*_value_op(pb, debias=False, detach=True, cost_mode=cost_mode))
     f, g, n_iter, error = out.f, out.g, out.n_iter[0], out.error[0]
     warn_if_unconverged(error, pb)
     if derivatives_wanted(pb.x, pb.y, pb.a, pb.b):
