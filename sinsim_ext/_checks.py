@@ -253,7 +253,7 @@ def warn_if_unconverged(error: torch.Tensor, pb: Problem, stacklevel: int = 4) -
         scaling=pb.scaling,
         check_finite=pb.check_finite,
         stacklevel=stacklevel,
-        cost_ratio=cost_ratio_bound(pb) if pb.x.dtype == torch.float32 else None,
+        cost_ratio=(lambda: cost_ratio_bound(pb)) if pb.x.dtype == torch.float32 else None,
     )
 
 

@@ -30,7 +30,7 @@ iterations and at float rounding after 100.
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -96,7 +96,7 @@ def warn_unconverged(
     scaling: Optional[float] = None,
     check_finite: bool = True,
     stacklevel: int = 3,
-    cost_ratio: Optional[torch.Tensor] = None,
+    cost_ratio: Optional[Callable[[], torch.Tensor]] = None,
 ) -> None:
     """Warn (:class:`SinkhornConvergenceWarning`) when some problem's final error is not below the threshold.
 
@@ -104,8 +104,9 @@ def warn_unconverged(
     compiled operator's vmap rule checks the whole batch instead), and for
     GPU tensors when the check would add the only device synchronisation of
     the call (``check_finite=False`` and no ``tol``): see the module docstring.
-    ``cost_ratio``: a bound on ``max C / eps`` for float32 problems (read in
-    the same transfer); above :data:`FLOAT32_COST_RATIO` the warning says
+    ``cost_ratio``: for float32 problems, a function giving a bound on
+    ``max C / eps`` (called only when the check runs; read in the same
+    transfer); above :data:`FLOAT32_COST_RATIO` the warning says
     that float32 cannot resolve the plan.
     """
     if is_compiling() or in_vmap() or error.numel() == 0:
@@ -114,7 +115,7 @@ def warn_unconverged(
         return
     values = [error.detach().max().double()]
     if cost_ratio is not None:
-        values.append(cost_ratio.detach().double().to(error.device))
+        values.append(cost_ratio().detach().double().to(error.device))
     read = torch.stack(values).tolist()
     worst = read[0]
     if cost_ratio is not None and not read[1] <= FLOAT32_COST_RATIO:
