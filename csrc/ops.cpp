@@ -8,12 +8,12 @@
 TORCH_LIBRARY(sinsim_ext, m) {
   m.def(
       "sinkhorn_value(Tensor x, Tensor y, Tensor a, Tensor b, float eps, str cost, int max_iter, "
-      "float tol, bool debias) -> (Tensor value, Tensor f, Tensor g, Tensor f_xx, Tensor g_xx, "
+      "float tol, bool debias, float scaling=0.0, bool online=False) -> (Tensor value, Tensor f, Tensor g, Tensor f_xx, Tensor g_xx, "
       "Tensor f_yy, Tensor g_yy, Tensor n_iter, Tensor error)");
   m.def(
       "sinkhorn_value_backward(Tensor grad, Tensor x, Tensor y, Tensor a, Tensor b, Tensor f, "
       "Tensor g, Tensor f_xx, Tensor g_xx, Tensor f_yy, Tensor g_yy, float eps, str cost, "
-      "bool debias) -> (Tensor grad_x, Tensor grad_y)");
+      "bool debias, bool online=False) -> (Tensor grad_x, Tensor grad_y)");
   m.def("compiled_backends() -> str[]", &sinsim::compiled_backends);
   m.def("cpu_capability() -> str", &sinsim::cpu_capability);
   m.def("cpu_capabilities() -> str[]", &sinsim::cpu_capabilities);

@@ -17,11 +17,22 @@
 // Symmetric problems (OT(x, x), used by the debiased divergence) run the
 // averaged update p <- (p + T(p)) / 2 and return the pair (T(p), p).
 //
+// Eps-scaling (SolverOptions::scaling = r in (0, 1); GeomLoss's `scaling`):
+// iteration t of T runs at eps_t = eps / r^(S - t + 1) for t <= S and at eps
+// afterwards, where S = scaling_stages(max_ij C_ij, ...) is the smallest
+// count with eps / r^S >= max C (capped at max_iter - 1). The potentials
+// carry over in natural units (f, g), so in scaled units phi, gamma and K are
+// multiplied by 1/r at each change of stage. Early stopping on tol is only
+// allowed at the target eps. n_iter counts every iteration, stages included.
+//
 // This header is plain C++ (no Python): the CMake build uses it to call the
 // operator from C++ programs.
 #pragma once
 
 #include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
 
 #include <string>
 #include <tuple>
@@ -39,7 +50,19 @@ struct SolverOptions {
   CostKind cost;
   int64_t max_iter;
   double tol;  // <= 0: run exactly max_iter iterations
+  double scaling = 0.0;  // eps-scaling ratio in (0, 1); 0: plain iterations
+  bool online = false;   // recompute the cost in blocks instead of storing it (CPU only)
 };
+
+// Number of eps-scaling stages for a problem whose largest cost is cost_max:
+// the smallest S >= 0 with eps / scaling^S >= cost_max, capped at
+// max_iter - 1 so that at least one iteration runs at eps. 0 without scaling
+// or when cost_max is not finite or <= eps.
+inline int64_t scaling_stages(double cost_max, const SolverOptions& opt) {
+  if (!(opt.scaling > 0.0 && opt.scaling < 1.0) || !std::isfinite(cost_max) || cost_max <= opt.eps) return 0;
+  const double s = std::ceil(std::log(cost_max / opt.eps) / std::log(1.0 / opt.scaling) - 1e-9);
+  return std::min<int64_t>(static_cast<int64_t>(std::max(s, 0.0)), opt.max_iter - 1);
+}
 
 // B problems of one shape, solved together.
 struct ProblemSet {
@@ -57,6 +80,10 @@ void solve_cpu(std::vector<ProblemSet>& sets, const SolverOptions& opt);
 at::Tensor plan_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g,
                     const SolverOptions& opt);
+// Device-generic solver written with ATen tensor operations (one kernel
+// launch per operation, any device): the eps-scaling path of the CUDA back
+// end (sinkhorn_generic.cpp). SINSIM_SOLVER=generic forces it on the CPU too.
+void solve_generic(std::vector<ProblemSet>& sets, const SolverOptions& opt);
 #ifdef SINSIM_WITH_CUDA
 void solve_cuda(std::vector<ProblemSet>& sets, const SolverOptions& opt);
 at::Tensor plan_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
@@ -79,10 +106,11 @@ using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
 ForwardResult sinkhorn_value_forward(const at::Tensor& x, const at::Tensor& y,
                                      const at::Tensor& a, const at::Tensor& b, double eps,
                                      c10::string_view cost, int64_t max_iter, double tol,
-                                     bool debias, SolveFn solve);
+                                     bool debias, double scaling, bool online, SolveFn solve);
 
 // Envelope-theorem gradient of the value with respect to x and y, from the
-// potentials saved by the forward (one pass over C, no iterations):
+// potentials saved by the forward (one pass over C, no iterations; with
+// `online`, in blocks of rows of the plan so memory stays O((n + m) d)):
 //   sqeuclidean: grad_x = 2 (r * x - P y),  grad_y = 2 (c * y - P^T x),
 //                r = P 1, c = P^T 1
 //   cosine:      grad_x_i = -(I - xh_i xh_i^T) (P yh)_i / |x_i|, and alike for y.
@@ -90,26 +118,28 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias, PlanFn plan);
+    c10::string_view cost, bool debias, bool online, PlanFn plan);
 
 // Typed entry points, one per registered back end (ops.cpp registers them).
 ForwardResult sinkhorn_value_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                                  const at::Tensor& b, double eps, c10::string_view cost,
-                                 int64_t max_iter, double tol, bool debias);
+                                 int64_t max_iter, double tol, bool debias, double scaling,
+                                 bool online);
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias);
+    c10::string_view cost, bool debias, bool online);
 #ifdef SINSIM_WITH_CUDA
 ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                                   const at::Tensor& b, double eps, c10::string_view cost,
-                                  int64_t max_iter, double tol, bool debias);
+                                  int64_t max_iter, double tol, bool debias, double scaling,
+                                 bool online);
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias);
+    c10::string_view cost, bool debias, bool online);
 #endif
 
 // Names of the back ends compiled into this build, e.g. {"cpu", "cuda"}.

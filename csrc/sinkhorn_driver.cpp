@@ -5,6 +5,8 @@
 #include "sinkhorn.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 namespace sinsim {
 
@@ -73,6 +75,43 @@ std::tuple<at::Tensor, at::Tensor> plan_gradients(const at::Tensor& P, const at:
   return {gx, gy};
 }
 
+// plan_gradients without the (B, n, m) plan: rows of P in blocks of at most
+// kPlanBlockBytes, each giving its rows of grad_x and adding its part of
+// P^T x (or P^T xh) and of the column sums.
+constexpr int64_t kPlanBlockBytes = 32 << 20;
+
+std::tuple<at::Tensor, at::Tensor> blocked_plan_gradients(const at::Tensor& x, const at::Tensor& y,
+                                                          const at::Tensor& a, const at::Tensor& b,
+                                                          const at::Tensor& f, const at::Tensor& g,
+                                                          const SolverOptions& opt, PlanFn plan) {
+  const int64_t B = x.size(0), n = x.size(1), m = y.size(1);
+  const int64_t rows = std::max<int64_t>(1, kPlanBlockBytes / (B * m * static_cast<int64_t>(x.element_size())));
+  const bool cosine = opt.cost == CostKind::Cosine;
+  const at::Tensor nx = x.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
+  const at::Tensor ny = y.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
+  const at::Tensor xh = x / nx, yh = y / ny;
+  at::Tensor gx = at::empty_like(x);
+  at::Tensor col = at::zeros({B, m, 1}, x.options());
+  at::Tensor pt = at::zeros_like(y);  // P^T x (sqeuclidean) or P^T xh (cosine)
+  for (int64_t i0 = 0; i0 < n; i0 += rows) {
+    const int64_t r = std::min(rows, n - i0);
+    const at::Tensor xb = x.narrow(1, i0, r).contiguous();
+    const at::Tensor P = plan(xb, y, a.narrow(1, i0, r).contiguous(), b, f.narrow(1, i0, r).contiguous(), g, opt);
+    if (cosine) {
+      const at::Tensor xhb = xh.narrow(1, i0, r), nxb = nx.narrow(1, i0, r);
+      const at::Tensor px = at::bmm(P, yh);
+      gx.narrow(1, i0, r).copy_(-(px - (px * xhb).sum(-1, true) * xhb) / nxb);
+      pt += at::bmm(P.transpose(1, 2), xhb);
+    } else {
+      gx.narrow(1, i0, r).copy_(2.0 * (P.sum(2, /*keepdim=*/true) * xb - at::bmm(P, y)));
+      col += P.sum(1).unsqueeze(-1);
+      pt += at::bmm(P.transpose(1, 2), xb);
+    }
+  }
+  if (cosine) return {gx, -(pt - (pt * yh).sum(-1, true) * yh) / ny};
+  return {gx, 2.0 * (col * y - pt)};
+}
+
 at::Tensor dot_rows(const at::Tensor& w, const at::Tensor& p) { return (w * p).sum(-1); }
 
 }  // namespace
@@ -80,11 +119,13 @@ at::Tensor dot_rows(const at::Tensor& w, const at::Tensor& p) { return (w * p).s
 ForwardResult sinkhorn_value_forward(const at::Tensor& x_in, const at::Tensor& y_in,
                                      const at::Tensor& a_in, const at::Tensor& b_in, double eps,
                                      c10::string_view cost, int64_t max_iter, double tol,
-                                     bool debias, SolveFn solve) {
+                                     bool debias, double scaling, bool online, SolveFn solve) {
   check_args(x_in, y_in, a_in, b_in, eps);
   TORCH_CHECK_VALUE(max_iter >= 1, "max_iter must be >= 1, got ", max_iter);
   TORCH_CHECK_VALUE(std::isfinite(tol), "tol must be finite, got ", tol);
-  const SolverOptions opt{eps, parse_cost(cost), max_iter, tol};
+  TORCH_CHECK_VALUE(scaling == 0.0 || (scaling > 0.0 && scaling < 1.0),
+                    "scaling must be 0 (no eps-scaling) or strictly between 0 and 1, got ", scaling);
+  const SolverOptions opt{eps, parse_cost(cost), max_iter, tol, scaling, online};
   const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   const at::Tensor a = a_in.contiguous(), b = b_in.contiguous();
   const int64_t B = x.size(0), n = x.size(1), m = y.size(1);
@@ -118,7 +159,7 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
     const at::Tensor& grad, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& a_in,
     const at::Tensor& b_in, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias, PlanFn plan) {
+    c10::string_view cost, bool debias, bool online, PlanFn plan) {
   check_args(x_in, y_in, a_in, b_in, eps);
   const SolverOptions opt{eps, parse_cost(cost), 1, 0.0};
   const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
@@ -126,13 +167,15 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
   TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == x.size(0), "grad must have shape (",
                     x.size(0), ",), got ", grad.sizes());
 
-  at::Tensor P = plan(x, y, a, b, f.contiguous(), g.contiguous(), opt);
-  auto [gx, gy] = plan_gradients(P, x, y, opt.cost);
+  const auto grads = [&](const at::Tensor& p, const at::Tensor& q, const at::Tensor& wp,
+                         const at::Tensor& wq, const at::Tensor& fp, const at::Tensor& gq) {
+    return online ? blocked_plan_gradients(p, q, wp, wq, fp.contiguous(), gq.contiguous(), opt, plan)
+                  : plan_gradients(plan(p, q, wp, wq, fp.contiguous(), gq.contiguous(), opt), p, q, opt.cost);
+  };
+  auto [gx, gy] = grads(x, y, a, b, f, g);
   if (debias) {
-    P = plan(x, x, a, a, f_xx.contiguous(), g_xx.contiguous(), opt);
-    auto [gx1, gx2] = plan_gradients(P, x, x, opt.cost);
-    P = plan(y, y, b, b, f_yy.contiguous(), g_yy.contiguous(), opt);
-    auto [gy1, gy2] = plan_gradients(P, y, y, opt.cost);
+    auto [gx1, gx2] = grads(x, x, a, a, f_xx, g_xx);
+    auto [gy1, gy2] = grads(y, y, b, b, f_yy, g_yy);
     gx = gx - 0.5 * (gx1 + gx2);
     gy = gy - 0.5 * (gy1 + gy2);
   }
@@ -142,33 +185,46 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
 
 ForwardResult sinkhorn_value_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                                  const at::Tensor& b, double eps, c10::string_view cost,
-                                 int64_t max_iter, double tol, bool debias) {
-  return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, &solve_cpu);
+                                 int64_t max_iter, double tol, bool debias, double scaling,
+                                 bool online) {
+  const char* solver = std::getenv("SINSIM_SOLVER");
+  const bool generic = solver != nullptr && std::string(solver) == "generic";
+  TORCH_CHECK_VALUE(solver == nullptr || generic || std::string(solver) == "kernel",
+                    "SINSIM_SOLVER must be 'kernel' or 'generic', got '", solver, "'");
+  TORCH_CHECK_VALUE(!(online && generic), "the online cost mode runs in the CPU kernel only; unset SINSIM_SOLVER");
+  return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, scaling, online,
+                                generic ? &solve_generic : &solve_cpu);
 }
 
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias) {
+    c10::string_view cost, bool debias, bool online) {
   return sinkhorn_value_backward(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias,
-                                 &plan_cpu);
+                                 online, &plan_cpu);
 }
 
 #ifdef SINSIM_WITH_CUDA
 ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                                   const at::Tensor& b, double eps, c10::string_view cost,
-                                  int64_t max_iter, double tol, bool debias) {
-  return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, &solve_cuda);
+                                  int64_t max_iter, double tol, bool debias, double scaling,
+                                  bool online) {
+  TORCH_CHECK_NOT_IMPLEMENTED(!online, "the online cost mode (cost_mode='online') is implemented on the CPU only; "
+                              "use cost_mode='stored' on CUDA");
+  // The CUDA kernel runs plain iterations only; eps-scaling takes the
+  // device-generic solver (unverified on a GPU: tested on the CPU only).
+  return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, scaling, online,
+                                scaling > 0.0 ? &solve_generic : &solve_cuda);
 }
 
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias) {
+    c10::string_view cost, bool debias, bool online) {
   return sinkhorn_value_backward(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias,
-                                 &plan_cuda);
+                                 online, &plan_cuda);
 }
 #endif
 

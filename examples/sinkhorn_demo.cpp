@@ -23,14 +23,14 @@ int main(int argc, char** argv) {
   const torch::Tensor a = torch::full({1, n}, 1.0 / n, opts);
   const torch::Tensor b = torch::full({1, m}, 1.0 / m, opts);
 
-  const auto direct = sinsim::sinkhorn_value_cpu(x, y, a, b, 0.5, "sqeuclidean", 10000, 1e-12, false);
+  const auto direct = sinsim::sinkhorn_value_cpu(x, y, a, b, 0.5, "sqeuclidean", 10000, 1e-12, false, 0.0, false);
 
   const auto op = c10::Dispatcher::singleton()
                       .findSchemaOrThrow("sinsim_ext::sinkhorn_value", "")
                       .typed<sinsim::ForwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                    const at::Tensor&, double, c10::string_view, int64_t,
-                                                   double, bool)>();
-  const auto dispatched = op.call(x, y, a, b, 0.5, "sqeuclidean", 10000, 1e-12, false);
+                                                   double, bool, double, bool)>();
+  const auto dispatched = op.call(x, y, a, b, 0.5, "sqeuclidean", 10000, 1e-12, false, 0.0, false);
 
   std::cout << std::setprecision(17) << "value " << std::get<0>(direct).item<double>() << "\n"
             << "dispatched " << std::get<0>(dispatched).item<double>() << "\n"

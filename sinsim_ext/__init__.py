@@ -11,6 +11,7 @@ Public API: the operator (``sinkhorn_cost``, ``sinkhorn``, ``transport_plan``,
 
 from . import losses, reference
 from .losses import BarlowTwinsLoss, BYOLLoss, NTXentLoss, SinkhornLoss, SinSimLoss, VICRegLoss
+from .convergence import CONVERGENCE_TOL, SinkhornConvergenceWarning
 from .ops import backends, sinkhorn, sinkhorn_cost
 from .plan import transport_plan
 from .result import SinkhornResult
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BYOLLoss",
+    "CONVERGENCE_TOL",
+    "SinkhornConvergenceWarning",
     "BarlowTwinsLoss",
     "NTXentLoss",
     "SinSimLoss",

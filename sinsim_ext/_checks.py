@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from ._modes import functorch_active, in_vmap, is_compiling
+from ._modes import functorch_active, is_compiling
+from .convergence import warn_unconverged
 
 COSTS = ("sqeuclidean", "cosine")
 
@@ -38,6 +38,8 @@ class Problem:
     max_iter: int
     tol: Optional[float]
     out_dtype: torch.dtype  # dtype of the returned value
+    scaling: Optional[float] = None  # eps-scaling ratio in (0, 1), None: plain iterations
+    check_finite: bool = True
 
 
 def _check_points(name: str, t) -> None:
@@ -98,6 +100,7 @@ def prepare(
     max_iter: int = 100,
     tol=None,
     check_finite: bool = True,
+    scaling=None,
 ) -> Problem:
     """Validate the arguments of a Sinkhorn call and normalise their layout.
 
@@ -147,6 +150,7 @@ def prepare(
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if tol is not None:
         tol = _check_number("tol", tol, positive=True)
+    scaling = check_scaling(scaling)
 
     out_dtype = torch.promote_types(x.dtype, y.dtype)
     compute = torch.float64 if out_dtype == torch.float64 else torch.float32
@@ -165,7 +169,24 @@ def prepare(
             )
         else:  # eager: the same checks without the custom-op dispatch (~30 us)
             _check_values(x3, y3, a2, b2, a is not None, b is not None, cost)
-    return Problem(x3, y3, a2, b2, batched, eps, cost, int(max_iter), tol, out_dtype)
+    return Problem(x3, y3, a2, b2, batched, eps, cost, int(max_iter), tol, out_dtype, scaling, bool(check_finite))
+
+
+def check_scaling(scaling) -> Optional[float]:
+    """``None`` (plain iterations) or the eps-scaling ratio, a number strictly between 0 and 1."""
+    if scaling is None:
+        return None
+    if isinstance(scaling, torch.Tensor) and scaling.numel() == 1:
+        scaling = scaling.item()
+    if isinstance(scaling, bool) or not isinstance(scaling, numbers.Real):
+        raise TypeError(f"scaling must be None or a number in (0, 1), got {type(scaling).__name__}")
+    scaling = float(scaling)
+    if not 0.0 < scaling < 1.0:  # False for NaN too
+        raise ValueError(
+            f"scaling must be None (no eps-scaling) or a number strictly between 0 and 1 "
+            f"(the ratio of eps from one annealing stage to the next, e.g. 0.5), got {scaling}"
+        )
+    return scaling
 
 
 def _check_values(x, y, a, b, has_a: bool, has_b: bool, cost: str) -> None:
@@ -222,26 +243,26 @@ def _check_values_vmap(info, in_dims, x, y, a, b, has_a, has_b, cost):
 check_values.register_vmap(_check_values_vmap)
 
 
-def warn_if_unconverged(error: torch.Tensor, pb: Problem) -> None:
-    """RuntimeWarning when some problem stopped at max_iter above ``tol``."""
-    warn_if_above_tol(error, pb.tol, pb.max_iter, stacklevel=4)
+def warn_if_unconverged(error: torch.Tensor, pb: Problem, stacklevel: int = 4) -> None:
+    """:class:`~sinsim_ext.convergence.SinkhornConvergenceWarning` when some
+    problem ended above its threshold (see :mod:`sinsim_ext.convergence`)."""
+    warn_unconverged(
+        error,
+        tol=pb.tol,
+        max_iter=pb.max_iter,
+        scaling=pb.scaling,
+        check_finite=pb.check_finite,
+        stacklevel=stacklevel,
+        cost_ratio=(lambda: cost_ratio_bound(pb)) if pb.x.dtype == torch.float32 else None,
+    )
 
 
-def warn_if_above_tol(error: torch.Tensor, tol, max_iter: int, stacklevel: int = 3) -> None:
-    """RuntimeWarning when some problem's final marginal error is not below ``tol``.
-
-    Only with a ``tol`` (reading the error is a device synchronisation). Not
-    while torch.compile traces, and not inside ``torch.func.vmap`` (the
-    compiled operator's vmap rule checks the whole batch instead; the
-    reference does not warn there).
-    """
-    if tol is None or is_compiling() or in_vmap():
-        return
-    worst = float(error.detach().max())
-    if not worst < tol:
-        warnings.warn(
-            f"Sinkhorn did not reach tol={tol:g} in max_iter={max_iter} iterations "
-            f"(marginal error {worst:.3g}); raise max_iter or eps",
-            RuntimeWarning,
-            stacklevel=stacklevel,
-        )
+def cost_ratio_bound(pb: Problem) -> torch.Tensor:
+    """An upper bound on ``max_ij C_ij / eps`` from the points alone (one pass
+    over them, no host read): ``(max |x_i| + max |y_j|)^2`` for the squared
+    Euclidean cost, 2 for the cosine cost."""
+    if pb.cost == "cosine":
+        return torch.tensor(2.0 / pb.eps)
+    with torch.no_grad():
+        reach = pb.x.detach().norm(dim=-1).amax() + pb.y.detach().norm(dim=-1).amax()
+        return reach.double() ** 2 / pb.eps

@@ -83,6 +83,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import prepare
+from .convergence import warn_unconverged
 from .costs import cost_matrix, cost_vjp
 
 __all__ = ["CHUNK_ENTRIES", "ShardedSinkhornLoss", "sharded_sinkhorn_cost"]
@@ -311,8 +312,9 @@ def sharded_sinkhorn_cost(
     debias: bool = False,
     tol: Optional[float] = None,
     check_finite: bool = True,
+    return_error: bool = False,
     group=None,
-) -> torch.Tensor:
+):
     r"""``OT_eps`` (or with ``debias`` the Sinkhorn divergence) between the
     point clouds whose rows are spread over the processes of ``group``.
 
@@ -328,12 +330,20 @@ def sharded_sinkhorn_cost(
         eps, cost, max_iter, debias, check_finite: as :func:`sinsim_ext.sinkhorn_cost`
             (uniform weights).
         tol: must be None: the sharded solve runs ``max_iter`` iterations.
+        return_error: also return the final L1 row-marginal error (the worst
+            of the problems with ``debias``; the same on every process) as a
+            detached device tensor, and do not warn: the caller reads it
+            (:mod:`sinsim_ext.convergence`; the trainer does every
+            ``--check-every`` steps). Without it an unconverged result warns
+            (:class:`sinsim_ext.SinkhornConvergenceWarning`) on the CPU, and
+            on GPUs with ``check_finite=True``, as :func:`sinsim_ext.sinkhorn_cost`.
         group: the ``torch.distributed`` process group.
 
     Returns:
         The value, a scalar in the promoted dtype of ``x`` and ``y`` (half
         precision inputs are computed in float32); differentiable in ``x``
-        and ``y`` (first-order reverse mode).
+        and ``y`` (first-order reverse mode). With ``return_error``,
+        ``(value, error)``.
     """
     if tol is not None:
         raise ValueError("tol: the row-sharded Sinkhorn solve runs exactly max_iter iterations (a stopping test "
@@ -348,8 +358,12 @@ def sharded_sinkhorn_cost(
     _check_shapes(grp, x_r, y_r)
     if check_finite:
         _check_values(grp, x_r, y_r, pb.cost)
-    value, _errors = _ShardedSinkhorn.apply(x_r, y_r, grp, pb.eps, pb.cost, pb.max_iter, bool(debias))
-    return value.to(pb.out_dtype)
+    value, errors = _ShardedSinkhorn.apply(x_r, y_r, grp, pb.eps, pb.cost, pb.max_iter, bool(debias))
+    value = value.to(pb.out_dtype)
+    if return_error:
+        return value, errors.detach().amax()
+    warn_unconverged(errors, tol=None, max_iter=pb.max_iter, check_finite=check_finite)
+    return value
 
 
 class ShardedSinkhornLoss(nn.Module):
@@ -368,6 +382,8 @@ class ShardedSinkhornLoss(nn.Module):
     #: loss with any other public attribute (an option added to SinkhornLoss
     #: that the sharded solve would silently ignore).
     KNOWN_OPTIONS = ("eps", "cost", "normalize", "max_iter", "debias", "backend", "check_finite", "training")
+    #: SinkhornLoss options the sharded solve takes only at their default (None).
+    DEFAULT_ONLY = ("tol", "scaling")
 
     def __init__(self, eps: float = 0.05, cost: str = "sqeuclidean", normalize: bool = True, max_iter: int = 100,
                  debias: bool = False, check_finite: bool = False, group=None):
@@ -379,7 +395,8 @@ class ShardedSinkhornLoss(nn.Module):
     @classmethod
     def like(cls, loss: nn.Module, group=None) -> "ShardedSinkhornLoss":
         options: Dict = {k: v for k, v in vars(loss).items() if not k.startswith("_")}
-        unknown = sorted(set(options) - set(cls.KNOWN_OPTIONS))
+        unknown = sorted(set(options) - set(cls.KNOWN_OPTIONS) - set(cls.DEFAULT_ONLY))
+        unknown += sorted(k for k in cls.DEFAULT_ONLY if options.get(k) is not None)
         if unknown:
             raise NotImplementedError(
                 f"the row-sharded Sinkhorn solve does not implement the SinkhornLoss option(s) {unknown}; "
@@ -387,13 +404,22 @@ class ShardedSinkhornLoss(nn.Module):
         return cls(eps=loss.eps, cost=loss.cost, normalize=loss.normalize, max_iter=loss.max_iter,
                    debias=loss.debias, check_finite=loss.check_finite, group=group)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _solve(self, x: torch.Tensor, y: torch.Tensor, return_error: bool):
         with torch.autocast(device_type=x.device.type, enabled=False):
             x, y = x.float(), y.float()
             if self.normalize:
                 x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
             return sharded_sinkhorn_cost(x, y, eps=self.eps, cost=self.cost, max_iter=self.max_iter,
-                                         debias=self.debias, check_finite=self.check_finite, group=self.group)
+                                         debias=self.debias, check_finite=self.check_finite,
+                                         return_error=return_error, group=self.group)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._solve(x, y, return_error=False)
+
+    def value_and_error(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(value, error)`` as :meth:`sinsim_ext.SinkhornLoss.value_and_error`: the final
+        marginal error as a detached device tensor, no warning, no extra synchronisation."""
+        return self._solve(x, y, return_error=True)
 
     def extra_repr(self) -> str:
         return (f"eps={self.eps}, cost={self.cost!r}, normalize={self.normalize}, max_iter={self.max_iter}, "

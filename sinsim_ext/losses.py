@@ -21,13 +21,15 @@ The default coefficients are the published ones; each class cites its source.
 from __future__ import annotations
 
 import functools
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import reference
+from ._checks import check_scaling
+from .convergence import threshold
 from .ops import backends, sinkhorn_cost
 
 # The devices the compiled kernel was built for, read once (not inside a step
@@ -131,6 +133,16 @@ class SinkhornLoss(nn.Module):
         check_finite: validate the inputs for NaN/inf (one device sync per
             call on GPUs). Off by default: in a training step a bad input
             gives a NaN loss, which the training loop detects without a sync.
+        tol: stop once the marginal error is below ``tol`` (and the
+            convergence threshold); None: all ``max_iter`` iterations.
+        scaling: eps-scaling ratio in (0, 1) (see
+            :func:`sinsim_ext.sinkhorn_cost`), None for plain iterations.
+
+    Convergence: :meth:`value_and_error` returns the final marginal error as
+    a device tensor next to the value (no device synchronisation), for a
+    training loop to read when it reads its loss (``train/engine.py`` does);
+    :attr:`tolerance` is the error below which a solve counts as converged.
+    Calling the module (``forward``) warns like :func:`sinsim_ext.sinkhorn_cost`.
     """
 
     BACKENDS = ("auto", "kernel", "reference")
@@ -144,10 +156,14 @@ class SinkhornLoss(nn.Module):
         debias: bool = False,
         backend: str = "auto",
         check_finite: bool = False,
+        tol: Optional[float] = None,
+        scaling: Optional[float] = None,
     ):
         super().__init__()
         if backend not in self.BACKENDS:
             raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
+        self.tol = None if tol is None else float(tol)
+        self.scaling = check_scaling(scaling)
         self.eps = float(eps)
         self.cost = cost
         self.normalize = bool(normalize)
@@ -162,8 +178,13 @@ class SinkhornLoss(nn.Module):
             return reference.sinkhorn_cost
         return sinkhorn_cost
 
-    @_without_autocast
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    @property
+    def tolerance(self) -> float:
+        """The marginal error below which a solve counts as converged (``tol``, or
+        :data:`sinsim_ext.CONVERGENCE_TOL`)."""
+        return threshold(self.tol)
+
+    def _solve(self, x: torch.Tensor, y: torch.Tensor, return_error: bool):
         x, y = x.float(), y.float()
         if self.normalize:
             x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
@@ -174,14 +195,29 @@ class SinkhornLoss(nn.Module):
             eps=self.eps,
             cost=self.cost,
             max_iter=self.max_iter,
+            tol=self.tol,
             debias=self.debias,
             check_finite=self.check_finite,
+            scaling=self.scaling,
+            return_error=return_error,
         )
+
+    @_without_autocast
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._solve(x, y, return_error=False)
+
+    @_without_autocast
+    def value_and_error(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(value, error)``: the loss and its final marginal error (a detached
+        device tensor, the worst of the problems with ``debias``); no warning
+        and no device synchronisation."""
+        return self._solve(x, y, return_error=True)
 
     def extra_repr(self) -> str:
         return (
             f"eps={self.eps}, cost={self.cost!r}, normalize={self.normalize}, "
-            f"max_iter={self.max_iter}, debias={self.debias}, backend={self.backend!r}"
+            f"max_iter={self.max_iter}, debias={self.debias}, backend={self.backend!r}, "
+            f"tol={self.tol}, scaling={self.scaling}"
         )
 
 
@@ -218,10 +254,14 @@ class SinSimLoss(nn.Module):
         s1: Optional[torch.Tensor] = None,
         s2: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
-        """The two unweighted terms, ``{"ntxent": ..., "sinkhorn": ...}``."""
+        """The two unweighted terms, ``{"ntxent": ..., "sinkhorn": ...}``, and
+        ``"sinkhorn_error"``, the Sinkhorn solve's final marginal error (a
+        detached device tensor: a convergence report, not a term of the loss;
+        :meth:`SinkhornLoss.value_and_error`)."""
         s1 = z1 if s1 is None else s1
         s2 = z2 if s2 is None else s2
-        return {"ntxent": self.ntxent(z1, z2), "sinkhorn": self.sinkhorn(s1, s2)}
+        value, error = self.sinkhorn.value_and_error(s1, s2)
+        return {"ntxent": self.ntxent(z1, z2), "sinkhorn": value, "sinkhorn_error": error}
 
     def combine(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
         return terms["ntxent"] + self.weight * terms["sinkhorn"]

@@ -54,7 +54,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
     ) from exc
 
 from ._batching import fold, unfold
-from ._checks import Problem, prepare, warn_if_above_tol, warn_if_unconverged
+from ._checks import Problem, prepare, warn_if_unconverged
+from .convergence import warn_unconverged
 from ._modes import derivatives_wanted, functorch_active, has_tangent, is_compiling, refuse_nested_forward_mode
 from .costs import cost_matrix, cost_vjp
 from .implicit import implicit_potentials, plan
@@ -75,6 +76,8 @@ class _Options(NamedTuple):
     max_iter: int
     tol: float
     debias: bool
+    scaling: float = 0.0  # eps-scaling ratio in (0, 1); 0: plain iterations
+    online: bool = False  # recompute the cost in blocks (CPU), see cost_mode
 
 
 class _Outputs(NamedTuple):
@@ -95,7 +98,30 @@ class _Outputs(NamedTuple):
 _OUTPUT_BATCH_DIM = _Outputs(value=0, f=0, g=0, f_xx=0, g_xx=0, f_yy=0, g_yy=0, n_iter=1, error=1)
 
 
-def _op_inputs(pb: Problem, debias: bool) -> tuple:
+COST_MODES = ("auto", "stored", "online")
+
+ONLINE_THRESHOLD_BYTES = 1 << 30
+"""``cost_mode="auto"`` recomputes the cost online (CPU) when the stored mode
+would hold more than this many bytes: the ``(B, n, m)`` plan of the backward
+(``B * max(n m, n^2, m^2) * itemsize``, the squares with ``debias``), which is
+also the order of the stored costs of the forward. 1 GiB: n = m = 16,384 in
+float32. The online mode costs ``d`` multiply-adds per entry and pass instead
+of a load (bench/NOTES.md, "Online cost mode")."""
+
+
+def _use_online(pb: Problem, debias: bool, cost_mode: str) -> bool:
+    if not isinstance(cost_mode, str) or cost_mode not in COST_MODES:
+        raise ValueError(f"cost_mode must be one of {COST_MODES}, got {cost_mode!r}")
+    if cost_mode != "auto":
+        return cost_mode == "online"
+    if pb.x.device.type != "cpu":
+        return False  # online is CPU-only: CUDA keeps the stored cost
+    batch, n, m = pb.x.shape[0], pb.x.shape[1], pb.y.shape[1]
+    entries = max(n * m, n * n, m * m) if debias else n * m
+    return batch * entries * pb.x.element_size() > ONLINE_THRESHOLD_BYTES
+
+
+def _op_inputs(pb: Problem, debias: bool, cost_mode: str = "auto") -> tuple:
     """The arguments of ``torch.ops.sinsim_ext.sinkhorn_value`` for a validated problem."""
     options = _Options(
         eps=pb.eps,
@@ -103,6 +129,8 @@ def _op_inputs(pb: Problem, debias: bool) -> tuple:
         max_iter=pb.max_iter,
         tol=pb.tol if pb.tol is not None else 0.0,
         debias=bool(debias),
+        scaling=pb.scaling if pb.scaling is not None else 0.0,
+        online=_use_online(pb, debias, cost_mode),
     )
     return (pb.x, pb.y, pb.a, pb.b, *options)
 
@@ -139,7 +167,7 @@ def _sinkhorn_value_fake(x, y, a, b, *options):
 
 
 @torch.library.register_fake(_BACKWARD)
-def _sinkhorn_value_backward_fake(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias):
+def _sinkhorn_value_backward_fake(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias, online=False):
     return torch.empty_like(x), torch.empty_like(y)
 
 
@@ -151,7 +179,14 @@ def _value_vmap(apply, info, in_dims, *inputs):
     size = info.batch_size
     tensors, opt = _split(inputs)
     out = _Outputs(*apply(*fold(size, in_dims[:_N_TENSORS], tensors), *opt))
-    warn_if_above_tol(out.error, opt.tol if opt.tol > 0 else None, opt.max_iter, stacklevel=5)
+    warn_unconverged(
+        out.error,
+        tol=opt.tol if opt.tol > 0 else None,
+        max_iter=opt.max_iter,
+        scaling=opt.scaling if opt.scaling > 0 else None,
+        check_finite=False,
+        stacklevel=5,
+    )
     # Outputs with no elements are "absent" placeholders (the symmetric
     # potentials without debias): not mapped.
     dims = tuple(None if t.numel() == 0 else d for t, d in zip(out, _OUTPUT_BATCH_DIM))
@@ -183,7 +218,7 @@ def _compiled_gradient(grad_value, x, y, a, b, potentials, opt: _Options, needs)
     grad_x = grad_y = grad_a = grad_b = None
     if needs[0] or needs[1]:
         grad_x, grad_y = torch.ops.sinsim_ext.sinkhorn_value_backward(
-            grad_value, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, opt.eps, opt.cost, opt.debias
+            grad_value, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, opt.eps, opt.cost, opt.debias, opt.online
         )
     if needs[2]:
         df = f - 0.5 * (f_xx + g_xx) if opt.debias else f
@@ -290,11 +325,11 @@ _LIB = torch.library.Library("sinsim_ext", "IMPL")  # kept alive: owns the regis
 _LIB.impl("sinkhorn_value", _value_autograd_kernel, "Autograd", with_keyset=True)
 
 
-def _value_op(pb: Problem, debias: bool, *, detach: bool = False):
+def _value_op(pb: Problem, debias: bool, *, detach: bool = False, cost_mode: str = "auto"):
     """The op, through its Autograd kernel; inside torch.func transforms the
     Function directly (an op's Autograd kernel cannot start a Function there).
     ``detach``: solve only (no derivative of the op's outputs is recorded)."""
-    inputs = _op_inputs(pb, debias)
+    inputs = _op_inputs(pb, debias, cost_mode)
     if detach:
         inputs = tuple(t.detach() for t in inputs[:_N_TENSORS]) + inputs[_N_TENSORS:]
     if not is_compiling() and functorch_active():
@@ -336,7 +371,10 @@ def sinkhorn_cost(
     tol: Optional[float] = None,
     debias: bool = False,
     check_finite: bool = True,
-) -> torch.Tensor:
+    scaling: Optional[float] = None,
+    return_error: bool = False,
+    cost_mode: str = "auto",
+):
     r"""Entropy-regularised optimal-transport cost between two point clouds.
 
     ``OT_eps(x, y) = <a, f> + <b, g>`` at the Sinkhorn fixed point (see
@@ -352,15 +390,45 @@ def sinkhorn_cost(
             (``1 - cos(x_i, y_j)``).
         a, b: weights ``(n,)``/``(B, n)`` and ``(m,)``/``(B, m)``,
             non-negative, summing to 1; uniform when None.
-        max_iter: iterations (each a column then a row update).
-        tol: stop a problem once its L1 marginal error is below ``tol``; a
-            ``RuntimeWarning`` says when some problem does not get there
-            (not issued inside ``torch.compile``d code).
+        max_iter: iterations (each a column then a row update), the
+            eps-scaling stages included.
+        tol: stop a problem once its L1 marginal error is below ``tol``.
+            Without it all ``max_iter`` iterations run. Either way a result
+            whose final error is not below ``tol`` (or, without ``tol``,
+            :data:`sinsim_ext.CONVERGENCE_TOL` = 1e-3) raises a
+            :class:`sinsim_ext.SinkhornConvergenceWarning` with the error
+            reached and what to change; on GPUs only when the check adds no
+            device synchronisation of its own (``check_finite=True`` or a
+            ``tol``), never inside ``torch.compile``d code
+            (:mod:`sinsim_ext.convergence`).
         debias: return the Sinkhorn divergence (three problems solved
             together).
         check_finite: check the data for NaN/inf, negative weights and so on
             (one device synchronisation on GPUs), also inside
             ``torch.compile`` and ``torch.func.vmap``; off, bad values give NaN.
+        scaling: eps-scaling (GeomLoss's ``scaling``, annealing): ``None``
+            for plain iterations, or a ratio in (0, 1). The iterations start
+            at ``eps_1 = eps / scaling^K >= max_ij C_ij`` (the scale of the
+            cost), one iteration per stage, ``eps_{k+1} = scaling * eps_k``,
+            the potentials ``f``, ``g`` carried over from stage to stage,
+            then plain iterations at ``eps`` until ``tol`` / ``max_iter``
+            (``K`` is capped at ``max_iter - 1``). Small ``eps`` (1e-3 and
+            below relative to the cost) converges in far fewer iterations
+            (bench/NOTES.md). The derivatives are taken at the final ``eps``.
+        return_error: also return the final marginal error, ``(value,
+            error)``, ``error`` shaped like the value (the worst of the three
+            problems with ``debias``), a device tensor; no warning is issued
+            then (the caller reads the error when it wants, e.g. a training
+            loop, without a device synchronisation per step).
+        cost_mode: ``"stored"`` keeps the ``(n, m)`` cost matrix for the
+            iterations (and the ``(B, n, m)`` plan for the backward);
+            ``"online"`` recomputes the cost in blocks of rows at every pass
+            (CPU only, GeomLoss's online backend): memory ``O((n + m) d)``
+            for the iterations and the first-order backward, time ``d``
+            multiply-adds per entry and pass; ``"auto"`` (default) goes online
+            on the CPU when the stored mode would hold more than
+            :data:`ONLINE_THRESHOLD_BYTES` (1 GiB). Double backward, forward
+            mode and ``torch.func`` still form the ``(n, m)`` plan.
 
     Returns:
         The value, a scalar for unbatched inputs or ``(B,)``, in the promoted
@@ -380,14 +448,22 @@ def sinkhorn_cost(
         included); double backward raises PyTorch's "does not currently
         support double backward" error.
     """
-    pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
-    out = _Outputs(*_value_op(pb, debias))
-    warn_if_unconverged(out.error, pb)
+    pb = prepare(
+        x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
+    )
+    out = _Outputs(*_value_op(pb, debias, cost_mode=cost_mode))
+    if not return_error:
+        warn_if_unconverged(out.error, pb)
     value = out.value.to(pb.out_dtype)
     guard = _double_backward_guard(x, y, a, b) if is_compiling() else None
     if guard is not None:
         value = value + guard.to(value.dtype)
-    return value if pb.batched else value[0]
+    if not pb.batched:
+        value = value[0]
+    if return_error:
+        error = out.error.detach().amax(0)
+        return value, (error if pb.batched else error[0])
+    return value
 
 
 def sinkhorn(
@@ -401,10 +477,14 @@ def sinkhorn(
     max_iter: int = 100,
     tol: Optional[float] = None,
     check_finite: bool = True,
+    scaling: Optional[float] = None,
+    cost_mode: str = "auto",
 ) -> SinkhornResult:
     """Solve the problem and return the potentials and convergence report.
 
-    Same arguments as :func:`sinkhorn_cost`. When ``x``, ``y``, ``a`` or
+    Same arguments as :func:`sinkhorn_cost` (``scaling`` and ``cost_mode`` included; the
+    ``error`` field is the convergence report, and the same
+    :class:`sinsim_ext.SinkhornConvergenceWarning` fires). When ``x``, ``y``, ``a`` or
     ``b`` require grad (or under forward mode or a ``torch.func`` transform)
     the potentials ``f`` and ``g`` are differentiable in them, by implicit
     differentiation of the fixed point (:mod:`sinsim_ext.implicit`), so
@@ -422,8 +502,10 @@ def sinkhorn(
     point: pass a ``tol`` and enough ``max_iter``. Under ``torch.compile``
     the differentiable potentials cause a graph break.
     """
-    pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
-    out = _Outputs(*_value_op(pb, debias=False, detach=True))
+    pb = prepare(
+        x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
+    )
+    out = _Outputs(*_value_op(pb, debias=False, detach=True, cost_mode=cost_mode))
     f, g, n_iter, error = out.f, out.g, out.n_iter[0], out.error[0]
     warn_if_unconverged(error, pb)
     if derivatives_wanted(pb.x, pb.y, pb.a, pb.b):

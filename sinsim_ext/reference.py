@@ -21,6 +21,14 @@ Iteration (log domain, stable for any ``eps``), starting from ``f = 0``::
         g = column update of f
 
 so the returned pair has exact row marginals. The value is ``<a, f> + <b, g>``.
+
+Eps-scaling (``scaling = r`` in (0, 1), GeomLoss's ``scaling``): iteration
+``t`` runs at ``eps_t = eps / r^(S - t + 1)`` for ``t <= S`` and at ``eps``
+afterwards, with ``S`` the smallest count such that ``eps / r^S >= max C``
+(per problem; at most ``max_iter - 1``). ``f`` and ``g`` carry over from one
+stage to the next (the updates above are written in natural units, so
+nothing needs rescaling); ``tol`` may stop a problem only at the target
+``eps``.
 For the symmetric problems of the debiased divergence (``OT(x, x)``) the
 potential ``p`` follows the averaged update ``p <- (p + T(p)) / 2`` with
 ``T(p)_i = -eps LSE_j(log a_j + (p_j - C_ij) / eps)``, and the returned pair
@@ -29,6 +37,7 @@ is ``(T(p), p)``.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -41,11 +50,11 @@ __all__ = ["cost_matrix", "sinkhorn", "sinkhorn_cost"]
 
 
 def _row_update(C, g, log_b, eps):
-    return -eps * torch.logsumexp(log_b.unsqueeze(-2) + (g.unsqueeze(-2) - C) / eps, dim=-1)
+    return -eps * torch.logsumexp(log_b.unsqueeze(-2) + (g.unsqueeze(-2) - C) / eps.unsqueeze(-1), dim=-1)
 
 
 def _col_update(C, f, log_a, eps):
-    return -eps * torch.logsumexp(log_a.unsqueeze(-1) + (f.unsqueeze(-1) - C) / eps, dim=-2)
+    return -eps * torch.logsumexp(log_a.unsqueeze(-1) + (f.unsqueeze(-1) - C) / eps.unsqueeze(-1), dim=-2)
 
 
 def _row_error(a, f_old, f_new, eps):
@@ -53,42 +62,75 @@ def _row_error(a, f_old, f_new, eps):
     return torch.where(a > 0, terms, torch.zeros_like(terms)).sum(-1)
 
 
-def _solve(C, a, b, eps, max_iter, tol) -> Tuple[torch.Tensor, ...]:
+def scaling_stages(C: torch.Tensor, eps: float, scaling: Optional[float], max_iter: int) -> torch.Tensor:
+    """Eps-scaling stages per problem, ``(B,)`` int64: the smallest ``S >= 0``
+    with ``eps / scaling^S >= max_ij C_ij``, at most ``max_iter - 1``; zeros
+    without scaling (the formula of ``csrc/sinkhorn.h``)."""
+    batch = C.shape[0]
+    if scaling is None:
+        return torch.zeros(batch, dtype=torch.int64, device=C.device)
+    cmax = C.detach().flatten(1).amax(-1).double()
+    stages = torch.ceil(torch.log(cmax / eps) / math.log(1.0 / scaling) - 1e-9)
+    stages = torch.where(torch.isfinite(cmax) & (cmax > eps), stages, torch.zeros_like(stages))
+    return stages.clamp(0, max_iter - 1).to(torch.int64)
+
+
+def _eps_schedule(stages: torch.Tensor, eps: float, scaling: Optional[float], dtype):
+    """``eps_at(t)``: the ``(B, 1)`` eps of iteration ``t`` (1-based) for each problem."""
+    if scaling is None:
+        const = torch.full((stages.shape[0], 1), eps, dtype=dtype, device=stages.device)
+        return lambda t: const
+    log_r = math.log(scaling)
+
+    def eps_at(t: int) -> torch.Tensor:
+        k = (stages - t + 1).clamp(min=0).to(torch.float64)  # stages above the target
+        return (eps * torch.exp(-k * log_r)).to(dtype).unsqueeze(-1)
+
+    return eps_at
+
+
+def _solve(C, a, b, eps, max_iter, tol, scaling=None) -> Tuple[torch.Tensor, ...]:
     """Alternating Sinkhorn on a batch of problems; each stops on its own."""
     log_a, log_b = a.log(), b.log()
     batch = C.shape[0]
+    stages = scaling_stages(C, eps, scaling, max_iter)
+    eps_at = _eps_schedule(stages, eps, scaling, C.dtype)
     f = torch.zeros_like(a)
-    g = _col_update(C, f, log_a, eps)
+    g = _col_update(C, f, log_a, eps_at(1))
     n_iter = torch.zeros(batch, dtype=torch.int32, device=C.device)
     error = torch.full((batch,), float("inf"), dtype=C.dtype, device=C.device)
     active = torch.ones(batch, dtype=torch.bool, device=C.device)
     for it in range(1, max_iter + 1):
-        f_new = _row_update(C, g, log_b, eps)
-        err = _row_error(a, f, f_new, eps)
+        e = eps_at(it)
+        f_new = _row_update(C, g, log_b, e)
+        err = _row_error(a, f, f_new, e)
         f = torch.where(active.unsqueeze(-1), f_new, f)
         error = torch.where(active, err, error)
         n_iter = n_iter + active.to(torch.int32)
         if tol is not None:
-            active = active & ~(err < tol)
+            active = active & ~((err < tol) & (stages < it))
         if it == max_iter or not bool(active.any()):
             break
-        g = torch.where(active.unsqueeze(-1), _col_update(C, f, log_a, eps), g)
+        g = torch.where(active.unsqueeze(-1), _col_update(C, f, log_a, eps_at(it + 1)), g)
     return f, g, n_iter, error
 
 
-def _solve_symmetric(C, a, eps, max_iter, tol) -> Tuple[torch.Tensor, ...]:
+def _solve_symmetric(C, a, eps, max_iter, tol, scaling=None) -> Tuple[torch.Tensor, ...]:
     """Averaged fixed-point iteration for OT(x, x); returns (T(p), p)."""
     log_a = a.log()
     batch = C.shape[0]
+    stages = scaling_stages(C, eps, scaling, max_iter)
+    eps_at = _eps_schedule(stages, eps, scaling, C.dtype)
     p = torch.zeros_like(a)
     f_out, g_out = torch.zeros_like(a), torch.zeros_like(a)
     n_iter = torch.zeros(batch, dtype=torch.int32, device=C.device)
     error = torch.full((batch,), float("inf"), dtype=C.dtype, device=C.device)
     active = torch.ones(batch, dtype=torch.bool, device=C.device)
     for it in range(1, max_iter + 1):
-        q = _row_update(C, p, log_a, eps)
-        err = _row_error(a, p, q, eps)
-        stop = active & ((err < tol) if tol is not None else torch.zeros_like(active))
+        e = eps_at(it)
+        q = _row_update(C, p, log_a, e)
+        err = _row_error(a, p, q, e)
+        stop = active & ((err < tol) & (stages < it) if tol is not None else torch.zeros_like(active))
         if it == max_iter:
             stop = active
         f_out = torch.where(stop.unsqueeze(-1), q, f_out)
@@ -105,8 +147,8 @@ def _solve_symmetric(C, a, eps, max_iter, tol) -> Tuple[torch.Tensor, ...]:
 def _ot(problem: Problem, x, y, a, b, symmetric: bool):
     C = cost_matrix(x, y, problem.cost)
     if symmetric:
-        return _solve_symmetric(C, a, problem.eps, problem.max_iter, problem.tol)
-    return _solve(C, a, b, problem.eps, problem.max_iter, problem.tol)
+        return _solve_symmetric(C, a, problem.eps, problem.max_iter, problem.tol, problem.scaling)
+    return _solve(C, a, b, problem.eps, problem.max_iter, problem.tol, problem.scaling)
 
 
 def sinkhorn(
@@ -120,9 +162,12 @@ def sinkhorn(
     max_iter: int = 100,
     tol: Optional[float] = None,
     check_finite: bool = True,
+    scaling: Optional[float] = None,
 ) -> SinkhornResult:
     """Potentials ``f``, ``g``; iterations run; final marginal error. See the module docstring."""
-    pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
+    pb = prepare(
+        x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
+    )
     f, g, n_iter, error = _ot(pb, pb.x, pb.y, pb.a, pb.b, symmetric=False)
     warn_if_unconverged(error, pb)
     if not pb.batched:
@@ -142,13 +187,19 @@ def sinkhorn_cost(
     tol: Optional[float] = None,
     debias: bool = False,
     check_finite: bool = True,
-) -> torch.Tensor:
+    scaling: Optional[float] = None,
+    return_error: bool = False,
+):
     """Regularised OT value ``<a, f> + <b, g>``, or with ``debias=True`` the
     Sinkhorn divergence ``OT(x, y) - OT(x, x)/2 - OT(y, y)/2``.
 
-    Differentiable by autograd through every iteration.
+    Differentiable by autograd through every iteration (the eps-scaling
+    stages included). ``scaling`` and ``return_error`` as in
+    :func:`sinsim_ext.sinkhorn_cost`.
     """
-    pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite)
+    pb = prepare(
+        x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
+    )
     f, g, _, err = _ot(pb, pb.x, pb.y, pb.a, pb.b, symmetric=False)
     errors = [err]
     value = (pb.a * f).sum(-1) + (pb.b * g).sum(-1)
@@ -157,6 +208,12 @@ def sinkhorn_cost(
         fy, gy, _, ey = _ot(pb, pb.y, pb.y, pb.b, pb.b, symmetric=True)
         value = value - 0.5 * ((pb.a * (fx + gx)).sum(-1) + (pb.b * (fy + gy)).sum(-1))
         errors += [ex, ey]
-    warn_if_unconverged(torch.stack(errors), pb)
+    errors = torch.stack(errors)
     value = value.to(pb.out_dtype)
-    return value if pb.batched else value[0]
+    if not pb.batched:
+        value = value[0]
+    if return_error:
+        error = errors.detach().amax(0)
+        return value, (error if pb.batched else error[0])
+    warn_if_unconverged(errors, pb)
+    return value

@@ -35,8 +35,8 @@ def run(rank: int, world: int, port: int, cases, out: str) -> None:
         nr, mr = case["n"] // world, case["m"] // world
         x_r = x[rank * nr : (rank + 1) * nr].clone().requires_grad_()
         y_r = y[rank * mr : (rank + 1) * mr].clone().requires_grad_()
-        value = sharded_sinkhorn_cost(x_r, y_r, eps=case["eps"], cost=case["cost"], max_iter=case["iters"],
-                                      debias=case["debias"])
+        value, error = sharded_sinkhorn_cost(x_r, y_r, eps=case["eps"], cost=case["cost"], max_iter=case["iters"],
+                                             debias=case["debias"], return_error=True)
         (value / world).backward()
         gx = [torch.empty_like(x_r) for _ in range(world)]
         gy = [torch.empty_like(y_r) for _ in range(world)]
@@ -44,7 +44,8 @@ def run(rank: int, world: int, port: int, cases, out: str) -> None:
         dist.all_gather(gy, y_r.grad)
         values = [torch.empty((), dtype=torch.float64) for _ in range(world)]
         dist.all_gather(values, value.detach().reshape(()))
-        results.append({"values": torch.stack(values), "grad_x": torch.cat(gx), "grad_y": torch.cat(gy)})
+        results.append({"values": torch.stack(values), "grad_x": torch.cat(gx), "grad_y": torch.cat(gy),
+                        "error": error})
     # shards of different sizes: every rank raises the same clear error, none is left waiting
     try:
         sharded_sinkhorn_cost(torch.randn(3 + rank, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64))

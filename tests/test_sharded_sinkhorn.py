@@ -43,14 +43,16 @@ def test_value_and_gradient_equal_the_single_process_kernel(sharded, k):
     x, y = worker.clouds(case["n"], case["m"], case["d"], case["seed"])
     x.requires_grad_()
     y.requires_grad_()
-    value = sinsim_ext.sinkhorn_cost(x, y, eps=case["eps"], cost=case["cost"], max_iter=case["iters"],
-                                     debias=case["debias"])
+    value, error = sinsim_ext.sinkhorn_cost(x, y, eps=case["eps"], cost=case["cost"], max_iter=case["iters"],
+                                            debias=case["debias"], return_error=True)
     gx, gy = torch.autograd.grad(value, (x, y))
     got = sharded["cases"][k]
     assert torch.equal(got["values"][0], got["values"][1])  # every rank holds the same value
     torch.testing.assert_close(got["values"][0], value.detach(), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(got["grad_x"], gx, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(got["grad_y"], gy, rtol=1e-8, atol=1e-10)
+    # the convergence report: the same final marginal error as the kernel's (the worst problem with debias)
+    torch.testing.assert_close(got["error"], error, rtol=1e-6, atol=1e-14)
 
 
 def test_uneven_shards_raise_the_same_clear_error_on_every_rank(sharded):

@@ -24,6 +24,13 @@ when a diverging run is stopped (:class:`TrainingDiverged`):
   mean over the run's first check window (kept in the checkpoint). Every
   method's healthy loss stays within a small factor of its start.
 
+Convergence of an inner solver (SinSim's Sinkhorn term): terms the method
+names in ``convergence_limits()`` (``sinkhorn_error``, the final marginal
+error of each step's solve) are kept as their running maximum on the device,
+read in the same transfer, and a step whose solve ended above its limit gives
+a :class:`sinsim_ext.SinkhornConvergenceWarning` naming the steps and what to
+change. ``metrics.csv`` gets the epoch's maximum as a column.
+
 Progress within an epoch is shown by :class:`train.progress.EpochProgress`.
 """
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -175,6 +183,9 @@ class Trainer:
         order = torch.randperm(len(self.images), generator=self.order_generator, device=self.device)
         loss_sum = torch.zeros((), device=self.device)
         term_sums: Dict[str, torch.Tensor] = {}
+        limits = self.method.convergence_limits()
+        worst: Dict[str, torch.Tensor] = {}  # convergence reports: max since the last check
+        epoch_worst: Dict[str, float] = {}
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         lr = self.optimizer.param_groups[0]["lr"]
         _sync(self.device)
@@ -193,10 +204,15 @@ class Trainer:
                 self.method.after_optimizer_step(step + 1, self.total_steps)
                 loss_sum += loss
                 for k, v in terms.items():
-                    term_sums[k] = term_sums.get(k, 0) + v.float()
+                    if k in limits:
+                        v = v.detach().float().amax()
+                        worst[k] = torch.maximum(worst[k], v) if k in worst else v
+                    else:
+                        term_sums[k] = term_sums.get(k, 0) + v.float()
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
                 if (i + 1) % self.check_every == 0 or i + 1 == self.steps_per_epoch:
-                    window = self._check(loss_sum, first_bad, window, i + 1, step, epoch)
+                    window = self._check(loss_sum, first_bad, window, i + 1, step, epoch, worst, limits, epoch_worst)
+                    worst = {}
                     progress.checked(i + 1, window[1] / (i + 1))
                 progress.step(i + 1)
         finally:
@@ -207,19 +223,24 @@ class Trainer:
         return EpochStats(
             epoch=epoch,
             loss=loss_sum.item() / n,
-            terms={k: v.item() / n for k, v in term_sums.items()},
+            terms={**{k: v.item() / n for k, v in term_sums.items()}, **epoch_worst},
             lr=lr,
             seconds=seconds,
             images_per_second=n * self.batch_size / seconds,
         )
 
     def _check(self, loss_sum: torch.Tensor, first_bad: torch.Tensor, window: tuple, done: int, step: int,
-               epoch: int) -> tuple:
-        """Read the loss, the first bad step and the weights' norm back (one
-        transfer) and raise :class:`TrainingDiverged` if the run diverges;
-        returns the new window ``(done, loss sum)``."""
-        total, bad, norm = torch.stack([loss_sum.double(), first_bad.double(),
-                                        weight_norm(self.method).double()]).tolist()
+               epoch: int, worst: Optional[Dict[str, torch.Tensor]] = None,
+               limits: Optional[Dict[str, float]] = None, epoch_worst: Optional[Dict[str, float]] = None) -> tuple:
+        """Read the loss, the first bad step, the weights' norm and the
+        convergence reports back (one transfer) and raise
+        :class:`TrainingDiverged` if the run diverges; warn when an inner solve
+        did not converge; returns the new window ``(done, loss sum)``."""
+        worst = worst or {}
+        read = torch.stack([loss_sum.double(), first_bad.double(), weight_norm(self.method).double(),
+                            *(v.double() for v in worst.values())]).tolist()
+        total, bad, norm = read[:3]
+        self._report_convergence(dict(zip(worst, read[3:])), limits or {}, epoch_worst, done - window[0], step, epoch)
         where = f"by step {step + 1} (epoch {epoch})"
         if bad >= 0:
             raise NonFiniteLossError(f"the training loss became NaN/inf at step {int(bad) + 1} (epoch {epoch})")
@@ -235,6 +256,23 @@ class Trainer:
                 f"the loss exploded {where}: its mean over the last {done - window[0]} steps is {mean:.4g}, "
                 f"against {self.reference_loss:.4g} at the start (the limit is {GROWTH_LIMIT:.0f}x)")
         return done, total
+
+    @staticmethod
+    def _report_convergence(values: Dict[str, float], limits: Dict[str, float],
+                            epoch_worst: Optional[Dict[str, float]], steps: int, step: int, epoch: int) -> None:
+        for name, value in values.items():
+            if epoch_worst is not None:
+                epoch_worst[name] = max(epoch_worst.get(name, value), value)
+            if not value < limits[name]:
+                from sinsim_ext import SinkhornConvergenceWarning
+
+                warnings.warn(
+                    f"{name} reached {value:.3g} (above {limits[name]:g}) in the {steps} steps up to step "
+                    f"{step + 1} (epoch {epoch}): the Sinkhorn term did not converge, so its value and gradient "
+                    "are those of an unconverged plan. Raise --sinkhorn-iters, or raise --sinkhorn-eps.",
+                    SinkhornConvergenceWarning,
+                    stacklevel=2,
+                )
 
     def fit(self, start_epoch: int, on_epoch_end: Callable[[EpochStats], None]) -> List[EpochStats]:
         """Train epochs ``start_epoch + 1 .. epochs``, calling ``on_epoch_end``

@@ -71,6 +71,13 @@ class Method(nn.Module):
         loss, terms = self.loss_terms(x1, x2)
         return loss, {k: v.detach() for k, v in terms.items()}
 
+    def convergence_limits(self) -> Dict[str, float]:
+        """Terms that are convergence reports of an inner solver (the largest
+        value is what matters, not the mean), each with the value above which
+        the solve did not converge: ``{"sinkhorn_error": 1e-3}`` for SinSim.
+        The engine keeps their maximum, reads it with the loss and warns."""
+        return {}
+
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (BYOL's target update)."""
 

@@ -62,6 +62,9 @@ class SinSim(SimCLR):
         # when train.parallel.model chooses it: it takes this process's rows, not the gathered batch.
         self.sharded_sinkhorn = None
 
+    def convergence_limits(self):
+        return {"sinkhorn_error": self.loss.sinkhorn.tolerance}
+
     def embed(self, x1, x2):
         (h1, h2), (z1, z2) = self.encode_pair(x1, x2)
         s1, s2 = (h1, h2) if self.on_features else (z1, z2)
@@ -76,5 +79,6 @@ class SinSim(SimCLR):
             return super().loss_terms(x1, x2)
         z1, z2, s1, s2 = self.embed(x1, x2)
         z1, z2 = self.batch.gather(z1, z2)
-        terms = {"ntxent": self.loss.ntxent(z1, z2), "sinkhorn": self.sharded_sinkhorn(s1, s2)}
+        value, error = self.sharded_sinkhorn.value_and_error(s1, s2)
+        terms = {"ntxent": self.loss.ntxent(z1, z2), "sinkhorn": value, "sinkhorn_error": error}
         return self.loss.combine(terms), terms

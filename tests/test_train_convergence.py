@@ -1,0 +1,43 @@
+"""The trainer surfaces the Sinkhorn term's convergence: the worst marginal
+error of the steps is read with the loss (no extra device sync), warned
+about when above the limit, and written to metrics.csv."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import warnings
+
+import pytest
+from runs import ROOT, TINY
+
+sys.path.insert(0, str(ROOT))
+
+from sinsim_ext import CONVERGENCE_TOL, SinkhornConvergenceWarning  # noqa: E402
+from train.run import main  # noqa: E402
+
+SINSIM = [a if a != "simclr" else "sinsim" for a in TINY]
+
+
+def _errors(out):
+    return [float(r["sinkhorn_error"]) for r in csv.DictReader((out / "metrics.csv").open())]
+
+
+def test_unconverged_sinkhorn_term_warns_and_is_logged(tmp_path):
+    out = tmp_path / "run"
+    args = [*SINSIM, "--epochs", "2", "--check-every", "2", "--sinkhorn-eps", "1e-4", "--sinkhorn-iters", "2",
+            "--out", str(out)]
+    with pytest.warns(SinkhornConvergenceWarning, match=r"sinkhorn_error reached .* in the 2 steps up to step 2 "
+                                                        r"\(epoch 1\).*--sinkhorn-iters"):
+        assert main(args) == 0
+    errors = _errors(out)
+    assert len(errors) == 2 and all(e > CONVERGENCE_TOL for e in errors)
+
+
+def test_converged_sinkhorn_term_is_silent(tmp_path):
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SinkhornConvergenceWarning)
+        assert main([*SINSIM, "--epochs", "1", "--check-every", "2", "--out", str(out)]) == 0
+    errors = _errors(out)
+    assert len(errors) == 1 and 0 <= errors[0] < CONVERGENCE_TOL
