@@ -44,20 +44,22 @@ DATASETS = ("unit", "normal")
 def problem(n: int, dataset: str, *, d: int = D, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """float64 points ``(x, y)``, each ``(n, d)``.
 
-    ``unit``: the SinSim workload, two noisy views ``y = x + 0.5 z`` of
-    Gaussian points, each point scaled to unit norm (costs in [0, 4]).
-    ``normal``: the same two views, unnormalised (standard-normal ``x``, norms
-    about 11; costs about 32 between the two views of a point and 290 between
-    different points): the operator's units are the cost's, so eps = 0.05 is
-    a far sharper problem here than on the unit sphere.
+    ``unit``: independent Gaussian points scaled to unit norm (costs
+    2 +- 0.18 in d = 128): no pairing for the plan to follow, so at small eps
+    it stays spread and plain Sinkhorn converges slowly.
+    ``normal``: two noisy views ``y = x + 0.5 z`` of standard-normal points,
+    unnormalised (norms about 11; cost about 32 between the views of a point,
+    290 between different points): the plan is close to the pairing, the
+    easy case. (Independent unnormalised Gaussian points were tried: no
+    float64 run converged there within minutes, so there is no reference.)
     """
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=torch.float64)
-    y = x + 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64)
     if dataset == "unit":
+        y = torch.randn(n, d, generator=g, dtype=torch.float64)
         return x / x.norm(dim=-1, keepdim=True), y / y.norm(dim=-1, keepdim=True)
     if dataset == "normal":
-        return x, y
+        return x, x + 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64)
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
 
 
@@ -76,8 +78,8 @@ class Reference:
 
 
 def converged_reference(
-    x: torch.Tensor, y: torch.Tensor, eps: float, *, tol: float = 1e-9, max_iter: int = 5000,
-    scaling: float = 0.5, stage_iter: int = 10,
+    x: torch.Tensor, y: torch.Tensor, eps: float, *, tol: float = 1e-6, max_iter: int = 20000,
+    scaling: float = 0.5, stage_iter: int = 10, strict: bool = True,
 ) -> Reference:
     r"""The float64 answer, ``eps``-scaled then iterated at ``eps`` to ``tol``.
 
@@ -88,7 +90,8 @@ def converged_reference(
     Stages ``eps_k = max(eps, max C * scaling^k)`` warm-start the potentials
     (``stage_iter`` updates each); at ``eps`` the updates run until the row
     marginal error ``sum_i a_i |exp((f_old_i - f_i)/eps) - 1| < tol``.
-    Raises if ``tol`` is not reached in ``max_iter`` iterations at ``eps``.
+    Raises if ``tol`` is not reached in ``max_iter`` iterations at ``eps``
+    (``strict=False``: returns the last iterate, its error in ``marginal_error``).
     """
     x, y = x.detach().double(), y.detach().double()
     C = sqeuclidean(x, y)
@@ -118,7 +121,7 @@ def converged_reference(
         f, it = f_new, it + 1
         if error < tol:
             break
-    if not error < tol:
+    if strict and not error < tol:
         raise RuntimeError(f"float64 reference: marginal error {error:.3g} > tol {tol:g} after {it} iterations")
     g = col(f, eps)  # exact column marginals, then the value <a, f> + <b, g>
     value = float(log_a.exp() @ f + log_b.exp() @ g)

@@ -44,7 +44,7 @@ import torch
 
 import sinsim_ext
 
-GEOMLOSS_SCALINGS = (0.5, 0.7, 0.9, 0.95)
+GEOMLOSS_SCALINGS = (0.5, 0.7, 0.9, 0.95, 0.99, 0.999)
 SINSIM_SCALINGS = (0.5, 0.7, 0.9)
 
 Run = Callable[[], Tuple[float, torch.Tensor]]
@@ -137,7 +137,7 @@ def _ott(x, y, eps, budget) -> Run:
 
     def run():
         v, g = jax.block_until_ready(value_and_grad(xa, ya))
-        return float(v), torch.from_numpy(np.asarray(g))
+        return float(v), torch.from_numpy(np.array(g))
 
     return run
 
