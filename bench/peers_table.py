@@ -25,6 +25,13 @@ def _fmt_time(s: float) -> str:
     return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
 
 
+def _row_order(name: str):
+    """This operator first, then GeomLoss, POT, OTT; scalings in increasing order."""
+    family = next((i for i, f in enumerate(("sinsim, plain", "sinsim", "GeomLoss", "POT", "OTT")) if name.startswith(f)), 9)
+    tail = name.rsplit(" ", 1)[-1]
+    return family, float(tail) if tail.replace(".", "", 1).isdigit() else 0.0
+
+
 def markdown(rows) -> str:
     latest = {}
     for r in rows:
@@ -34,7 +41,7 @@ def markdown(rows) -> str:
     for n in sorted({r["n"] for r in rows}):
         here = [r for r in rows if r["n"] == n]
         cols = sorted({(r["dataset"], r["eps"]) for r in here}, key=lambda c: (c[0] != "unit", -c[1]))
-        solvers = list(dict.fromkeys(r["solver"] for r in here))
+        solvers = sorted(dict.fromkeys(r["solver"] for r in here), key=_row_order)
         best = {}
         for c in cols:
             times = [r["median_s"] for r in here if (r["dataset"], r["eps"]) == c and r["reached"] and not math.isnan(r["median_s"])]
@@ -54,9 +61,9 @@ def markdown(rows) -> str:
                     if reason.startswith("no reference"):
                         cells.append("no float64 reference")
                     else:
-                        where = reason.replace("not reached in ", "").replace("not reached at this scaling", "")
+                        where = reason.replace("not reached", "").replace(" at this scaling", "").replace(" in ", "", 1).strip()
                         where = f"{where}; " if where else ""
-                        cells.append(f"not reached ({where}errors {r['value_error']:.1g} / {r['grad_error']:.1g})")
+                        cells.append(f"not reached ({where}errors {r['value_error']:.2g} / {r['grad_error']:.2g})")
                 else:
                     budget = "" if r.get("budget") is None else f", {r['budget']} it"
                     ratio = r["median_s"] / best[c] if best[c] and not math.isnan(r["median_s"]) else math.nan
