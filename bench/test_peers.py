@@ -9,7 +9,8 @@ points; ``bench/equal_accuracy.py``) and each solver (``bench/peer_solvers.py``)
    not get there within the cap is reported "not reached" and skipped;
 2. time that setting, value and gradient from scratch, with pytest-benchmark.
 
-The default run is a smoke pass (n = 256, two problems); the whole grid
+The default run is a smoke pass (n = 256, two problems, GeomLoss's 0.999
+row left out); the whole grid
 (n in {256, 1024, 4096}, eps in {0.05, 0.01, 0.001}, both point sets) runs
 with ``--peers-full`` (or ``SINSIM_PEERS_FULL=1``); ``SINSIM_PEERS_N=256,1024``
 restricts its sizes. Everything runs on one thread (torch, and XLA's CPU
@@ -43,7 +44,8 @@ from peers_table import RESULTS  # noqa: E402
 
 EPSILONS = (0.05, 0.01, 0.001)
 SIZES = (256, 1024, 4096)
-SMOKE = ((256, "unit", 0.05), (256, "normal", 0.001))
+SMOKE = ((256, "unit", 0.05), (256, "normal", 0.01))
+SMOKE_SKIPS = ("scaling 0.999",)  # rows too slow for the smoke pass (GeomLoss: ~5000 stages)
 ITER_CAP = 4096  # "not reached" past this many iterations ...
 TIME_CAP_S = 30.0  # ... or when one solve takes longer than this (seconds)
 
@@ -67,7 +69,8 @@ def pytest_generate_tests(metafunc):
     if "cell" in metafunc.fixturenames:
         full = _full() or metafunc.config.getoption("--peers-full", default=False)
         cells = _cells() if full else SMOKE
-        params = [(c, s) for c in cells for s in peer_solvers.solvers()]
+        rows = [s for s in peer_solvers.solvers() if full or not s.name.endswith(SMOKE_SKIPS)]
+        params = [(c, s) for c in cells for s in rows]
         ids = [f"n{c[0]}-{c[1]}-eps{c[2]:g}-{_short(s.name)}" for c, s in params]
         metafunc.parametrize("cell,solver", params, ids=ids)
 
