@@ -67,7 +67,7 @@ def markdown(rows) -> str:
                 else:
                     budget = "" if r.get("budget") is None else f", {r['budget']} it"
                     ratio = r["median_s"] / best[c] if best[c] and not math.isnan(r["median_s"]) else math.nan
-                    cells.append(f"{_fmt_time(r['median_s'])}{budget}, {ratio:.1f}x")
+                    cells.append(f"{_fmt_time(r['median_s'])}{budget}" + ("" if math.isnan(ratio) else f", {ratio:.1f}x"))
             out.append(f"| {s} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
