@@ -122,3 +122,25 @@ def test_ott_convention_float32():
     value, grad = _row("OTT").make(x.float(), y.float(), EPS, 100)()
     ve, ge = ea.errors(value, grad, ref)
     assert ve < 1e-5 and ge < 1e-4, (ve, ge)
+
+
+def test_table_from_outcomes():
+    import peers_table
+
+    base = dict(n=256, dataset="unit", eps=0.01, threads=1, load=5.0)
+    rows = [
+        dict(base, solver="POT sinkhorn_log (torch)", reached=True, budget=200, median_s=0.004),
+        dict(base, solver="sinsim, plain iterations", reached=True, budget=220, median_s=0.002),
+        dict(base, solver="GeomLoss tensorized, scaling 0.9", reached=False, reason="not reached at this scaling",
+             value_error=7.7e-4, grad_error=0.21),
+        dict(base, solver="OTT-JAX Sinkhorn (jit)", reached=False, reason="not reached in 4100 iterations",
+             value_error=1.5e-7, grad_error=1.1e-3),
+    ]
+    lines = peers_table.markdown(rows).splitlines()
+    body = [line for line in lines if line.startswith("| ") and not line.startswith("| solver")]
+    assert [line.split(" | ")[0] for line in body] == [
+        "| sinsim, plain iterations", "| GeomLoss tensorized, scaling 0.9", "| POT sinkhorn_log (torch)", "| OTT-JAX Sinkhorn (jit)"]
+    assert body[0].endswith("| 2 ms, 220 it, 1.0x |")
+    assert body[2].endswith("| 4 ms, 200 it, 2.0x |")  # twice the fastest of its column
+    assert body[1].endswith("| not reached (errors 0.00077 / 0.21) |")
+    assert body[3].endswith("| not reached (4100 iterations; errors 1.5e-07 / 0.0011) |")
