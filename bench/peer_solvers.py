@@ -45,7 +45,7 @@ import torch
 import sinsim_ext
 
 GEOMLOSS_SCALINGS = (0.5, 0.7, 0.9, 0.95, 0.99, 0.999)
-SINSIM_SCALINGS = (0.5, 0.7, 0.9)
+SINSIM_SCALINGS = (0.5, 0.7, 0.9, 0.95)
 
 Run = Callable[[], Tuple[float, torch.Tensor]]
 
