@@ -10,7 +10,7 @@ points; ``bench/equal_accuracy.py``) and each solver (``bench/peer_solvers.py``)
 2. time that setting, value and gradient from scratch, with pytest-benchmark.
 
 The default run is a smoke pass (n = 256, two problems, GeomLoss's 0.999
-row left out); the whole grid
+row left out: thousands of stages); the whole grid
 (n in {256, 1024, 4096}, eps in {0.05, 0.01, 0.001}, both point sets) runs
 with ``--peers-full`` (or ``SINSIM_PEERS_FULL=1``); ``SINSIM_PEERS_N=256,1024``
 restricts its sizes. Everything runs on one thread (torch, and XLA's CPU
@@ -45,7 +45,7 @@ from peers_table import RESULTS  # noqa: E402
 EPSILONS = (0.05, 0.01, 0.001)
 SIZES = (256, 1024, 4096)
 SMOKE = ((256, "unit", 0.05), (256, "normal", 0.01))
-SMOKE_SKIPS = ("scaling 0.999",)  # rows too slow for the smoke pass (GeomLoss: ~5000 stages)
+SMOKE_SKIPS = ("scaling 0.999",)  # rows too slow for the smoke pass (GeomLoss: thousands of stages)
 ITER_CAP = 4096  # "not reached" past this many iterations ...
 TIME_CAP_S = 30.0  # ... or when one solve takes longer than this (seconds)
 
