@@ -5,6 +5,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import SPEEDUPS  # noqa: E402
+from peers_table import RESULTS as PEER_RESULTS, markdown as peer_markdown  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--peers-full", action="store_true", default=False,
+        help="bench/test_peers.py: the whole equal-accuracy grid (n up to 4096; hours on 2 cores), not the smoke pass",
+    )
 
 
 def pytest_report_header(config):
@@ -22,6 +30,9 @@ def pytest_report_header(config):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if PEER_RESULTS:
+        terminalreporter.section("time to equal accuracy (bench/test_peers.py)")
+        terminalreporter.write_line(peer_markdown(PEER_RESULTS))
     lines = list(SPEEDUPS.lines())
     if lines:
         terminalreporter.section("speed-ups within this run (medians)")
