@@ -1,6 +1,6 @@
 r"""The solvers of the equal-accuracy benchmark, each in this project's convention.
 
-Every solver takes float32 points ``x, y`` (torch, CPU), ``eps`` and one
+Every solver takes float32 points ``x, y`` (torch, on the CPU or a GPU), ``eps`` and one
 setting (an iteration budget, or GeomLoss's ``scaling``) and returns a
 callable that computes, from scratch, the value ``OT_eps(x, y)`` (cost
 ``C_ij = ||x_i - y_j||^2``, ``eps KL(P | a b^T)``, uniform weights; see
@@ -131,8 +131,8 @@ def _ott(x, y, eps, budget) -> Run:
 
         return jax.value_and_grad(value)(xa)
 
-    xa = jnp.asarray(x.detach().numpy(), dtype=jnp.float32)
-    ya = jnp.asarray(y.detach().numpy(), dtype=jnp.float32)
+    xa = jnp.asarray(x.detach().cpu().numpy(), dtype=jnp.float32)
+    ya = jnp.asarray(y.detach().cpu().numpy(), dtype=jnp.float32)
     jax.block_until_ready(value_and_grad(xa, ya))  # compile here, outside any timing
 
     def run():

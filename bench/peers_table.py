@@ -46,7 +46,7 @@ def markdown(rows) -> str:
         for c in cols:
             times = [r["median_s"] for r in here if (r["dataset"], r["eps"]) == c and r["reached"] and not math.isnan(r["median_s"])]
             best[c] = min(times) if times else math.nan
-        out.append(f"n = {n} (d = 128, float32, value + gradient; threads {here[0]['threads']}, "
+        out.append(f"n = {n} (d = 128, float32, value + gradient; {here[0].get('device', 'cpu')}, threads {here[0]['threads']}, "
                    f"load average {min(r['load'] for r in here):.1f}-{max(r['load'] for r in here):.1f})\n")
         out.append("| solver | " + " | ".join(f"{ds} eps={eps:g}" for ds, eps in cols) + " |")
         out.append("|---" * (len(cols) + 1) + "|")

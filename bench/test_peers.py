@@ -15,6 +15,9 @@ row left out: thousands of stages); the whole grid
 with ``--peers-full`` (or ``SINSIM_PEERS_FULL=1``); ``SINSIM_PEERS_N=256,1024``
 restricts its sizes. Everything runs on one thread (torch, and XLA's CPU
 client), the only setting that gives stable times on shared cores.
+``SINSIM_PEERS_DEVICE=cuda`` puts the points, every solver (OTT-JAX: on JAX's
+default device, its GPU when jax has CUDA) and the float64 reference on the GPU;
+times then include the device synchronisation that reading the value makes.
 The table is printed at the end of the run; ``SINSIM_PEERS_JSON=path``
 appends each outcome to ``path`` (JSON lines) for ``bench/peers_table.py``.
 
@@ -48,6 +51,7 @@ SMOKE = ((256, "unit", 0.05), (256, "normal", 0.01))
 SMOKE_SKIPS = ("scaling 0.999",)  # rows too slow for the smoke pass (GeomLoss: thousands of stages)
 ITER_CAP = 4096  # "not reached" past this many iterations ...
 TIME_CAP_S = 30.0  # ... or when one solve takes longer than this (seconds)
+DEVICE = torch.device(os.environ.get("SINSIM_PEERS_DEVICE", "cpu"))  # "cuda": every solver on the GPU
 
 
 def _full() -> bool:
@@ -78,7 +82,7 @@ def pytest_generate_tests(metafunc):
 @functools.lru_cache(maxsize=4)
 def _problem(cell):
     n, dataset, eps = cell
-    x, y = ea.problem(n, dataset)
+    x, y = (t.to(DEVICE) for t in ea.problem(n, dataset))
     try:
         ref = ea.converged_reference(x, y, eps, max_iter=150000 if n <= 256 else 20000)
     except RuntimeError as exc:  # no converged answer to measure against
@@ -86,9 +90,13 @@ def _problem(cell):
     return x.float(), y.float(), ref
 
 
+def _device_name() -> str:
+    return torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
+
+
 def _record(cell, solver, **outcome):
     n, dataset, eps = cell
-    row = dict(n=n, dataset=dataset, eps=eps, solver=solver.name, threads=torch.get_num_threads(),
+    row = dict(n=n, dataset=dataset, eps=eps, solver=solver.name, device=_device_name(), threads=torch.get_num_threads(),
                load=os.getloadavg()[0], **outcome)
     RESULTS.append(row)
     path = os.environ.get("SINSIM_PEERS_JSON")

@@ -229,3 +229,69 @@ def test_cuda_and_cpu_inputs_mixed_are_rejected(gen):
         sinsim_ext.sinkhorn_cost(x, y.cpu())
     with pytest.raises(ValueError, match="a is on cpu but x is on cuda"):
         sinsim_ext.sinkhorn_cost(x, y, a=torch.full((5,), 0.2, dtype=torch.float64))
+
+
+# --- eps-scaling, convergence reports and the cost modes on the GPU (issue 11) ---
+
+
+@pytest.mark.parametrize("eps", [1e-2, 1e-3])
+@pytest.mark.parametrize("debias", [False, True])
+def test_scaled_solve_matches_the_float64_cpu_reference(gen, eps, debias):
+    """scaling= on CUDA (the device-generic solver) against the converged float64 reference on the CPU."""
+    x = 3.0 * torch.randn(24, 6, generator=gen, dtype=torch.float64)
+    y = 3.0 * torch.randn(24, 6, generator=gen, dtype=torch.float64)
+    xr = x.clone().requires_grad_()
+    want = reference.sinkhorn_cost(xr, y, eps=eps, scaling=0.95, max_iter=800, tol=1e-11, debias=debias)
+    (want_grad,) = torch.autograd.grad(want, xr)
+    xg = x.to(DEV).requires_grad_()
+    got = solve(sinsim_ext.sinkhorn_cost, xg, y.to(DEV), eps=eps, scaling=0.95, max_iter=800, tol=1e-11, debias=debias)
+    (got_grad,) = torch.autograd.grad(got, xg)
+    assert got.device.type == "cuda" and torch.isfinite(got_grad).all()
+    assert rel_err(got.cpu(), want) < 1e-9
+    assert rel_err(got_grad.cpu(), want_grad) < 1e-7
+
+
+def test_scaled_solve_follows_the_cpu_kernels_schedule(gen):
+    """Same stages and iterations as the CPU kernel, converged or not."""
+    x = torch.stack([3.0 * torch.randn(9, 3, generator=gen, dtype=torch.float64),
+                     0.5 * torch.randn(9, 3, generator=gen, dtype=torch.float64)])
+    y = torch.stack([3.0 * torch.randn(7, 3, generator=gen, dtype=torch.float64),
+                     0.5 * torch.randn(7, 3, generator=gen, dtype=torch.float64)])
+    for max_iter in (1, 4, 40):
+        kw = dict(eps=1e-3, scaling=0.7, max_iter=max_iter, return_error=True)
+        want, want_err = sinsim_ext.sinkhorn_cost(x, y, **kw)
+        got, got_err = solve(sinsim_ext.sinkhorn_cost, x.to(DEV), y.to(DEV), **kw)
+        assert rel_err(got.cpu(), want) < 1e-10 and rel_err(got_err.cpu(), want_err) < 1e-6
+
+
+def test_convergence_is_reported_on_the_gpu(gen):
+    """An unconverged GPU solve: the error comes back as a device tensor with no
+    warning (the training path), and warns when the caller asked for the checks."""
+    from sinsim_ext import CONVERGENCE_TOL, SinkhornConvergenceWarning
+
+    x = torch.randn(256, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(256, 2, generator=gen, dtype=torch.float64)
+    cpu_value, cpu_error = sinsim_ext.sinkhorn_cost(x, y, eps=0.01, return_error=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SinkhornConvergenceWarning)
+        value, error = solve(sinsim_ext.sinkhorn_cost, x.to(DEV), y.to(DEV), eps=0.01, return_error=True,
+                             check_finite=False)
+    assert error.device.type == "cuda" and float(error) > CONVERGENCE_TOL
+    assert float(error) == pytest.approx(float(cpu_error), rel=1e-6)
+    assert float(value) == pytest.approx(float(cpu_value), rel=1e-9)
+    with pytest.warns(SinkhornConvergenceWarning, match="marginal error"):
+        sinsim_ext.sinkhorn_cost(x.to(DEV), y.to(DEV), eps=0.01, check_finite=True)
+    loss = sinsim_ext.SinkhornLoss(eps=0.05)
+    _, ok = loss.value_and_error(unit(gen, 128, 64, dtype=torch.float32), unit(gen, 128, 64, dtype=torch.float32))
+    assert ok.device.type == "cuda" and float(ok) < loss.tolerance
+
+
+def test_online_cost_mode_is_refused_on_the_gpu_and_auto_keeps_the_stored_cost(gen):
+    x, y = unit(gen, 64, 8), unit(gen, 64, 8)
+    with pytest.raises((ValueError, RuntimeError, NotImplementedError), match="online"):
+        sinsim_ext.sinkhorn_cost(x, y, eps=0.05, cost_mode="online")
+    auto = solve(sinsim_ext.sinkhorn_cost, x, y, eps=0.05, cost_mode="auto")
+    want = sinsim_ext.sinkhorn_cost(x.cpu(), y.cpu(), eps=0.05)
+    assert rel_err(auto.cpu(), want) < 1e-12
