@@ -184,7 +184,7 @@ def check_scaling(scaling) -> Optional[float]:
     if not 0.0 < scaling < 1.0:  # False for NaN too
         raise ValueError(
             f"scaling must be None (no eps-scaling) or a number strictly between 0 and 1 "
-            f"(the ratio of eps from one annealing stage to the next, e.g. 0.5), got {scaling}"
+            f"(the ratio of eps from one annealing stage to the next, e.g. 0.9), got {scaling}"
         )
     return scaling
 
