@@ -83,12 +83,18 @@ class DistributedTrainer(Trainer):
 
     # ---------------------------------------------------------------- the same decision everywhere
 
-    def _check(self, loss_sum, first_bad, window, done, step, epoch):
+    def _check(self, loss_sum, first_bad, window, done, step, epoch, worst=None, limits=None, epoch_worst=None):
         loss_sum = loss_sum.detach().clone()
         first_bad = first_bad.clone()
         dist.all_reduce(loss_sum)
         dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
-        return super()._check(loss_sum / self.ctx.world, first_bad, window, done, step, epoch)
+        if worst:  # convergence reports: the worst over the processes, so every rank warns alike
+            names = list(worst)
+            stacked = torch.stack([worst[k].detach().float().reshape(()) for k in names])
+            dist.all_reduce(stacked, op=dist.ReduceOp.MAX)
+            worst = dict(zip(names, stacked.unbind()))
+        return super()._check(loss_sum / self.ctx.world, first_bad, window, done, step, epoch, worst, limits,
+                              epoch_worst)
 
     # ---------------------------------------------------------------- the run
 
