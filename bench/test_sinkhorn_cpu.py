@@ -161,10 +161,11 @@ def test_first_order_path_against_bare_ops(benchmark, path, n):
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))
-def test_hessian_vector_product(benchmark, impl):
+def test_hessian_vector_product(benchmark, monkeypatch, impl):
     """Double backward: implicit differentiation (CG on the Schur complement) for
     the kernel, autograd through the 100 iterations for the reference."""
-    fn = IMPLS[impl]
+    fn, path = _use(impl, monkeypatch)
+    benchmark.extra_info["cpu_path"] = path
     x, y = embeddings(256)
     v = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     benchmark.group = "cpu Hessian-vector product n=256"
