@@ -32,7 +32,31 @@ def _row_order(name: str):
     return family, float(tail) if tail.replace(".", "", 1).isdigit() else 0.0
 
 
-def markdown(rows) -> str:
+def _load_range(rows) -> str:
+    """The load average over the rows (``load``, or a transcribed ``load_range``)."""
+    lows = [r["load_range"][0] if "load_range" in r else r["load"] for r in rows]
+    highs = [r["load_range"][1] if "load_range" in r else r["load"] for r in rows]
+    return f"{min(lows):.1f}-{max(highs):.1f}"
+
+
+def _cell(r, best) -> str:
+    if r is None:
+        return "not run"
+    if not r["reached"]:
+        reason = r["reason"]
+        if reason.startswith("no reference"):
+            return "no float64 reference"
+        where = reason.replace("not reached", "").replace(" at this scaling", "").replace(" in ", "", 1).strip()
+        where = f"{where}; " if where else ""
+        return f"not reached ({where}errors {r['value_error']:.2g} / {r['grad_error']:.2g})"
+    budget = "" if r.get("budget") is None else f", {r['budget']} it"
+    # a transcribed row keeps the ratio printed with it (its time is rounded)
+    ratio = r.get("ratio", r["median_s"] / best if best and not math.isnan(r["median_s"]) else math.nan)
+    return f"{_fmt_time(r['median_s'])}{budget}" + ("" if math.isnan(ratio) else f", {ratio:.1f}x")
+
+
+def tables(rows):
+    """One ``(caption, header, body)`` per n: a row per solver, a column per (points, eps)."""
     latest = {}
     for r in rows:
         latest[(r["n"], r["dataset"], r["eps"], r["solver"])] = r
@@ -46,29 +70,21 @@ def markdown(rows) -> str:
         for c in cols:
             times = [r["median_s"] for r in here if (r["dataset"], r["eps"]) == c and r["reached"] and not math.isnan(r["median_s"])]
             best[c] = min(times) if times else math.nan
-        out.append(f"n = {n} (d = 128, float32, value + gradient; {here[0].get('device', 'cpu')}, threads {here[0]['threads']}, "
-                   f"load average {min(r['load'] for r in here):.1f}-{max(r['load'] for r in here):.1f})\n")
-        out.append("| solver | " + " | ".join(f"{ds} eps={eps:g}" for ds, eps in cols) + " |")
-        out.append("|---" * (len(cols) + 1) + "|")
-        for s in solvers:
-            cells = []
-            for c in cols:
-                r = latest.get((n, c[0], c[1], s))
-                if r is None:
-                    cells.append("not run")
-                elif not r["reached"]:
-                    reason = r["reason"]
-                    if reason.startswith("no reference"):
-                        cells.append("no float64 reference")
-                    else:
-                        where = reason.replace("not reached", "").replace(" at this scaling", "").replace(" in ", "", 1).strip()
-                        where = f"{where}; " if where else ""
-                        cells.append(f"not reached ({where}errors {r['value_error']:.2g} / {r['grad_error']:.2g})")
-                else:
-                    budget = "" if r.get("budget") is None else f", {r['budget']} it"
-                    ratio = r["median_s"] / best[c] if best[c] and not math.isnan(r["median_s"]) else math.nan
-                    cells.append(f"{_fmt_time(r['median_s'])}{budget}" + ("" if math.isnan(ratio) else f", {ratio:.1f}x"))
-            out.append(f"| {s} | " + " | ".join(cells) + " |")
+        caption = (f"n = {n} (d = 128, float32, value + gradient; {here[0].get('device', 'cpu')}, "
+                   f"threads {here[0]['threads']}, load average {_load_range(here)})")
+        header = ["solver"] + [f"{ds} eps={eps:g}" for ds, eps in cols]
+        body = [[s] + [_cell(latest.get((n, c[0], c[1], s)), best[c]) for c in cols] for s in solvers]
+        out.append((caption, header, body))
+    return out
+
+
+def markdown(rows) -> str:
+    out = []
+    for caption, header, body in tables(rows):
+        out.append(caption + "\n")
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|---" * len(header) + "|")
+        out.extend("| " + " | ".join(row) + " |" for row in body)
         out.append("")
     return "\n".join(out)
 

@@ -1,5 +1,5 @@
 """On paper: communication against compute per step of data-parallel SimCLR /
-SinSim (ResNet-18, CIFAR-size images) on 8 GPUs, for the README's "Scaling out".
+SinSim (ResNet-18, CIFAR-size images) on 8 GPUs, for the docs' "Scaling out" page (docs/scaling.md).
 
     python bench/scaling_estimate.py            # prints the markdown table
 
@@ -32,6 +32,7 @@ Nothing here is measured on several GPUs. The inputs, each stated:
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -39,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 N = 8
 # per-GPU batch -> measured step seconds (H200, SimCLR, 32 px, bf16, eager; see the docstring)
-STEP_S = {32: 19.02e-3, 64: 19.55e-3, 128: 17.01e-3, 256: 16.74e-3, 512: 19.60e-3, 1024: 30.64e-3}
+STEP_TIMES = Path(__file__).resolve().parent / "measurements" / "h200-simclr-step-2026-11-30.json"
+STEP_S = {row["batch"]: row["step_ms"] * 1e-3 for row in json.loads(STEP_TIMES.read_text())["tables"][0]["rows"]}
 LINKS = {"NVLink 4": 450e9, "PCIe 5 x16": 64e9, "IB 400 Gb/s": 50e9, "IB 100 Gb/s": 12.5e9}
 LATENCY_S = 20e-6
 BATCHES = [256, 512, 1024, 2048, 4096]
