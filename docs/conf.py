@@ -48,7 +48,6 @@ myst_heading_anchors = 3
 # API pages: the docstrings are written for napoleon's Google style.
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
