@@ -44,7 +44,7 @@ IFT: ``d(f, g) = -(dF/d(f,g))^+ dF = -eps A^+ dF``. So
       bbar = -eps (sum_i W_ij Ec_ij - s_v)
 
 Solving with ``A``: Schur complement and conjugate gradient
-----------------------------------------------------------
+--------------------------------------------------------------
 ``A (u, v) = (q1, q2)`` gives ``u = diag(r)^-1 (q1 - P v)`` and
 ``(diag(c) - P^T diag(r)^-1 P) v = q2 - P^T diag(r)^-1 q1``. In the
 variables ``y = diag(c)^(1/2) v`` the Schur complement is

@@ -399,7 +399,7 @@ def sinkhorn_cost(
             :class:`sinsim_ext.SinkhornConvergenceWarning` with the error
             reached and what to change; on GPUs only when the check adds no
             device synchronisation of its own (``check_finite=True`` or a
-            ``tol``), never inside ``torch.compile``d code
+            ``tol``), never inside code compiled by ``torch.compile``
             (:mod:`sinsim_ext.convergence`).
         debias: return the Sinkhorn divergence (three problems solved
             together).
