@@ -1,7 +1,7 @@
 """Inputs and measurements shared by the Sinkhorn benchmarks.
 
 The workload is the one SinSim runs: L2-normalised 128-d embeddings of two
-views, eps = 0.05, 100 iterations, float32 (DESIGN.md section 4).
+views, eps = 0.05, 100 iterations, float32 (docs/performance/index.md).
 """
 
 from __future__ import annotations

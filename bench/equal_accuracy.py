@@ -7,7 +7,7 @@ A solver "reaches" a problem when, from float32 inputs, both
 
 against the converged float64 answer ``(v*, dv*/dx)`` of the same problem.
 Every solver is called with the same convention as this project's operator
-(README, ``sinsim_ext/costs.py``)::
+(docs/design/maths.md, ``sinsim_ext/costs.py``)::
 
     OT_eps(x, y) = min_{P in U(a, b)} <P, C> + eps KL(P | a b^T),   C_ij = ||x_i - y_j||^2,
 
@@ -83,7 +83,7 @@ def converged_reference(
 ) -> Reference:
     r"""The float64 answer, ``eps``-scaled then iterated at ``eps`` to ``tol``.
 
-    Row and column updates (DESIGN.md section 3), uniform weights::
+    Row and column updates (docs/design/maths.md), uniform weights::
 
         f_i = -eps LSE_j(log b_j + (g_j - C_ij) / eps),   g_j = -eps LSE_i(log a_i + (f_i - C_ij) / eps)
 

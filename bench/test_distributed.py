@@ -75,7 +75,7 @@ GPU_BATCHES = [32, 64, 128, 256, 512]
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("batch", GPU_BATCHES)
 def test_single_gpu_step_time_per_batch(benchmark, batch):
-    """The compute side of README "Scaling out": one GPU's SimCLR step
+    """The compute side of docs/scaling.md: one GPU's SimCLR step
     (ResNet-18, CIFAR 32 px, bf16, channels-last, eager) at the per-GPU
     batches of a global batch of 256-4096 on 8 GPUs."""
     import torch

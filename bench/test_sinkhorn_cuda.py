@@ -3,7 +3,7 @@ the CPU kernel.
 
     pytest bench/test_sinkhorn_cuda.py --benchmark-only --benchmark-group-by=group
 
-Workload of DESIGN.md section 4: unit-norm embeddings, d = 128, eps = 0.05,
+The workload of docs/performance/index.md: unit-norm embeddings, d = 128, eps = 0.05,
 100 iterations, float32. Each entry's extra_info: gpu_median_ms (CUDA events,
 warm-up excluded), peak_extra_MB, and the relative error of the value and of
 the gradient against a float64 run of the reference.

@@ -1,6 +1,6 @@
 // Shared declarations of the SinSim Sinkhorn operator.
 //
-// Maths (DESIGN.md section 3). Points x (n, d), y (m, d), weights a, b on the
+// Maths (docs/design/maths.md). Points x (n, d), y (m, d), weights a, b on the
 // simplex, cost C_ij = c(x_i, y_j), eps > 0. The kernels work in base-2
 // scaled units so that every exponential is an exp2:
 //

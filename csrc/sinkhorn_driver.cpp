@@ -214,7 +214,7 @@ ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, cons
                               "use cost_mode='stored' on CUDA");
   // The CUDA kernel runs plain iterations only; eps-scaling takes the
   // device-generic solver (checked on an H200 by tests/test_sinkhorn_cuda.py; about
-  // 9x slower per iteration than the fused kernel, bench/NOTES.md).
+  // 9x slower per iteration than the fused kernel, docs/performance/gpu.md).
   return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, scaling, online,
                                 scaling > 0.0 ? &solve_generic : &solve_cuda);
 }

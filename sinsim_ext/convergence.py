@@ -19,8 +19,8 @@ loss (the trainer does, every ``--check-every`` steps). No warning is issued
 while ``torch.compile`` traces the call (the check would need the value) or
 inside ``torch.func.vmap`` of the reference; read the returned error there.
 
-The default threshold, 1e-3, comes from measurements (bench/NOTES.md,
-"Convergence defaults"): on 2-d Gaussian data at ``eps = 0.01`` a final
+The default threshold, 1e-3, comes from measurements
+(docs/performance/convergence.md): on 2-d Gaussian data at ``eps = 0.01`` a final
 marginal error of 1e-3 leaves the gradient 0.7 % from the converged one, and
 of 0.1 to 1 (what 100 plain iterations reach there) 50-60 %; the SinSim
 workload (unit vectors, d = 128-512, ``eps = 0.05``) is below 1e-3 after 10

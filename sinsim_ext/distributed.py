@@ -8,7 +8,7 @@ on each of them; here process ``r`` keeps only its rows of it,
 ``C_r = C(x_r, y)`` (``n_r x m``), so the memory per process falls by ``W``.
 
 Problem and iteration: exactly those of :func:`sinsim_ext.sinkhorn_cost`
-(DESIGN.md section 3) with uniform weights ``a_i = 1/n``, ``b_j = 1/m``
+(docs/design/maths.md) with uniform weights ``a_i = 1/n``, ``b_j = 1/m``
 (``n = W n_r``, ``m = W m_r``), in the same order, so value and gradient are
 the single-process kernel's up to rounding::
 
@@ -40,7 +40,7 @@ the single-process kernel's up to rounding::
   costs two collectives whatever ``debias`` is: an all-reduce MAX of ``m``
   numbers and one all-reduce SUM of ``m`` (+ ``n + m`` with ``debias``).
 
-Backward (envelope theorem, DESIGN.md section 3): with the plan
+Backward (envelope theorem, docs/design/maths.md): with the plan
 ``P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``, ``dOT/dx_i`` needs row
 ``i`` of ``P`` only (local), while ``dOT/dy_j = sum_i (...)`` sums over all
 rows: each process computes its rows' part for every column and one

@@ -2,8 +2,8 @@ r"""Implicit differentiation of the Sinkhorn fixed point.
 
 The solver returns dual potentials ``(f, g)`` without recording its
 iterations. Their derivatives come from the implicit function theorem (IFT)
-applied to the optimality conditions, as OTT-JAX does (DESIGN.md sections 3
-and 7). Everything here is device-generic PyTorch (batched ``(B, n, m)``).
+applied to the optimality conditions, as OTT-JAX does (derivation:
+docs/design/implicit.md). Everything here is device-generic PyTorch (batched ``(B, n, m)``).
 
 Optimality conditions
 ---------------------

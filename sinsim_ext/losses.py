@@ -110,7 +110,7 @@ class SinkhornLoss(nn.Module):
 
     with ``C_ij = ||x_i - y_j||^2`` (``cost="sqeuclidean"``) or
     ``1 - cos(x_i, y_j)`` (``cost="cosine"``), computed by log-domain Sinkhorn
-    iterations (:func:`sinsim_ext.sinkhorn_cost`; DESIGN.md section 3). With
+    iterations (:func:`sinsim_ext.sinkhorn_cost`; docs/design/maths.md). With
     ``normalize=True`` the points are first projected on the unit sphere, so
     squared distances lie in ``[0, 4]`` and ``eps`` has a fixed scale. With
     ``debias=True`` the value is the Sinkhorn divergence

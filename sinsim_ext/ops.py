@@ -13,7 +13,7 @@ them), a vmap rule, and an Autograd kernel (the autograd.Function
 ``_SinkhornValue``, which also has forward mode), then exposes the public
 functions.
 
-Differentiation (DESIGN.md section 3). At the fixed point the value
+Differentiation (docs/design/maths.md, "The first-order backward"). At the fixed point the value
 ``OT = <a, f> + <b, g>`` has ``dOT/dC = P`` with
 ``P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``, ``dOT/da = f`` and
 ``dOT/db = g`` (the potentials' own derivatives drop out: envelope theorem),
@@ -106,7 +106,7 @@ would hold more than this many bytes: the ``(B, n, m)`` plan of the backward
 (``B * max(n m, n^2, m^2) * itemsize``, the squares with ``debias``), which is
 also the order of the stored costs of the forward. 1 GiB: n = m = 16,384 in
 float32. The online mode costs ``d`` multiply-adds per entry and pass instead
-of a load (bench/NOTES.md, "Online cost mode")."""
+of a load (docs/performance/convergence.md, "The online cost mode")."""
 
 
 def _use_online(pb: Problem, debias: bool, cost_mode: str) -> bool:
@@ -414,7 +414,7 @@ def sinkhorn_cost(
             then plain iterations at ``eps`` until ``tol`` / ``max_iter``
             (``K`` is capped at ``max_iter - 1``). Small ``eps`` (1e-3 and
             below relative to the cost) converges in far fewer iterations
-            (bench/NOTES.md). The derivatives are taken at the final ``eps``.
+            (docs/performance/convergence.md). The derivatives are taken at the final ``eps``.
         return_error: also return the final marginal error, ``(value,
             error)``, ``error`` shaped like the value (the worst of the three
             problems with ``debias``), a device tensor; no warning is issued

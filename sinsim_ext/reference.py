@@ -5,7 +5,7 @@ with plain tensor operations and differentiated by autograd *through the
 iterations* (memory grows with ``max_iter``), exactly what a user without the
 extension would write. Nothing here calls the compiled library.
 
-Problem (DESIGN.md section 3): points ``x`` (n, d), ``y`` (m, d), weights ``a``,
+Problem (docs/design/maths.md): points ``x`` (n, d), ``y`` (m, d), weights ``a``,
 ``b`` on the simplex, cost ``C_ij = c(x_i, y_j)``, ``eps > 0``::
 
     OT_eps(a, b) = min_{P in U(a, b)} <P, C> + eps KL(P | a b^T)

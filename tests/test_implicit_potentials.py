@@ -21,7 +21,7 @@ CHECK = dict(eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
 def _plan(x, y, a=None, b=None, eps=0.5, cost="sqeuclidean"):
-    """The differentiable plan, the way the README tells users to build it."""
+    """The differentiable plan, the way docs/guide/operator.md tells users to build it."""
     res = sinsim_ext.sinkhorn(x, y, a=a, b=b, eps=eps, cost=cost, **CONVERGED)
     return sinsim_ext.transport_plan(x, y, res.f, res.g, a=a, b=b, eps=eps, cost=cost)
 

@@ -68,7 +68,7 @@ def problem(n: int, m: int, d: int, eps: float, zero_weights: bool):
     kw = dict(a=a, b=b, eps=eps, max_iter=ITERS)
     res = reference.sinkhorn(x, y, **kw)
     f, g = res.f.reshape(-1), res.g.reshape(-1)
-    value = (a * f).sum() + (b * g).sum()  # the value's definition (DESIGN.md section 3)
+    value = (a * f).sum() + (b * g).sum()  # the value's definition (docs/design/maths.md)
     grad = envelope_grad_x(x, y, a, b, f, g, eps)
     return x, y, a, b, value, grad
 

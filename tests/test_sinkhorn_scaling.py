@@ -22,7 +22,7 @@ from sinsim_ext import SinkhornConvergenceWarning, reference
 from helpers import points, rel_err, unit_points
 
 BUDGET = 500
-SCALING = 0.95  # 1 iteration per stage; 0.8 stalls near ties on 4 seeds in 20 (bench/NOTES.md)
+SCALING = 0.95  # 1 iteration per stage; 0.8 stalls near ties on 4 seeds in 20 (docs/performance/convergence.md)
 
 
 def _assignment(x, y, eps):

@@ -46,7 +46,7 @@ def test_each_variant_runs_and_records_its_geometry(tmp_path, term, on):
 
 
 def test_the_entropic_term_rewards_a_collapsed_batch_and_the_divergence_does_not():
-    """DESIGN.md section 7: for n spread points OT_eps(X, X) is about eps log n, and 0 for a batch
+    """docs/design/maths.md: for n spread points OT_eps(X, X) is about eps log n, and 0 for a batch
     collapsed to one point, so the entropic term is lowered by collapse; the divergence is 0 for both
     (the two views' batches coincide). Orthonormal points: every off-diagonal cost is 2, far above eps,
     so the optimal plan is the diagonal I/n: <P, C> = 0 and eps KL(I/n | 1/n^2) = eps log n."""

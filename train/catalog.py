@@ -51,7 +51,7 @@ DATASETS: Dict[str, DatasetSpec] = {
         ".datasets.mnist:load", image_size=28, epochs=50, batch_size=256, hflip=False, crop_min_scale=0.3,
         description="MNIST (IDX files; torchvision download)",
     ),
-    # CIFAR budget: the DESIGN.md anchor (50 epochs, batch 512).
+    # CIFAR budget: the H100 reference point of docs/performance/gpu.md (50 epochs, batch 512).
     "cifar10": DatasetSpec(".datasets.cifar:load", loader_args=("cifar10",), image_size=32, epochs=50,
                            batch_size=512, description="CIFAR-10 (pickles, image folder or JPEG archive)"),
     "cifar100": DatasetSpec(".datasets.cifar:load", loader_args=("cifar100",), image_size=32, epochs=50,

@@ -70,7 +70,7 @@ class Config:
     sinkhorn_cost: str = "sqeuclidean"
     sinkhorn_normalize: bool = True
     sinkhorn_iters: int = 100
-    sinkhorn_term: str = "divergence"  # debiased; "entropic" is the paper's equation. Why: README, the default
+    sinkhorn_term: str = "divergence"  # debiased; "entropic" is the paper's equation. Why: docs/trainer/paper.md
     sinkhorn_backend: str = "auto"
     # evaluation
     eval: bool = True
@@ -237,7 +237,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sinkhorn-term", choices=SINKHORN_TERMS, default=d.sinkhorn_term,
                    help="entropic: OT_eps(s1, s2), the paper's equation; divergence: the debiased Sinkhorn "
                    "divergence OT(s1,s2) - OT(s1,s1)/2 - OT(s2,s2)/2, which a collapsed batch cannot lower "
-                   "(README: The trainer)")
+                   "(docs/trainer/index.md)")
     g.add_argument("--sinkhorn-on", choices=SINKHORN_PLACEMENTS, default=d.sinkhorn_on,
                    help="compare encoder features h (the paper's text) or projections z")
     g.add_argument("--sinkhorn-cost", choices=["sqeuclidean", "cosine"], default=d.sinkhorn_cost, help="ground cost")
@@ -283,7 +283,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group(
         "several processes: torchrun --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT] train/run.py ... "
-        "(README: Scaling out)")
+        "(docs/scaling.md)")
     g.add_argument("--sync-bn", action="store_true",
                    help="BatchNorm statistics over the global batch (torch's SyncBatchNorm on GPUs); without it "
                    "each process normalises its own batch/N images")

@@ -10,7 +10,7 @@
 # timing  (~4 min on an H100): epoch time at batch 512, bf16, data on the GPU,
 #         3 epochs each, no probes: SimCLR and SinSim, eager and --compile,
 #         and SinSim with the plain-PyTorch Sinkhorn. The median epoch is
-#         reported, so compilation is excluded. DESIGN.md anchor: SimCLR
+#         reported, so compilation is excluded. Reference point (docs/performance/gpu.md): SimCLR
 #         2.25 s eager, plain-PyTorch Sinkhorn 7.9 s; targets: SimCLR <= 1.5 s
 #         compiled, SinSim within 5% of SimCLR.
 # compare (~4 min per method at 50 epochs): SimCLR vs SinSim for EPOCHS epochs

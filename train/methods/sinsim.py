@@ -11,7 +11,7 @@ Two choices, both flags (and grid axes of ``--protocol paper``):
     bias: for n well-spread points ``OT_eps(X, X)`` is about ``eps log n``,
     and it falls towards 0 when the whole batch crowds into one spot, so it
     can be lowered by collapsing the batch, not only by aligning the views
-    (DESIGN.md section 7).
+    (docs/design/maths.md, "The debiased Sinkhorn divergence").
   - ``divergence``: the debiased Sinkhorn divergence
     ``S_eps = OT(s1, s2) - OT(s1, s1)/2 - OT(s2, s2)/2`` (Feydy et al.,
     AISTATS 2019; the loss of Genevay et al., AISTATS 2018, that the paper
@@ -22,7 +22,7 @@ Two choices, both flags (and grid axes of ``--protocol paper``):
   (512-d for ResNet-18; the paper names h) or the projections ``z``.
 
 See :class:`sinsim_ext.losses.SinSimLoss`. The default is in
-``train/config.py`` and the README says which evidence chose it.
+``train/config.py`` and docs/trainer/paper.md says which evidence chose it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ TERMS = {"entropic": False, "divergence": True}  # term -> debias
 class SinSim(SimCLR):
     name = "sinsim"
     # SimCLR's recipe (see simclr.py); lambda = 0.1, eps = 0.05 and 100
-    # iterations are the config defaults (DESIGN.md section 4).
+    # iterations are the config defaults (the workload of docs/performance/index.md).
     defaults = dict(SimCLR.defaults)
 
     def __init__(self, backbone, feature_dim, cfg):

@@ -23,7 +23,7 @@ Defaults that differ from a single run, and why:
   projections, the paper (and the grid's SinSim, ``--sinkhorn-on features``)
   on the encoder features; the sweeps run both.
 * ``--sweep-terms entropic divergence``: the paper's literal entropic cost
-  and the debiased divergence, both swept (README: The trainer).
+  and the debiased divergence, both swept (docs/trainer/index.md).
 
 **The primary comparison** (declared here, before any number): SinSim (the
 grid's variant) against SimCLR, linear probe, test top-1, on
@@ -32,7 +32,7 @@ the first of them); a paired t-test over the seeds at level 0.05. Every
 other comparison the report makes is one family, Holm-corrected
 (:mod:`.aggregate`).
 * ``--epsilons 0.02 0.05 0.1 0.5``: around the default 0.05; smaller values
-  need more than the 100 Sinkhorn iterations to converge (README, Convergence).
+  need more than the 100 Sinkhorn iterations to converge (docs/performance/convergence.md).
 """
 
 from __future__ import annotations

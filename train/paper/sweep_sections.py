@@ -14,7 +14,7 @@ from .judgements import collapse_reasons
 from .labels import TERM_NAMES, cell_text
 from .sections import entry, geometry_table, md_table
 
-PRIOR = ("An earlier single run, quoted in issue 5 and DESIGN.md (not one of the runs of this report): CIFAR-10 "
+PRIOR = ("An earlier single run, quoted in issue 5 and docs/performance/gpu.md (not one of the runs of this report): CIFAR-10 "
          "JPEG copy, 50 epochs, batch 512, one seed, the entropic term on the normalised projections, ε = 0.05, "
          "kNN with k = 200: λ = 0 → 72.8 %, λ = 0.1 → 72.75 %, λ = 1.0 → 71.5 %.")
 LITERAL = ("entropic", "features")  # the paper's equation (3) on the encoder features h it names

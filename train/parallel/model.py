@@ -50,7 +50,7 @@ warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.
 SHARD_MODES = ("auto", "always", "never")
 #: ``--sinkhorn-shard auto`` shards the Sinkhorn solve when the gathered
 #: solve's cost matrices would take more than this many bytes per process
-#: (bench/test_distributed.py compares the two; README "Scaling out": the
+#: (bench/test_distributed.py compares the two; docs/scaling.md: the
 #: sharded solve saves memory, the fused kernel on the gathered problem is faster).
 AUTO_SHARD_BYTES = 256 << 20
 
