@@ -48,6 +48,7 @@ myst_heading_anchors = 3
 # API pages: the docstrings are written for napoleon's Google style.
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_inherit_docstrings = False  # nn.Module.forward's generic docstring says nothing about a loss
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False

@@ -22,13 +22,13 @@ x = torch.stack([angle.cos(), angle.sin()], dim=1) + 0.05 * torch.randn(n, 2)  #
 y = torch.randn(n, 2) * torch.tensor([0.6, 0.15]) + torch.tensor([0.0, -0.6])  # a flat Gaussian below it
 x, y = x.double(), y.double()
 
-fig, axes = plt.subplots(2, 2, figsize=(8, 7.5))
+fig, axes = plt.subplots(2, 2, figsize=(8, 8), layout="constrained")
 for col, eps in enumerate((0.01, 0.1)):
     res = sinsim_ext.sinkhorn(x, y, eps=eps, tol=1e-9, max_iter=5000)
     P = sinsim_ext.transport_plan(x, y, res.f, res.g, eps=eps)
-    print(f"eps = {eps}: {int(res.n_iter)} iterations, marginal error {float(res.error):.1e}, "
-          f"row sums {P.sum(1).min().item() * n:.4f}-{P.sum(1).max().item() * n:.4f} (x 1/n), "
-          f"largest entry {P.max().item() * n:.2f} of a row's 1/n")
+    print(f"eps = {eps}: {int(res.n_iter)} iterations, marginal error {float(res.error):.1e}")
+    print(f"  n x row sums in [{P.sum(1).min().item() * n:.6f}, {P.sum(1).max().item() * n:.6f}]; "
+          f"largest entry {P.max().item() * n:.2f} of a row's mass")
 
     ax = axes[0, col]
     for i, j in (P > 0.02 / n).nonzero().tolist():  # draw the entries above 2 % of a row's mass
@@ -43,7 +43,7 @@ for col, eps in enumerate((0.01, 0.1)):
     # rows and columns in the order of the first coordinate, so a monotone plan is a diagonal band
     rows, cols = x[:, 0].argsort(), y[:, 0].argsort()
     image = axes[1, col].imshow(n * P[rows][:, cols], cmap="viridis", vmin=0, vmax=1)
-    axes[1, col].set_title(f"eps = {eps}: n P (x and y sorted by abscissa)")
+    axes[1, col].set_title(f"eps = {eps}: n P, sorted by abscissa")
     axes[1, col].set_xlabel("j (y)")
     axes[1, col].set_ylabel("i (x)")
-fig.colorbar(image, ax=axes[1, :], shrink=0.8)
+_ = fig.colorbar(image, ax=axes[1, :], shrink=0.8)

@@ -487,7 +487,7 @@ def sinkhorn(
     :class:`sinsim_ext.SinkhornConvergenceWarning` fires). When ``x``, ``y``, ``a`` or
     ``b`` require grad (or under forward mode or a ``torch.func`` transform)
     the potentials ``f`` and ``g`` are differentiable in them, by implicit
-    differentiation of the fixed point (:mod:`sinsim_ext.implicit`), so
+    differentiation of the fixed point (:mod:`sinsim_ext.implicit`), so::
 
         res = sinkhorn(x, y, eps=eps, tol=1e-6, max_iter=1000)
         P = transport_plan(x, y, res.f, res.g, eps=eps)   # differentiable plan
