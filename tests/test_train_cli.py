@@ -81,6 +81,8 @@ def test_bad_flag_is_an_argparse_error_not_a_traceback():
         (["--train-subset", "1"], "integer >= 2"),
         (["--ema-tau", "1.0"], "[0, 1)"),
         (["--resume", "--overwrite"], "contradict"),
+        (["--sinkhorn-tol", "0"], "positive number"),
+        (["--sinkhorn-tol", "1e-4", "--sinkhorn-shard", "always"], "row-sharded solve runs exactly"),
     ],
 )
 def test_bad_flags(argv, message, capsys):
@@ -160,3 +162,16 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cap
     assert all(torch.isfinite(t).all() for t in state["method"].values() if t.is_floating_point())
     assert not (out / "results.json").exists()
     assert protocol.CHECKPOINT == "checkpoint.pt"
+
+
+def test_sinkhorn_tol_reaches_the_loss_and_the_training_signature():
+    from train.config import for_method
+    from train.models import resnet18_encoder
+    from train.parallel.model import AUTO_SHARD_BYTES, gathered_sinkhorn_bytes, shards_sinkhorn
+
+    cfg = for_method(parse_config(["--sinkhorn-tol", "1e-4", "--image-size", "8"]), "sinsim")
+    assert cfg.sinkhorn_tol == 1e-4 and cfg.training_signature()["sinkhorn_tol"] == 1e-4
+    backbone, dim = resnet18_encoder(1, 8)
+    assert METHODS["sinsim"](backbone, dim, cfg).loss.sinkhorn.tol == 1e-4
+    huge = next(b for b in (2 ** k for k in range(8, 20)) if gathered_sinkhorn_bytes(b, False) > AUTO_SHARD_BYTES)
+    assert shards_sinkhorn("auto", huge, False) and not shards_sinkhorn("auto", huge, False, tol=1e-4)

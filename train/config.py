@@ -70,6 +70,7 @@ class Config:
     sinkhorn_cost: str = "sqeuclidean"
     sinkhorn_normalize: bool = True
     sinkhorn_iters: int = 100
+    sinkhorn_tol: Optional[float] = None  # stop a solve once its marginal error is below this (None: all iterations)
     sinkhorn_term: str = "divergence"  # debiased; "entropic" is the paper's equation. Why: README, the default
     sinkhorn_backend: str = "auto"
     # evaluation
@@ -105,7 +106,7 @@ class Config:
         "temperature", "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim", "ema_tau", "barlow_lambda",
         "barlow_scale",
         "sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
-        "sinkhorn_iters", "sinkhorn_term", "precision",
+        "sinkhorn_iters", "sinkhorn_tol", "sinkhorn_term", "precision",
     )
 
     # Training fields a resumed run may change when the flag is given
@@ -244,6 +245,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sinkhorn-normalize", action=argparse.BooleanOptionalAction, default=d.sinkhorn_normalize,
                    help="L2-normalise the embeddings before transport")
     g.add_argument("--sinkhorn-iters", type=positive_int, default=d.sinkhorn_iters, help="Sinkhorn iterations")
+    g.add_argument("--sinkhorn-tol", type=positive_float, metavar="TOL",
+                   help="stop each Sinkhorn solve once its marginal error is below TOL (at most --sinkhorn-iters "
+                   "iterations; default: always run them all)")
     g.add_argument("--sinkhorn-debias", action="store_const", dest="sinkhorn_term", const="divergence",
                    help="the same as --sinkhorn-term divergence")
     g.add_argument("--sinkhorn-backend", choices=["auto", "kernel", "reference"], default=d.sinkhorn_backend,
@@ -316,6 +320,9 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
         parser.error("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
     if cfg.precision == "bf16" and resolved_device(cfg) == "cpu":
         parser.error("--precision bf16 needs --device cuda (CPU runs use fp32)")
+    if cfg.sinkhorn_tol is not None and cfg.sinkhorn_shard == "always":
+        parser.error("--sinkhorn-tol with --sinkhorn-shard always: the row-sharded solve runs exactly "
+                     "--sinkhorn-iters iterations; drop one of the two")
     return resolve(cfg)
 
 

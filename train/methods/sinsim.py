@@ -53,6 +53,7 @@ class SinSim(SimCLR):
             cost=cfg.sinkhorn_cost,
             normalize=cfg.sinkhorn_normalize,
             max_iter=cfg.sinkhorn_iters,
+            tol=cfg.sinkhorn_tol,
             debias=TERMS[cfg.sinkhorn_term],
             backend=cfg.sinkhorn_backend,
             check_finite=False,  # no device sync in the step; the engine watches the loss
