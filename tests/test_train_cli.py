@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))  # the repository root, for `import train`
 from train import protocol  # noqa: E402
 from train.config import parse_config  # noqa: E402
 from train.methods import METHODS  # noqa: E402
+from train.predictions import correct, read_predictions  # noqa: E402
 from train.run import main  # noqa: E402
 
 TINY = ["--dataset", "digits", "--train-subset", "256", "--batch-size", "64", "--image-size", "8", "--probe-epochs", "10"]
@@ -38,6 +39,13 @@ def test_digits_single_method_end_to_end(tmp_path):
     for probe in ("linear", "mlp", "knn"):
         assert 60 < result[probe] <= 100, result  # chance is 10%
     assert result["epochs"] == 2 and result["budget"]["pretrain_images"] == 256 and result["budget"]["steps"] == 8
+    # every probed image's prediction is kept, and gives back the recorded accuracies
+    arrays = read_predictions(out)
+    for split, scores in (("test", result), ("val", result["val"])):
+        assert len(arrays[f"{split}_labels"]) == len(arrays[f"{split}_indices"]) > 0
+        for probe in ("linear", "mlp", "knn"):
+            assert 100 * correct(arrays, split, probe).mean() == pytest.approx(scores[probe], abs=1e-3)
+    assert result["budget"]["probe_test_images"] == len(arrays["test_labels"])
     assert result["images_per_second"] > 0 and result["seed"] == 0
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and {"ntxent", "sinkhorn", "lr", "knn"} <= set(rows[0])

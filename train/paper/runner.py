@@ -156,7 +156,7 @@ class PaperRunner:
             start = time.perf_counter()
             try:
                 if cell.method == RANDOM_INIT:
-                    result = random_init_reference(cfg, data)
+                    result = random_init_reference(cfg, data, out=path)
                     write_method_results(path, result)
                 else:
                     result = run_method(cfg, data)
