@@ -245,7 +245,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
                                   seed=cfg.seed, precision=cfg.precision)
         write_predictions(out, scores["predictions"], splits)
         geometry = measure_geometry(method.backbone, data, cfg.dataset, cfg.image_size, cfg.geometry_points,
-                                    cfg.precision).record
+                                    cfg.precision, validation=splits.val).record
     eval_seconds = time.perf_counter() - eval_start
     result = {
         "method": cfg.method,
@@ -334,7 +334,8 @@ def random_init_reference(cfg: Config, data: ImageData, out=None) -> Dict:
                               probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision)
     if out is not None:
         write_predictions(out, scores["predictions"], splits)
-    geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision)
+    geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision,
+                                validation=splits.val)
     log(f"random init (no pretraining): linear {scores['linear']:.2f}%  MLP {scores['mlp']:.2f}%  kNN {scores['knn']:.2f}%")
     return {"method": "random init", "dataset": cfg.dataset, "dataset_label": dataset_label(data),
             **rounded_scores(scores), "geometry": geometry.record, "knn_k": cfg.knn_k, "epochs": 0,

@@ -154,7 +154,8 @@ def draw_embedding_figure(data: ReportData, dataset: str, figures: Figures, log:
                                                                        ("effective_rank", "rank", ".0f"))
                          if emb.get(k) is not None)
         panels.append(EmbeddingPanel(title, z["features"], z["labels"], note))
-        classes, points, total = [str(c) for c in z["classes"]], len(z["labels"]), emb.get("test_images")
+        classes, points = [str(c) for c in z["classes"]], len(z["labels"])
+        total = emb.get("test_images")  # recorded when the geometry was measured on the test split
         budget = budget_text(rec.results[seed])
     rel = f"{FIGURES}/fig1-embeddings-{dataset}.png"
     sub = f"{points:,} of {total:,} test images (random subsample, seed 0)" if total else f"{points:,} test images"

@@ -146,7 +146,9 @@ def embeddings(data, figures) -> str:
                   if r.get("geometry")] + [e for rec in recs for e in rec.embeddings.values()]
         if points:
             e = points[0]
-            lines += ["", f"Measured on {e['points']:,} of {e['test_images']:,} test images (random subsample, "
+            split = e.get("split", "test")
+            total = e.get("split_images", e.get("test_images"))
+            lines += ["", f"Measured on {e['points']:,} of {total:,} {split} images (random subsample, "
                       f"seed {e['subsample_seed']}); alignment views: {e['alignment_views']}."]
         if ran:
             lines += ["", geometry_table(data, d)]
