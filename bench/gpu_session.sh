@@ -40,7 +40,7 @@ if [[ " $what " == *" bench "* ]]; then
   python3 bench/summarize.py "$OUT/bench_cuda.json" | tee "$OUT/bench_cuda_table.txt"
 fi
 if [[ " $what " == *" train "* ]]; then
-  python3 -m pytest bench/test_train_step.py --benchmark-only -q -p no:cacheprovider \
+  python3 -m pytest bench/test_train_throughput.py --benchmark-only -q -p no:cacheprovider \
     --benchmark-json="$OUT/bench_train.json" > "$OUT/bench_train.log" 2>&1
   tail -3 "$OUT/bench_train.log"
   python3 bench/summarize.py "$OUT/bench_train.json" | tee "$OUT/bench_train_table.txt"
