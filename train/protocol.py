@@ -41,7 +41,7 @@ from .models import resnet18_encoder
 from .optim import build_optimizer, build_scheduler, change_base_lrs
 from .parallel.context import current as parallel_job
 from .predictions import PREDICTIONS, write_predictions
-from .provenance import git_state
+from .provenance import code_state
 from .results import read_results, write_combined, write_method_results, write_metrics_csv
 from .run_lock import hold_run_folder
 from .splits import ProbeSplits, probe_splits
@@ -276,7 +276,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         "notes": data.notes,
         "signature": signature,
         **({"resume_changes": changes} if changes else {}),
-        "code": git_state(),
+        "code": code_state(),
     }
     write_method_results(out, result)
     if cfg.eval:
@@ -342,7 +342,7 @@ def random_init_reference(cfg: Config, data: ImageData, out=None) -> Dict:
             "seed": cfg.seed, "eval_seconds": round(time.perf_counter() - start, 3), "device": device_label(device),
             "budget": {"epochs": 0, "batch_size": None, "image_size": cfg.image_size, "train_subset": None,
                        **probe_budget(splits)},
-            "code": git_state()}
+            "code": code_state()}
 
 
 def run_protocol(cfg: Config) -> List[Dict]:
