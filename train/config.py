@@ -25,7 +25,7 @@ from .catalog import DATASETS, METHOD_NAMES
 _CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "sinsim"
 OPTIMIZERS = ("lars", "sgd", "adamw")
 PRECISIONS = ("auto", "bf16", "fp32")
-PROTOCOLS = ("single", "paper")
+PROTOCOLS = ("single", "paper", "campaign")
 SINKHORN_TERMS = ("entropic", "divergence")
 SINKHORN_PLACEMENTS = ("features", "projection")
 
@@ -191,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="start again even if OUT already holds a run")
     g.add_argument("--protocol", choices=PROTOCOLS, default="single",
                    help="single: one --dataset/--method run (this page); paper: the SinSim paper's experiments "
-                   "(tables, embeddings, sweeps, report), see `python train/run.py --protocol paper --help`")
+                   "(tables, embeddings, sweeps, report), see `python train/run.py --protocol paper --help`; "
+                   "campaign: advance the pre-registered campaign, see `python train/run.py --protocol campaign "
+                   "--help`")
     add_training_arguments(p)
     return p
 
@@ -311,8 +313,9 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
     impossible combinations exit through ``parser.error``."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    if args.pop("protocol") != "single":
-        parser.error("--protocol paper has its own flags: python train/run.py --protocol paper --help")
+    protocol = args.pop("protocol")
+    if protocol != "single":
+        parser.error(f"--protocol {protocol} has its own flags: python train/run.py --protocol {protocol} --help")
     cfg = Config(**args)
     if cfg.resume and cfg.overwrite:
         parser.error("--resume and --overwrite contradict each other")

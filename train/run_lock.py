@@ -19,7 +19,9 @@ single protocol locks ``OUT`` and then each method's folder, which may be
 refuses a folder inside one that another live run owns (a single run pointed
 at ``OUT/<method>`` of a ``--method all`` run, or at a paper cell); the other
 way round, a run that reaches a folder held by another stops with the same
-error, and ``--method all`` takes every method folder at its start.
+error, and ``--method all`` takes every method folder at its start. The
+exception: a process started by the owner itself (a campaign's worker) may
+take folders inside the owner's.
 
 ``flock`` works on local file systems and on NFS v4 (as a POSIX lock). Where
 the file system has no locks at all, the run goes on with a warning that
@@ -126,12 +128,20 @@ def _busy_ancestor(folder: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FolderBusy(f"{folder} is inside {above}, which is in use by another run: {describe(_read_owner(fd))}. "
+            owner = _read_owner(fd)
+            if _is_parent(owner):
+                continue  # a worker the owning run started, working inside its folder on its behalf
+            raise FolderBusy(f"{folder} is inside {above}, which is in use by another run: {describe(owner)}. "
                              "Wait for it to finish (or stop it), or pass another --out") from None
         except OSError:
             pass
         finally:
             os.close(fd)
+
+
+def _is_parent(owner: Optional[Dict]) -> bool:
+    """The lock's owner is the process that started this one, on this host."""
+    return bool(owner) and owner.get("pid") == os.getppid() and owner.get("host") == socket.gethostname()
 
 
 def _write_owner(fd: int, path: Path) -> None:
