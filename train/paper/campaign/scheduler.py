@@ -174,15 +174,10 @@ class Scheduler:
         new ones)."""
         self.logs.mkdir(parents=True, exist_ok=True)
         results = self.ctx.Queue()
-        workers, inboxes, busy, sent = [], [], {}, {}
-        for i in range(self.jobs):
-            inbox = self.ctx.Queue()
-            p = self.ctx.Process(target=_worker_main, args=(i, inbox, results, str(self.logs / f"worker-{i}.log"),
-                                                            self.threads), daemon=True)
-            p.start()
-            workers.append(p)
-            inboxes.append(inbox)
-            sent[i] = set()
+        workers: Dict[int, object] = {}  # started when first needed: a run with nothing to do starts none
+        inboxes: Dict[int, object] = {}
+        busy: Dict[int, str] = {}
+        sent: Dict[int, set] = {}
         shared: Dict[Tuple[str, int], object] = {}
         taken: set = set()
         started: Dict[str, Tuple[Task, float]] = {}
@@ -196,6 +191,8 @@ class Scheduler:
                         if not self.fits(task, epochs):
                             continue
                         i = idle.pop(0)
+                        if i not in workers:
+                            workers[i] = self._start(i, inboxes, results, sent)
                         if task.dataset_key not in sent[i]:
                             if task.dataset_key not in shared:
                                 shared[task.dataset_key] = self.load_data(task.dataset_key)
@@ -221,13 +218,13 @@ class Scheduler:
                 try:
                     done: Finished = results.get(timeout=RESULT_POLL_SECONDS)
                 except queue.Empty:
-                    for i, p in enumerate(workers):
+                    for i, p in list(workers.items()):
                         if i in busy and not p.is_alive():
                             key = busy.pop(i)
                             self.say(f"crashed {started[key][0].label}: worker {i} died (exit code {p.exitcode}); "
                                      f"see {self.logs / f'worker-{i}.log'}")
                             self.counts["crashed"] = self.counts.get("crashed", 0) + 1
-                            workers[i] = self._restart(i, inboxes, results, sent)
+                            workers[i] = self._start(i, inboxes, results, sent)
                     continue
                 worker = next(i for i, k in busy.items() if k == done.key)
                 busy.pop(worker)
@@ -237,16 +234,17 @@ class Scheduler:
                 extra = f": {done.error}" if done.error else ""
                 self.say(f"{done.status} {task.label} in {done.seconds:.0f} s{extra}")
         finally:
-            for inbox in inboxes:
+            for inbox in inboxes.values():
                 inbox.put(None)
-            for p in workers:
+            for p in workers.values():
                 p.join(timeout=5 if not self.deadline_hit else 0.5)
                 if p.is_alive():
                     p.terminate()
                     p.join(timeout=10)
         return self.counts
 
-    def _restart(self, i, inboxes, results, sent):
+    def _start(self, i, inboxes, results, sent):
+        """Start (or restart) worker ``i`` with a fresh inbox."""
         inboxes[i] = self.ctx.Queue()
         sent[i] = set()
         p = self.ctx.Process(target=_worker_main, args=(i, inboxes[i], results, str(self.logs / f"worker-{i}.log"),
