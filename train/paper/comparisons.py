@@ -104,8 +104,9 @@ class Tested:
                  if self.primary else
                  f"two-sided paired t-test, Holm-adjusted within the family of {self.family_size}")
         p = f"p = {c.p:.2g}" + ("" if self.primary else f", Holm-adjusted p = {self.adjusted:.2g}")
+        verdict = f"{self.verdict} by this test alone" if self.primary and self.decided else self.verdict
         return (f"{head} ({level}): {c.mean:+.2f} points, 95% interval [{c.low:+.2f}, {c.high:+.2f}] "
-                f"(unadjusted), {p}: **{self.verdict}**.")
+                f"(unadjusted), {p}: **{verdict}**.")
 
 
 class Family:

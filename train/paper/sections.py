@@ -193,7 +193,7 @@ def primary_headline(data, primary) -> str:
     if val is None:
         failed.append("no validation accuracy to check its sign on (older code)")
     elif val.mean * primary.comparison.mean <= 0:
-        failed.append(f"the validation split points the other way ({val.text()} points, validation linear)")
+        failed.append(f"the validation split points the other way ({val.described()} points, validation linear)")
     if boot is None:
         failed.append("no per-image predictions, so the test images' own sampling error is in no interval")
     elif not boot.excludes_zero:
@@ -203,7 +203,7 @@ def primary_headline(data, primary) -> str:
                 f"({primary.comparison.text()}), but " + "; and ".join(failed) + ".")
     word = "beats" if direction == "above" else "is below"
     return (f"**SinSim {word} SimCLR in the primary comparison**: the paired t-test over seeds, the validation "
-            f"split ({val.text()}) and the interval over seeds and test images ({boot.text()}) agree.")
+            f"split ({val.described()}) and the interval over seeds and test images ({boot.text()}) agree.")
 
 
 def comparisons_table(family) -> str:

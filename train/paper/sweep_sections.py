@@ -50,7 +50,9 @@ def variants(data, family) -> str:
              "features h it names (*entropic on features*). Its entropic bias rewards a batch that crowds into one "
              "spot (OT_ε(X, X) ≈ ε log n for spread points, → 0 when they coincide), so the debiased "
              f"**{TERM_NAMES['divergence']}** = OT(x,y) − OT(x,x)/2 − OT(y,y)/2 (Feydy et al. 2019), which is 0 "
-             "for identical batches whatever their spread, is run beside it; and since the paper's text leaves "
+             "for identical batches whatever their spread, is run beside it (neither is immune: on L2-normalised "
+             "features a large common offset crowds two different views together and lowers both, which the "
+             "centred geometry tells apart from collapse); and since the paper's text leaves "
              "the place open (it names h, then speaks of distributions of embeddings), both the features h and "
              f"the projections z. The grid's SinSim (tables) is *{b.sinkhorn_term} on {b.sinkhorn_on}*."]
     lines += ["", f"Below, every (term, place) at the grid's λ = {b.sinkhorn_weight:g}, ε = {b.sinkhorn_eps:g}: "

@@ -163,12 +163,6 @@ def _features_note(rec: CellRecords, floor: Optional[CellRecords]) -> str:
     return text or "-"
 
 
-def described(c: Comparison) -> str:
-    """A paired difference shown as a description (a choice's margin), without a p-value."""
-    if c.low is None:
-        return f"{c.mean:+.2f} (n={c.n}, no spread)" if c.n > 1 else f"{c.mean:+.2f} (n=1)"
-    return f"{c.mean:+.2f} [{c.low:+.2f}, {c.high:+.2f}] (paired 95% interval, n={c.n})"
-
 
 def cells_table(view: StageView, block) -> str:
     """Every cell of ``block``: validation and test accuracies, centred geometry, and what they say."""
@@ -232,7 +226,7 @@ def choose_term(view: StageView) -> Outcome:
     wins = _wins(e, d, c.seeds) if term == "entropic" else _wins(d, e, c.seeds)
     margin = (f"the {term} term is higher on {wins} of {c.n} seeds" if c.mean != 0 else
               "a tie, which the rule gives to the entropic term")
-    verdict = (f"chose the **{term}** term: validation linear accuracy, entropic − divergence = {described(c)} "
+    verdict = (f"chose the **{term}** term: validation linear accuracy, entropic − divergence = {c.described()} "
                f"points over seeds {', '.join(map(str, c.seeds))}; {margin} (a choice, not a test)")
     lines = _evidence(view)
     simclr = next((view.records(block, pc.cell) for pc in view.cells(block)
@@ -241,7 +235,7 @@ def choose_term(view: StageView) -> Outcome:
         for name, rec in terms.items():
             vs = paired_comparison(rec.scores("linear", "val"), simclr.scores("linear", "val"))
             if vs is not None:
-                lines.append(f"- {name} − SimCLR, validation linear: {described(vs)} points (described, not "
+                lines.append(f"- {name} − SimCLR, validation linear: {vs.described()} points (described, not "
                              "tested).")
     return Outcome(DECIDED, verdict, {"sinkhorn_term": term, "not_chosen": other}, lines)
 
@@ -334,7 +328,7 @@ def primary(view: StageView) -> Outcome:
         f"{down:.3g} (SinSim below); the smallest possible is {floor:.3g}.",
         f"- Paired bootstrap over seeds and test images: {boot.text()}." if boot is not None else
         "- Paired bootstrap over seeds and test images: not possible (a seed kept no per-image predictions).",
-        f"- Validation linear, paired: {described(val) if val is not None else 'not measured'}.",
+        f"- Validation linear, paired: {val.described() if val is not None else 'not measured'}.",
     ]
     names = ["the t-test", "the sign-flip test", "the bootstrap interval", "the validation sign"]
     if all(checks["above"]):
