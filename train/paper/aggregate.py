@@ -127,7 +127,8 @@ class Comparison:
         description (a choice's margin, a sign check), without a p-value."""
         if self.low is None:
             return f"{self.mean:+.{digits}f} (n={self.n}" + (", no spread)" if self.n > 1 else ")")
-        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}] (paired 95% interval, n={self.n})"
+        interval = f"[{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+        return f"{self.mean:+.{digits}f} {interval} (paired 95% interval, n={self.n})"
 
     def text(self, digits: int = 2) -> str:
         """``+0.41 [-1.20, +2.02], p=0.38, n=3``."""

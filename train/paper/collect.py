@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-
-import numpy as np
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
 
 from ..predictions import correct, read_predictions
 from .aggregate import Summary, format_summary, summarize

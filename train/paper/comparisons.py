@@ -31,10 +31,10 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .aggregate import ALPHA, MIN_SEEDS, Comparison, holm, paired_comparison
-from .paired_tests import BootstrapInterval, paired_bootstrap
 from .cells import RANDOM_INIT, Cell, grid_sinsim_cell, method_cell, sinsim_cell, variants
 from .collect import CellRecords
 from .labels import cell_text
+from .paired_tests import BootstrapInterval, paired_bootstrap
 
 PROBES = {"linear": "linear probe", "mlp": "MLP probe", "knn": "kNN"}
 Key = Tuple[str, str, str, str]  # dataset, cell a, cell b, metric
