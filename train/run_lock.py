@@ -20,8 +20,9 @@ refuses a folder inside one that another live run owns (a single run pointed
 at ``OUT/<method>`` of a ``--method all`` run, or at a paper cell); the other
 way round, a run that reaches a folder held by another stops with the same
 error, and ``--method all`` takes every method folder at its start. The
-exception: a process started by the owner itself (a campaign's worker) may
-take folders inside the owner's.
+exception: a process that declares it works for the owner
+(:func:`work_inside`, a campaign's worker) may take folders inside the
+owner's.
 
 ``flock`` works on local file systems and on NFS v4 (as a POSIX lock). Where
 the file system has no locks at all, the run goes on with a warning that
@@ -53,6 +54,8 @@ _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 # folder (resolved) -> [fd or None, depth]; None: held without a kernel lock
 _held: Dict[Path, list] = {}
+# folder (resolved) -> pid of the run this process works for inside it (work_inside)
+_delegated: Dict[Path, int] = {}
 
 
 def _owner_record() -> Dict:
@@ -129,8 +132,9 @@ def _busy_ancestor(folder: Path) -> None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = _read_owner(fd)
-            if _is_parent(owner):
-                continue  # a worker the owning run started, working inside its folder on its behalf
+            if _delegated.get(above) is not None and owner and owner.get("pid") == _delegated[above] \
+                    and owner.get("host") == socket.gethostname():
+                continue  # this process works inside the folder on its owner's behalf (work_inside)
             raise FolderBusy(f"{folder} is inside {above}, which is in use by another run: {describe(owner)}. "
                              "Wait for it to finish (or stop it), or pass another --out") from None
         except OSError:
@@ -139,9 +143,11 @@ def _busy_ancestor(folder: Path) -> None:
             os.close(fd)
 
 
-def _is_parent(owner: Optional[Dict]) -> bool:
-    """The lock's owner is the process that started this one, on this host."""
-    return bool(owner) and owner.get("pid") == os.getppid() and owner.get("host") == socket.gethostname()
+def work_inside(folder, owner_pid: int) -> None:
+    """Declare that this process works inside ``folder`` on behalf of the run
+    ``owner_pid`` that holds it (a campaign's worker process): folders below
+    it may then be taken while that run holds ``folder``, and only then."""
+    _delegated[Path(folder).resolve()] = owner_pid
 
 
 def _write_owner(fd: int, path: Path) -> None:

@@ -137,7 +137,7 @@ class CampaignRunner:
                  "machine": machine_info(self.device)}, default=str) + "\n")
             self.say(f"campaign {self.plan.path}: {self.args.jobs} worker(s) x {threads} thread(s) on "
                      f"{self.device}, {self.args.minutes:g} minutes, code {fingerprint}")
-            scheduler = Scheduler(jobs=self.args.jobs, threads=threads, minutes=self.args.minutes,
+            scheduler = Scheduler(jobs=self.args.jobs, threads=threads, minutes=self.args.minutes, out=self.out,
                                   logs=self.out / "logs", load_data=self.load_data, say=self.say)
             counts: Dict[str, int] = {}
             try:

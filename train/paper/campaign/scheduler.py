@@ -65,11 +65,15 @@ class Finished:
     error: str = ""
 
 
-def _worker_main(index: int, tasks, results, log_path: str, threads: int) -> None:
+def _worker_main(index: int, tasks, results, log_path: str, threads: int, out: str) -> None:
     """A worker process: run tasks until told to stop (None)."""
     log = open(log_path, "a", buffering=1, encoding="utf-8")
     sys.stdout = sys.stderr = log
     import torch
+
+    from ...run_lock import work_inside
+
+    work_inside(out, os.getppid())  # the campaign that started this worker holds OUT's lock
 
     torch.set_num_threads(threads)
     from ..runner import run_cell
@@ -146,13 +150,13 @@ class Scheduler:
     """Runs :class:`Task` s from ``next_tasks`` on ``jobs`` worker processes until
     none is left or ``minutes`` are up."""
 
-    def __init__(self, *, jobs: int, threads: int, minutes: float, logs: Path,
+    def __init__(self, *, jobs: int, threads: int, minutes: float, out: Path, logs: Path,
                  load_data: Callable[[Tuple[str, int]], object], say: Callable[[str], None]):
         import torch.multiprocessing as mp
 
         self.ctx = mp.get_context("spawn")
         self.jobs, self.threads, self.budget = jobs, threads, minutes * 60.0
-        self.logs, self.load_data, self.say = Path(logs), load_data, say
+        self.out, self.logs, self.load_data, self.say = Path(out), Path(logs), load_data, say
         self.start = time.monotonic()
         self.estimates = Estimates()
         self.counts: Dict[str, int] = {}
@@ -248,7 +252,7 @@ class Scheduler:
         inboxes[i] = self.ctx.Queue()
         sent[i] = set()
         p = self.ctx.Process(target=_worker_main, args=(i, inboxes[i], results, str(self.logs / f"worker-{i}.log"),
-                                                        self.threads), daemon=True)
+                                                        self.threads, str(self.out)), daemon=True)
         p.start()
         return p
 
