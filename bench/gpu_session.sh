@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # One device-machine session: build, verify the CUDA kernels, then measure.
 # Usage (repository root, on the GPU machine):  bash bench/gpu_session.sh [what...]
-#   what: tests, profile, bench, train, peers, paper (default: tests bench)
+#   what: campaign, concurrency, tests, profile, bench, train, peers, paper (default: tests bench)
+#   campaign: advance the pre-registered campaign (results/campaign/plan.toml) for CAMPAIGN_MIN
+#             minutes (default 6) with JOBS cells at once (default 4), data from .gpu_carry/; its folder,
+#             without checkpoints, comes back as $OUT/campaign.tgz
+#   concurrency: total images/s of K = 1, 2, 4, 8 training processes on the GPU (chooses JOBS)
 # Logs and JSON go to $OUT (or ./gpu_out when OUT is unset). Each stage has a
 # time limit (seconds, environment): TESTS_S, BENCH_S, PEERS_S, PAPER_S, so a
 # short lease ends with every earlier stage's files written.
@@ -24,6 +28,21 @@ TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
   python3 -m pip install -e . --no-build-isolation --no-deps > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 python3 -c "import sinsim_ext; print('backends', sinsim_ext.backends())" | tee -a "$OUT/gpu.txt"
 
+if [[ " $what " == *" campaign "* ]]; then
+  stage campaign
+  python3 train/run.py --protocol campaign --data-dir .gpu_carry --cache-dir .gpu_carry/cache --no-download \
+    --num-workers 16 --minutes "${CAMPAIGN_MIN:-6}" --jobs "${JOBS:-4}" > "$OUT/campaign.log" 2>&1
+  echo "campaign exit $?"; tail -15 "$OUT/campaign.log"
+  tar czf "$OUT/campaign.tgz" --exclude='*.pt' --exclude='embedding.npz' results/campaign
+fi
+if [[ " $what " == *" concurrency "* ]]; then
+  stage concurrency
+  timeout "${CONCURRENCY_S:-240}" python3 -m pytest bench/test_concurrent_cells.py --benchmark-only -q \
+    -p no:cacheprovider --benchmark-json="$OUT/bench_concurrency.json" > "$OUT/bench_concurrency.log" 2>&1
+  tail -3 "$OUT/bench_concurrency.log"
+  python3 -c "import json,sys; [print(b['name'], b['extra_info']) for b in json.load(open(sys.argv[1]))['benchmarks']]" \
+    "$OUT/bench_concurrency.json" | tee "$OUT/concurrency.txt"
+fi
 if [[ " $what " == *" tests "* ]]; then
   stage tests
   timeout "${TESTS_S:-300}" python3 -m pytest tests/test_sinkhorn_cuda.py tests/test_train_cuda.py -q -p no:cacheprovider -rfEs \
@@ -40,7 +59,7 @@ if [[ " $what " == *" bench "* ]]; then
   python3 bench/summarize.py "$OUT/bench_cuda.json" | tee "$OUT/bench_cuda_table.txt"
 fi
 if [[ " $what " == *" train "* ]]; then
-  python3 -m pytest bench/test_train_step.py --benchmark-only -q -p no:cacheprovider \
+  python3 -m pytest bench/test_train_throughput.py --benchmark-only -q -p no:cacheprovider \
     --benchmark-json="$OUT/bench_train.json" > "$OUT/bench_train.log" 2>&1
   tail -3 "$OUT/bench_train.log"
   python3 bench/summarize.py "$OUT/bench_train.json" | tee "$OUT/bench_train_table.txt"

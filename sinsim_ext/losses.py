@@ -296,17 +296,22 @@ class VICRegLoss(nn.Module):
         s(Z, Z') = 1/(N d) sum_i ||z_i - z'_i||^2                        (invariance)
         v(Z)     = 1/d sum_j max(0, gamma - sqrt(Var(z^j) + 1e-4))        (variance)
         c(Z)     = 1/d sum_{j != k} Cov(Z)_jk^2                           (covariance)
-        L = lambda s(Z, Z') + mu (v(Z) + v(Z')) / 2 + nu (c(Z) + c(Z'))
+        L = lambda s(Z, Z') + mu V(Z, Z') + nu (c(Z) + c(Z'))
 
-    with unbiased batch (co)variances and ``gamma = 1``. The normalisations
-    (the mean over dimensions in ``s``, the halved variance term) follow the
-    authors' code (facebookresearch/vicreg, ``main_vicreg.py``), which the
-    published coefficients lambda = mu = 25, nu = 1 go with.
+    with unbiased batch (co)variances and ``gamma = 1``. The two views'
+    variance terms are combined as ``V = (v(Z) + v(Z')) / 2`` in the authors'
+    code (facebookresearch/vicreg, ``main_vicreg.py``; ``variance_views=
+    "mean"``, the default) and as ``V = v(Z) + v(Z')`` in solo-learn
+    (``solo/losses/vicreg.py``; ``variance_views="sum"``), whose CIFAR recipe
+    tuned the same coefficients lambda = mu = 25, nu = 1 with the sum. The
+    mean over dimensions in ``s`` is the same in both.
 
     Bardes, Ponce, LeCun, "VICReg: Variance-Invariance-Covariance
     Regularization for Self-Supervised Learning", ICLR 2022, arXiv:2105.04906,
     Eqs. (1)-(6) and section 4.
     """
+
+    VARIANCE_VIEWS = ("mean", "sum")
 
     def __init__(
         self,
@@ -315,10 +320,14 @@ class VICRegLoss(nn.Module):
         cov_weight: float = 1.0,
         gamma: float = 1.0,
         eps: float = 1e-4,
+        variance_views: str = "mean",
     ):
         super().__init__()
+        if variance_views not in self.VARIANCE_VIEWS:
+            raise ValueError(f"variance_views must be one of {self.VARIANCE_VIEWS}, got {variance_views!r}")
         self.sim_weight, self.var_weight, self.cov_weight = sim_weight, var_weight, cov_weight
         self.gamma, self.eps = gamma, eps
+        self.variance_views = variance_views
 
     def variance(self, z: torch.Tensor) -> torch.Tensor:
         std = torch.sqrt(z.var(dim=0) + self.eps)
@@ -336,7 +345,7 @@ class VICRegLoss(nn.Module):
         z1, z2 = z1.float(), z2.float()
         return {
             "invariance": F.mse_loss(z1, z2),
-            "variance": (self.variance(z1) + self.variance(z2)) / 2,
+            "variance": (self.variance(z1) + self.variance(z2)) / (2 if self.variance_views == "mean" else 1),
             "covariance": self.covariance(z1) + self.covariance(z2),
         }
 

@@ -56,3 +56,23 @@ def test_bad_inputs_are_clear_errors():
         geometry.effective_rank(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="matrix"):
         geometry.effective_rank(torch.ones(3))
+
+
+def test_a_common_offset_reads_as_collapse_uncentred_but_not_centred():
+    """Spread points plus a large shared offset b: on the sphere they crowd around b / |b| (uncentred uniformity
+    near 0, rank near 1), while the centred measures are those of the points themselves, and the offset ratio
+    is |b| over their RMS spread."""
+    x = torch.eye(8, dtype=torch.float64) - 1 / 8  # a regular simplex: centred, spread in 7 directions
+    offset = torch.zeros(8, dtype=torch.float64)
+    offset[0] = 1e3
+    shifted = x + offset
+    assert geometry.uniformity(shifted) > -1e-4 and geometry.effective_rank(shifted) < 1.1
+    assert geometry.centred_uniformity(shifted) == pytest.approx(geometry.uniformity(x))
+    assert geometry.centred_uniformity(shifted) == pytest.approx(-2 * (2 + 2 / 7))  # the simplex by hand
+    assert geometry.centred_effective_rank(shifted) == pytest.approx(7.0, rel=1e-5)  # 7 equal singular values
+    rms = math.sqrt(1 - 1 / 8)  # |e_i - 1/8| for every point
+    assert geometry.mean_offset_ratio(shifted) == pytest.approx(1e3 / rms)
+    assert geometry.mean_offset_ratio(x) == pytest.approx(0.0, abs=1e-12)
+    assert geometry.mean_offset_ratio(torch.ones(3, 2)) == float("inf")
+    with pytest.raises(ValueError, match="n >= 2"):
+        geometry.mean_offset_ratio(torch.ones(1, 2))

@@ -142,6 +142,24 @@ def test_vicreg_by_hand():
     assert terms["variance"].item() == pytest.approx(0.2475, abs=1e-6)
     assert terms["covariance"].item() == pytest.approx(16.0, abs=1e-5)
     assert loss(z1, z2).item() == pytest.approx(25 * 2 + 25 * 0.2475 + 16, abs=1e-4)
+    # solo-learn's CIFAR recipe sums the two views' variance terms: 0.495 + 0
+    summed = VICRegLoss(variance_views="sum")
+    assert summed.terms(z1, z2)["variance"].item() == pytest.approx(0.495, abs=1e-6)
+    assert summed(z1, z2).item() == pytest.approx(25 * 2 + 25 * 0.495 + 16, abs=1e-4)
+    with pytest.raises(ValueError, match="variance_views"):
+        VICRegLoss(variance_views="max")
+
+
+def test_the_trainers_vicreg_sums_the_views_variance_terms_as_its_cited_recipe():
+    """train/methods/vicreg.py cites solo-learn's CIFAR recipe, whose loss adds v(Z) + v(Z')."""
+    from train.config import Config, for_method
+    from train.methods import METHODS
+    from train.models import resnet18_encoder
+
+    cfg = for_method(Config(dataset="digits", image_size=8), "vicreg")
+    backbone, dim = resnet18_encoder(1, 8)
+    method = METHODS["vicreg"](backbone, dim, cfg)
+    assert method.vicreg.variance_views == "sum"
 
 
 def test_barlow_twins_by_hand():

@@ -76,6 +76,11 @@ def test_every_cell_ran_once_and_the_report_has_the_tables(paper_run):
             g = result["geometry"]  # every run, every variant: its geometry, measured once
             assert g["points"] == 100 and -8 <= g["uniformity"] <= 0 <= g["alignment"] <= 4
             assert 1 <= g["effective_rank"] <= 100 and g["feature_dim"] == 512
+            # measured on validation images (135 here), centred too: a common offset is not collapse
+            assert g["split"] == "validation" and g["split_images"] == 135
+            assert -8 <= g["uniformity_centred"] <= 0 and 1 <= g["effective_rank_centred"] <= 100
+            assert g["mean_offset_ratio"] >= 0
+            assert (folder / "predictions.npz").is_file()
             assert (folder / "embedding.npz").is_file() == (cell in FIGURE_CELLS)
             assert not (folder / "embedding.json").exists()
     assert json.loads((out / "cells/digits/byol/seed0/config.json").read_text())["sinkhorn_weight"] == 0.1

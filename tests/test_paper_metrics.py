@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -152,18 +153,18 @@ def test_report_from_fake_results_aggregates_by_hand_and_shows_unrun_cells(tmp_p
     # CIFAR-10 column: the hand-computed mean and sample std of 90, 92, 97
     assert "93.00 ± 3.61 (n=3)" in rows["SimCLR"]
     # SinSim: 89, 92, 95 -> mean 92, std 3
-    assert "92.00 ± 3.00 (n=3)" in rows["SinSim (ours)"]
+    assert "92.00 ± 3.00 (n=3)" in rows["SinSim"]
     assert "80.00 (n=1 of 3)" in rows["BYOL"]
     assert "failed (seed 1)" in rows["VICReg"]
     # MNIST (asked for, nothing ran), CIFAR-100 and STL-10 (not asked for): "not run", never a number
-    for name in ("SimCLR", "BYOL", "Barlow Twins", "SinSim (ours)"):
+    for name in ("SimCLR", "BYOL", "Barlow Twins", "SinSim"):
         cells = rows[name].strip("|").split(" | ")
         assert cells[1].strip() == "not run" and cells[3].strip() == "not run" and cells[4].strip() == "not run"
     assert "CIFAR-10 (JPEG copy)<br><sub>50 ep, batch 512, 50,000 img, 32 px; probes 50,000 / 10,000</sub>" in table1
     assert report.index("**Budget and limits (read first).**") < report.index("## Verdict")
     assert "XX.X" not in report
     # the verdict: the paired difference of 89/92/95 vs 90/92/97 is -1 +- ...: not a win
-    assert "**The primary comparison does not show SinSim beating SimCLR.**" in report
+    assert "**The primary comparison does not show SinSim differing from SimCLR.**" in report
     assert ("− SimCLR, linear probe top-1 on the test split of CIFAR-10 (JPEG copy), paired over seeds 0, 1, 2 "
             "(two-sided paired t-test at level 0.05, not corrected: the one primary comparison): -1.00 points") in report
     assert "not measured (older code)" in report  # these fake records carry no validation scores
@@ -186,11 +187,15 @@ def test_holm_by_hand():
         holm([1.5])
 
 
-def rich_result(method, seed, linear, val, knn, uniformity, rank, commit="b" * 40):
+def rich_result(method, seed, linear, val, knn, uniformity, rank, commit="b" * 40, offset=None):
+    """``uniformity`` and ``rank`` are the centred measures; with ``offset`` (the mean offset ratio) the
+    uncentred uniformity reads -0.01 (a common offset crowds the normalised features), else the centred value."""
     r = fake_result(method, seed, linear, mlp=linear + 2, knn=knn)
     r["val"] = {"linear": val, "mlp": val, "knn": val}
-    r["geometry"] = {"alignment": 0.1, "uniformity": uniformity, "effective_rank": rank, "silhouette": 0.0,
-                     "feature_dim": 512, "points": 2000, "test_images": 10000, "subsample_seed": 0,
+    r["geometry"] = {"alignment": 0.1, "uniformity": uniformity if offset is None else -0.01, "effective_rank": rank,
+                     "silhouette": 0.0, "uniformity_centred": uniformity, "effective_rank_centred": rank,
+                     "mean_offset_ratio": 0.3 if offset is None else offset, "feature_dim": 512, "points": 2000,
+                     "split": "validation", "split_images": 5000, "subsample_seed": 0,
                      "alignment_views": "SimCLR augmentation recipe, generator seed 0"}
     r["code"] = {"commit": commit, "short": commit[:7], "dirty": False, "diff_sha256": None}
     return r
@@ -215,7 +220,8 @@ def test_report_family_collapse_suspects_and_mixed_code(tmp_path):
     for cell, rows in table.items():
         for seed, (linear, val, knn, u, rank) in enumerate(rows):
             commit = "a" * 40 if cell == byol else "b" * 40
-            write_fake(tmp_path, cell, seed, rich_result(cell.method, seed, linear, val, knn, u, rank, commit))
+            offset = 25.0 if cell == divergence else None  # spread once centred, but far off the origin
+            write_fake(tmp_path, cell, seed, rich_result(cell.method, seed, linear, val, knn, u, rank, commit, offset))
 
     data = ReportData(tmp_path, PaperConfig.from_saved(json.loads((tmp_path / "paper.json").read_text()),
                                                        str(tmp_path)))
@@ -242,13 +248,24 @@ def test_report_family_collapse_suspects_and_mixed_code(tmp_path):
     assert "Holm-adjusted p = " in report or "None of them is resolved" in report
     # the entropic cell's features sit at the untrained floor (uniformity within 0.1 of -0.05): said in words
     assert ("SinSim (entropic OT_ε, λ = 0.1, ε = 0.05, on features): its features are collapsed, near the untrained "
-            "floor (uniformity -0.020 vs the untrained encoder's -0.050)") in report
+            "floor (centred uniformity -0.020 vs the untrained encoder's -0.050)") in report
     assert "divergence S_ε, λ = 0.1, ε = 0.05, on features): its features are collapsed" not in report
+    # the divergence's uncentred uniformity (-0.01) sits at the floor, its centred one does not: an offset
+    assert "a common offset, not collapse: uncentred uniformity -0.010 is near the untrained floor, the centred " \
+           "one is -1.297, and the mean feature is 25.0x the features' RMS spread around it" in report
     # BYOL's kNN is below the untrained encoder's on seed 0 (29.0 < 32.0) only: suspect
     assert "BYOL: kNN below the untrained encoder's on seed(s) 0: **suspect**" in report
-    assert "(suspect: below the untrained encoder)" in report.split("## kNN")[1].split("## Validation")[0]
+    for table in ("## Table I", "## Table II", "## kNN", "## Validation"):  # flagged in every table
+        assert "(suspect: kNN below the untrained encoder)" in report.split(table)[1].split("\n## ")[0]
     # validation favours the divergence (65.17 vs 60.67 and SimCLR's 61.83), and says it chose on validation only
     assert "On validation, **divergence on features** has the highest mean linear accuracy" in report
+    # ... and by how much, paired by seed: 64 - 60, 65.5 - 60.5, 66 - 61.5 -> +4.50 on every seed
+    assert "paired by seed it is +4.50 [" in report and "(validation linear; higher on 3 of 3 seeds)" in report
+    # every member of the Holm family is printed, resolved or not (the MLP one included)
+    listing = report.split("## The comparisons")[1].split("\n## ")[0]
+    for t in family:
+        assert t.what() in listing
+    assert listing.count("| family |") + listing.count("| not testable |") == 6 and "| primary |" in listing
     assert "SinSim (divergence S_ε, λ = 0.1, ε = 0.05, on features) has the highest mean validation linear" in report
     # two code states: said up front and listed
     assert "**Runs of 2 different code states are mixed**" in report and "**Runs of different code are mixed.**" in report
@@ -285,3 +302,60 @@ def test_labelled_subset_is_fixed_and_leaves_pretraining_alone():
     assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_labels, b.test_labels)
     assert len(b.pretrain) == 64
     assert data.with_labelled_subset(None, 10_000) is not data and len(data.with_labelled_subset(None, None).test_images) == 450
+
+
+# --- the primary comparison's headline needs more than a p-value ---------------------------------
+
+def _primary_fixture(tmp_path, val_sign: float, images: int = 0, swapped: int = 0):
+    """SimCLR and the grid's SinSim over seeds 0-2, SinSim ahead on test by 2.0, 2.5 and 3.0 points (a paired
+    t-test at 0.05 passes: [+1.26, +3.74]); validation differences of sign ``val_sign``. With ``images``:
+    per-image predictions giving those accuracies (SimCLR right on the first 60 %, SinSim on a block shifted
+    by ``swapped`` images, so the two disagree on 2 * ``swapped`` images plus the lift)."""
+    pcfg = PaperConfig(base=Config(), out=str(tmp_path), datasets=["cifar10"], methods=["simclr", "sinsim"],
+                       seeds=[0, 1, 2], sweep_datasets=[])
+    record_protocol(pcfg)
+    for cell in (method_cell("cifar10", "simclr"), grid_sinsim_cell(pcfg, "cifar10")):
+        for seed in range(3):
+            lift = (2.0 + 0.5 * seed) if cell.method == "sinsim" else 0.0
+            linear = 60.0 + lift
+            folder = cell.path(tmp_path, seed)
+            folder.mkdir(parents=True)
+            if images:
+                right = np.zeros(images, dtype=bool)
+                first = swapped if cell.method == "sinsim" else 0
+                right[first:first + round(images * linear / 100)] = True
+                labels = np.zeros(images, dtype=np.int32)
+                np.savez(folder / "predictions.npz", test_indices=np.arange(images, dtype=np.int32),
+                         test_labels=labels, test_linear=np.where(right, 0, 1).astype(np.int32), test_mlp=labels,
+                         test_knn=labels)
+                assert 100 * right.mean() == pytest.approx(linear)
+            r = fake_result(cell.method, seed, linear)
+            r["val"] = {"linear": 60.0 + (val_sign * (1 + seed) if cell.method == "sinsim" else 0.0),
+                        "mlp": 50.0, "knn": 40.0}
+            (folder / "results.json").write_text(json.dumps(r))
+    report = write_report(tmp_path, log=lambda m: None).read_text()
+    return report.split("## Verdict")[1].split("\n\n")[1]
+
+
+def test_a_significant_test_difference_with_validation_the_other_way_makes_no_claim(tmp_path):
+    head = _primary_fixture(tmp_path, val_sign=-1.0)
+    assert head.startswith("**No claim**: the paired t-test over seeds puts SinSim above SimCLR (+2.50 [+1.26, +3.74]")
+    assert "the validation split points the other way (-2.00 [" in head
+    assert "no per-image predictions" in head and "beats" not in head
+
+
+def test_without_per_image_predictions_there_is_no_claim(tmp_path):
+    head = _primary_fixture(tmp_path, val_sign=1.0)
+    assert head.startswith("**No claim**") and "validation" not in head
+    assert "no per-image predictions, so the test images' own sampling error is in no interval" in head
+
+
+def test_a_claim_needs_the_interval_over_seeds_and_images_to_exclude_zero(tmp_path):
+    # 2,000 images, SinSim right on a superset of SimCLR's: every image that differs favours it
+    head = _primary_fixture(tmp_path / "clear", val_sign=1.0, images=2000)
+    assert head.startswith("**SinSim beats SimCLR in the primary comparison**")
+    assert "bootstrap over 3 seeds and 2,000 images" in head
+    # 200 images, the two disagree on 20 more images each way: the seeds agree, the images do not settle it
+    head = _primary_fixture(tmp_path / "noisy", val_sign=1.0, images=200, swapped=20)
+    assert head.startswith("**No claim**: the paired t-test over seeds puts SinSim above SimCLR")
+    assert "counting the test images' sampling error, the interval includes 0 (+2.50 [" in head

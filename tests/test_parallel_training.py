@@ -169,6 +169,6 @@ def test_the_paper_protocol_runs_under_torchrun(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     assert "cells: 3 ran" in done.stdout
     assert done.stdout.count("report: ") == 1 and (out / "report.md").exists()
-    for cell in ("simclr", "sinsim-divergence-lam0.1-eps0.05-features"):
+    for cell in ("simclr", "sinsim-entropic-lam0.1-eps0.05-features"):
         result = json.loads((out / "cells" / "digits" / cell / "seed0" / "results.json").read_text())
         assert result["signature"]["world_size"] == 2, result["signature"]

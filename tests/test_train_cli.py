@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))  # the repository root, for `import train`
 from train import protocol  # noqa: E402
 from train.config import parse_config  # noqa: E402
 from train.methods import METHODS  # noqa: E402
+from train.predictions import correct, read_predictions  # noqa: E402
 from train.run import main  # noqa: E402
 
 TINY = ["--dataset", "digits", "--train-subset", "256", "--batch-size", "64", "--image-size", "8", "--probe-epochs", "10"]
@@ -38,6 +39,13 @@ def test_digits_single_method_end_to_end(tmp_path):
     for probe in ("linear", "mlp", "knn"):
         assert 60 < result[probe] <= 100, result  # chance is 10%
     assert result["epochs"] == 2 and result["budget"]["pretrain_images"] == 256 and result["budget"]["steps"] == 8
+    # every probed image's prediction is kept, and gives back the recorded accuracies
+    arrays = read_predictions(out)
+    for split, scores in (("test", result), ("val", result["val"])):
+        assert len(arrays[f"{split}_labels"]) == len(arrays[f"{split}_indices"]) > 0
+        for probe in ("linear", "mlp", "knn"):
+            assert 100 * correct(arrays, split, probe).mean() == pytest.approx(scores[probe], abs=1e-3)
+    assert result["budget"]["probe_test_images"] == len(arrays["test_labels"])
     assert result["images_per_second"] > 0 and result["seed"] == 0
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and {"ntxent", "sinkhorn", "lr", "knn"} <= set(rows[0])
@@ -81,6 +89,8 @@ def test_bad_flag_is_an_argparse_error_not_a_traceback():
         (["--train-subset", "1"], "integer >= 2"),
         (["--ema-tau", "1.0"], "[0, 1)"),
         (["--resume", "--overwrite"], "contradict"),
+        (["--sinkhorn-tol", "0"], "positive number"),
+        (["--sinkhorn-tol", "1e-4", "--sinkhorn-shard", "always"], "row-sharded solve runs exactly"),
     ],
 )
 def test_bad_flags(argv, message, capsys):
@@ -160,3 +170,16 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cap
     assert all(torch.isfinite(t).all() for t in state["method"].values() if t.is_floating_point())
     assert not (out / "results.json").exists()
     assert protocol.CHECKPOINT == "checkpoint.pt"
+
+
+def test_sinkhorn_tol_reaches_the_loss_and_the_training_signature():
+    from train.config import for_method
+    from train.models import resnet18_encoder
+    from train.parallel.model import AUTO_SHARD_BYTES, gathered_sinkhorn_bytes, shards_sinkhorn
+
+    cfg = for_method(parse_config(["--sinkhorn-tol", "1e-4", "--image-size", "8"]), "sinsim")
+    assert cfg.sinkhorn_tol == 1e-4 and cfg.training_signature()["sinkhorn_tol"] == 1e-4
+    backbone, dim = resnet18_encoder(1, 8)
+    assert METHODS["sinsim"](backbone, dim, cfg).loss.sinkhorn.tol == 1e-4
+    huge = next(b for b in (2 ** k for k in range(8, 20)) if gathered_sinkhorn_bytes(b, False) > AUTO_SHARD_BYTES)
+    assert shards_sinkhorn("auto", huge, False) and not shards_sinkhorn("auto", huge, False, tol=1e-4)

@@ -11,11 +11,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from processes import kill_when
 from runs import ROOT, RUN, command, error_line, run_cli
 
 sys.path.insert(0, str(ROOT))
 
+from train.errors import FolderBusy  # noqa: E402
 from train.run_lock import LOCK_NAME, hold_run_folder  # noqa: E402
 
 
@@ -97,3 +100,29 @@ def test_a_stale_lock_file_is_taken_over_and_temporaries_removed(tmp_path):
     assert any(f"from pid {dead.pid} on host elsewhere" in m for m in messages), messages
     assert any(".checkpoint.pt.123-abcd.tmp" in m for m in messages), messages
     assert sorted(p.name for p in folder.iterdir()) == ["keep.tmp"]
+
+
+def test_a_process_that_works_for_the_owner_may_take_folders_inside(tmp_path):
+    """A campaign's worker declares whom it works for (work_inside); anyone else stays refused."""
+    from train.run_lock import _busy_ancestor, _delegated, work_inside
+
+    out = tmp_path / "campaign"
+    inner = out / "cells" / "x"
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, %r)\n"
+        "from train.run_lock import hold_run_folder\n"
+        "with hold_run_folder(%r, log=lambda m: None):\n"
+        "    print('held', flush=True); time.sleep(60)") % (str(ROOT), str(out))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusy):
+            _busy_ancestor(inner)
+        work_inside(out, owner.pid + 1)  # a declaration for another run does not count
+        with pytest.raises(FolderBusy):
+            _busy_ancestor(inner)
+        work_inside(out, owner.pid)
+        _busy_ancestor(inner)
+    finally:
+        _delegated.clear()
+        owner.kill()
+        owner.wait()

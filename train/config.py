@@ -25,7 +25,7 @@ from .catalog import DATASETS, METHOD_NAMES
 _CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "sinsim"
 OPTIMIZERS = ("lars", "sgd", "adamw")
 PRECISIONS = ("auto", "bf16", "fp32")
-PROTOCOLS = ("single", "paper")
+PROTOCOLS = ("single", "paper", "campaign")
 SINKHORN_TERMS = ("entropic", "divergence")
 SINKHORN_PLACEMENTS = ("features", "projection")
 
@@ -70,7 +70,8 @@ class Config:
     sinkhorn_cost: str = "sqeuclidean"
     sinkhorn_normalize: bool = True
     sinkhorn_iters: int = 100
-    sinkhorn_term: str = "divergence"  # debiased; "entropic" is the paper's equation. Why: docs/trainer/paper.md
+    sinkhorn_tol: Optional[float] = None  # stop a solve once its marginal error is below this (None: all iterations)
+    sinkhorn_term: str = "entropic"  # chosen on the validation split: docs/trainer/paper.md, the default term
     sinkhorn_backend: str = "auto"
     # evaluation
     eval: bool = True
@@ -105,7 +106,7 @@ class Config:
         "temperature", "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim", "ema_tau", "barlow_lambda",
         "barlow_scale",
         "sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
-        "sinkhorn_iters", "sinkhorn_term", "precision",
+        "sinkhorn_iters", "sinkhorn_tol", "sinkhorn_term", "precision",
     )
 
     # Training fields a resumed run may change when the flag is given
@@ -190,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="start again even if OUT already holds a run")
     g.add_argument("--protocol", choices=PROTOCOLS, default="single",
                    help="single: one --dataset/--method run (this page); paper: the SinSim paper's experiments "
-                   "(tables, embeddings, sweeps, report), see `python train/run.py --protocol paper --help`")
+                   "(tables, embeddings, sweeps, report), see `python train/run.py --protocol paper --help`; "
+                   "campaign: advance the pre-registered campaign, see `python train/run.py --protocol campaign "
+                   "--help`")
     add_training_arguments(p)
     return p
 
@@ -244,6 +247,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sinkhorn-normalize", action=argparse.BooleanOptionalAction, default=d.sinkhorn_normalize,
                    help="L2-normalise the embeddings before transport")
     g.add_argument("--sinkhorn-iters", type=positive_int, default=d.sinkhorn_iters, help="Sinkhorn iterations")
+    g.add_argument("--sinkhorn-tol", type=positive_float, metavar="TOL",
+                   help="stop each Sinkhorn solve once its marginal error is below TOL (at most --sinkhorn-iters "
+                   "iterations; default: always run them all)")
     g.add_argument("--sinkhorn-debias", action="store_const", dest="sinkhorn_term", const="divergence",
                    help="the same as --sinkhorn-term divergence")
     g.add_argument("--sinkhorn-backend", choices=["auto", "kernel", "reference"], default=d.sinkhorn_backend,
@@ -307,8 +313,9 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
     impossible combinations exit through ``parser.error``."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    if args.pop("protocol") != "single":
-        parser.error("--protocol paper has its own flags: python train/run.py --protocol paper --help")
+    protocol = args.pop("protocol")
+    if protocol != "single":
+        parser.error(f"--protocol {protocol} has its own flags: python train/run.py --protocol {protocol} --help")
     cfg = Config(**args)
     if cfg.resume and cfg.overwrite:
         parser.error("--resume and --overwrite contradict each other")
@@ -316,6 +323,9 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
         parser.error("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
     if cfg.precision == "bf16" and resolved_device(cfg) == "cpu":
         parser.error("--precision bf16 needs --device cuda (CPU runs use fp32)")
+    if cfg.sinkhorn_tol is not None and cfg.sinkhorn_shard == "always":
+        parser.error("--sinkhorn-tol with --sinkhorn-shard always: the row-sharded solve runs exactly "
+                     "--sinkhorn-iters iterations; drop one of the two")
     return resolve(cfg)
 
 

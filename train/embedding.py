@@ -2,24 +2,28 @@
 
 What is measured (the same for every run of a dataset, so runs compare):
 
-* the points: a fixed random subsample of the test split (``--geometry-points``,
-  NumPy generator seed :data:`SUBSAMPLE_SEED`; all of it when smaller). No
-  label is used except by the silhouette;
+* the points: a fixed random subsample (``--geometry-points``, NumPy
+  generator seed :data:`SUBSAMPLE_SEED`; all of it when smaller) of the
+  validation split when the run has one (so nothing is read off the test
+  images, which only give final numbers), else of the test split; the
+  record's ``split`` says which. No label is used except by the silhouette;
 * the features: the frozen encoder's ``h`` (the probes' input) of the
   un-augmented images;
-* uniformity, effective rank and silhouette on those features, alignment on
-  two augmented views of the same images, drawn with the SimCLR recipe from
-  a generator seeded :data:`VIEWS_SEED` (identical views for every method).
-  The formulas and their papers: :mod:`train.geometry`.
+* uniformity, effective rank and silhouette on those features, their centred
+  uniformity, centred effective rank and mean offset ratio (which tell
+  collapse from a common offset), alignment on two augmented views of the
+  same images, drawn with the SimCLR recipe from a generator seeded
+  :data:`VIEWS_SEED` (identical views for every method). The formulas and
+  their papers: :mod:`train.geometry`.
 
 :func:`measure` returns the record stored as ``results.json["geometry"]`` and
-the features, which the paper protocol saves for its t-SNE / UMAP figure.
+the features.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -32,7 +36,8 @@ from .evaluate import extract_features
 
 SUBSAMPLE_SEED = 0
 VIEWS_SEED = 0
-GEOMETRY_KEYS = ("alignment", "uniformity", "effective_rank", "silhouette")
+GEOMETRY_KEYS = ("alignment", "uniformity", "effective_rank", "silhouette", "uniformity_centred",
+                 "effective_rank_centred", "mean_offset_ratio")
 
 
 def subsample(n: int, k: int) -> np.ndarray:
@@ -47,16 +52,27 @@ class Embedding:
     record: Dict  # the numbers (results.json "geometry")
     features: np.ndarray  # (points, d) float32, the un-augmented images' h
     labels: np.ndarray
-    indices: np.ndarray  # into the test split
+    indices: np.ndarray  # into the split measured (the record's "split")
+
+
+def _centred_rank(features) -> Optional[float]:
+    try:
+        return round(geometry.centred_effective_rank(features), 4)
+    except ValueError:  # every row the same: no spread to take a rank of
+        return None
 
 
 def measure(encoder: nn.Module, data: ImageData, dataset: str, image_size: int, points: int,
-            precision: str = "fp32") -> Embedding:
-    """Alignment, uniformity, effective rank and silhouette of ``encoder``
-    (on its device) on ``points`` test images of ``data``."""
+            precision: str = "fp32", validation=None) -> Embedding:
+    """The geometry of ``encoder``'s features (on its device) on ``points``
+    images: of ``validation`` (a :class:`train.splits.Split`) when given,
+    else of ``data``'s test split."""
     device = next(encoder.parameters()).device
-    idx = subsample(len(data.test_images), points)
-    images, labels = data.test_images[torch.from_numpy(idx)], data.test_labels[torch.from_numpy(idx)].numpy()
+    split_name = "validation" if validation is not None else "test"
+    pool_images = validation.images if validation is not None else data.test_images
+    pool_labels = validation.labels if validation is not None else data.test_labels
+    idx = subsample(len(pool_images), points)
+    images, labels = pool_images[torch.from_numpy(idx)], pool_labels[torch.from_numpy(idx)].numpy()
     mean, std = data.channel_stats()
     spec = DATASETS[dataset]
     views = TwoViews(view_specs("simclr", image_size, spec.hflip, spec.crop_min_scale), mean, std)
@@ -75,12 +91,16 @@ def measure(encoder: nn.Module, data: ImageData, dataset: str, image_size: int, 
         "uniformity": round(geometry.uniformity(features), 6),
         "effective_rank": round(geometry.effective_rank(features), 4),
         "silhouette": round(geometry.silhouette(features, labels), 6) if 2 <= classes < len(idx) else None,
+        "uniformity_centred": round(geometry.centred_uniformity(features), 6),
+        "effective_rank_centred": _centred_rank(features),
+        "mean_offset_ratio": round(geometry.mean_offset_ratio(features), 6),
         "feature_dim": int(features.shape[1]),
         "points": len(idx),
-        "test_images": len(data.test_images),
+        "split": split_name,
+        "split_images": len(pool_images),
         "subsample_seed": SUBSAMPLE_SEED,
         "features": f"frozen encoder features h ({features.shape[1]}-d); alignment, uniformity and silhouette "
-                    "L2-normalised, effective rank raw",
+                    "L2-normalised, effective rank raw; the centred ones after subtracting the mean feature",
         "alignment_views": f"SimCLR augmentation recipe, generator seed {VIEWS_SEED}",
     }
     return Embedding(record, features.numpy().astype(np.float32), labels, idx)

@@ -54,21 +54,28 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, to_input, *, batc
 
 
 @torch.no_grad()
-def knn_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                 k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
-    """Weighted kNN accuracy (%) with cosine similarity."""
+def knn_predictions(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, k: int = 20,
+                    temperature: float = 0.07, chunk: int = 1024, classes: int = 0) -> torch.Tensor:
+    """The weighted kNN vote (cosine similarity) for each row of ``test_f``."""
     train_f, test_f = F.normalize(train_f, dim=1), F.normalize(test_f, dim=1)
-    train_y, test_y = train_y.to(train_f.device), test_y.to(train_f.device)
-    classes = int(max(train_y.max(), test_y.max())) + 1
+    train_y = train_y.to(train_f.device)
+    classes = max(classes, int(train_y.max()) + 1)
     k = min(k, len(train_f))
-    correct = 0
+    preds = []
     for start in range(0, len(test_f), chunk):
         sim = test_f[start : start + chunk] @ train_f.T
         top_sim, top_idx = sim.topk(k, dim=1)
         votes = torch.zeros(len(sim), classes, device=sim.device)
         votes.scatter_add_(1, train_y[top_idx], (top_sim / temperature).exp())
-        correct += (votes.argmax(dim=1) == test_y[start : start + chunk]).sum().item()
-    return 100.0 * correct / len(test_f)
+        preds.append(votes.argmax(dim=1))
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=train_f.device)
+
+
+def knn_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
+                 k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
+    """Weighted kNN accuracy (%) with cosine similarity."""
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    return _accuracy(knn_predictions(train_f, train_y, test_f, k, temperature, chunk, classes), test_y)
 
 
 def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, classes: int, C: float = 1.0,
@@ -105,17 +112,25 @@ def _accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * (pred == y.to(pred.device)).double().mean().item()
 
 
-def linear_probe_scores(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets,
-                        C: float = 1.0, max_iter: int = 1000) -> Dict[str, float]:
-    """Logistic-regression accuracy (%) on each of ``sets``, one fit on the
-    standardised ``train_f`` (the standardisation uses its statistics only)."""
+def linear_probe_predictions(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets,
+                             C: float = 1.0, max_iter: int = 1000) -> Dict[str, torch.Tensor]:
+    """The logistic-regression class of every image of each of ``sets``, one
+    fit on the standardised ``train_f`` (the standardisation uses its
+    statistics only)."""
     train_f = train_f.double()
     mean, std = train_f.mean(dim=0), train_f.std(dim=0).clamp_min(1e-6)
     train_y = train_y.to(train_f.device)
     weight, bias = fit_logistic_regression((train_f - mean) / std, train_y, _classes(train_y, sets), C=C,
                                            max_iter=max_iter)
-    return {name: _accuracy((((f.double().to(train_f.device) - mean) / std) @ weight.T + bias).argmax(dim=1), y)
-            for name, (f, y) in sets.items()}
+    return {name: (((f.double().to(train_f.device) - mean) / std) @ weight.T + bias).argmax(dim=1)
+            for name, (f, _) in sets.items()}
+
+
+def linear_probe_scores(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets,
+                        C: float = 1.0, max_iter: int = 1000) -> Dict[str, float]:
+    """Logistic-regression accuracy (%) on each of ``sets`` (:func:`linear_probe_predictions`)."""
+    preds = linear_probe_predictions(train_f, train_y, sets, C=C, max_iter=max_iter)
+    return {name: _accuracy(preds[name], y) for name, (_, y) in sets.items()}
 
 
 def linear_probe_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
@@ -133,8 +148,16 @@ def mlp_probe_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: tor
 
 def mlp_probe_scores(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets, *, epochs: int = 100,
                      batch_size: int = 256, hidden: int = 512, seed: int = 0) -> Dict[str, float]:
-    """2-layer MLP probe accuracy (%) on each of ``sets``, one training run
-    with its own seeded generator."""
+    """2-layer MLP probe accuracy (%) on each of ``sets`` (:func:`mlp_probe_predictions`)."""
+    preds = mlp_probe_predictions(train_f, train_y, sets, epochs=epochs, batch_size=batch_size, hidden=hidden,
+                                  seed=seed)
+    return {name: _accuracy(preds[name], y) for name, (_, y) in sets.items()}
+
+
+def mlp_probe_predictions(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets, *, epochs: int = 100,
+                          batch_size: int = 256, hidden: int = 512, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """The 2-layer MLP probe's class of every image of each of ``sets``, one
+    training run with its own seeded generator."""
     device = train_f.device
     mean, std = train_f.mean(dim=0), train_f.std(dim=0).clamp_min(1e-6)
     train_f = (train_f - mean) / std
@@ -164,13 +187,15 @@ def mlp_probe_scores(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSet
             opt.step()
             sched.step()
     head.eval()
-    scores = {}
+    preds = {}
     with torch.no_grad():
-        for name, (f, y) in sets.items():
+        for name, (f, _) in sets.items():
             f = (f.to(device) - mean) / std
-            pred = torch.cat([head(part).argmax(dim=1) for part in f.split(4096)])
-            scores[name] = _accuracy(pred, y)
-    return scores
+            preds[name] = torch.cat([head(part).argmax(dim=1) for part in f.split(4096)])
+    return preds
+
+
+PROBES = ("linear", "mlp", "knn")
 
 
 def evaluate_encoder(encoder: nn.Module, splits, to_input, *, knn_k: int = 20, knn_temperature: float = 0.07,
@@ -178,7 +203,11 @@ def evaluate_encoder(encoder: nn.Module, splits, to_input, *, knn_k: int = 20, k
     """Accuracies (%) of the frozen ``encoder``: ``{"linear", "mlp", "knn"}``
     on the test images and ``"val"``: the same three on the validation
     images (None without a validation split). ``splits`` is a
-    :class:`train.splits.ProbeSplits`."""
+    :class:`train.splits.ProbeSplits`. ``"predictions"``:
+    ``{split: {probe: int64 array}}``, every image's predicted class
+    (``split`` "test", and "val" with a validation split), in the order of
+    ``splits.<split>.indices``: the per-image record that paired tests over
+    images need (:mod:`train.predictions`)."""
     device = next(encoder.parameters()).device
 
     def features(split):
@@ -188,12 +217,17 @@ def evaluate_encoder(encoder: nn.Module, splits, to_input, *, knn_k: int = 20, k
     sets = {"test": features(splits.test)}
     if splits.val is not None:
         sets["val"] = features(splits.val)
-    linear = linear_probe_scores(train_f, train_y, sets)
-    mlp = mlp_probe_scores(train_f, train_y, sets, epochs=probe_epochs, seed=seed)
-    knn = {name: knn_accuracy(train_f, train_y, f, y, k=knn_k, temperature=knn_temperature)
-           for name, (f, y) in sets.items()}
-    val = {"linear": linear["val"], "mlp": mlp["val"], "knn": knn["val"]} if "val" in sets else None
-    return {"linear": linear["test"], "mlp": mlp["test"], "knn": knn["test"], "val": val}
+    classes = _classes(train_y, sets)
+    preds = {
+        "linear": linear_probe_predictions(train_f, train_y, sets),
+        "mlp": mlp_probe_predictions(train_f, train_y, sets, epochs=probe_epochs, seed=seed),
+        "knn": {name: knn_predictions(train_f, train_y, f, k=knn_k, temperature=knn_temperature, classes=classes)
+                for name, (f, _) in sets.items()},
+    }
+    acc = {probe: {name: _accuracy(preds[probe][name], y) for name, (_, y) in sets.items()} for probe in PROBES}
+    val = {probe: acc[probe]["val"] for probe in PROBES} if "val" in sets else None
+    predictions = {name: {probe: preds[probe][name].cpu().numpy() for probe in PROBES} for name in sets}
+    return {**{probe: acc[probe]["test"] for probe in PROBES}, "val": val, "predictions": predictions}
 
 
 def knn_monitor(encoder: nn.Module, splits, to_input, *, k: int = 20, temperature: float = 0.07,

@@ -33,6 +33,18 @@ through 0 (e.g. all points equal: collapse), ``K`` when all singular values
 are equal (e.g. orthonormal points). Unlike uniformity it also sees
 *dimensional* collapse: spread points that fill only a few directions.
 
+**Centred geometry** (what collapse is judged by). A common offset ``b``
+added to every feature changes nothing that the training loss or the probes
+see (the projector's Linear + BatchNorm makes NT-Xent invariant to
+``h -> a h + b``, the probes standardise the features), yet on the sphere it
+crowds the normalised features together and inflates the first singular
+value: uncentred uniformity and rank then read as collapse when only the
+mean moved. So with ``mu = mean_i h_i``::
+
+    centred uniformity      = uniformity of (h_i - mu) / ||h_i - mu||
+    centred effective rank  = RankMe of the rows h_i - mu (square roots of the covariance's eigenvalues)
+    mean offset ratio       = ||mu|| / sqrt( mean_i ||h_i - mu||^2 )      (0: centred; >> 1: a large common offset)
+
 **Silhouette** (Rousseeuw, J. Comput. Appl. Math. 1987): for point ``i`` with
 mean distance ``a(i)`` to the other points of its class and ``b(i)`` the
 smallest mean distance to the points of another class,
@@ -85,3 +97,29 @@ def silhouette(x, labels) -> float:
     if len(np.unique(labels)) < 2:
         raise ValueError("the silhouette needs at least two classes")
     return float(silhouette_score(_unit(x).numpy(), labels, metric="euclidean"))
+
+
+def _centred(x) -> torch.Tensor:
+    x = torch.as_tensor(x, dtype=torch.float64)
+    return x - x.mean(dim=0)
+
+
+def centred_uniformity(x, t: float = 2.0) -> float:
+    """:func:`uniformity` of the features minus their mean."""
+    return uniformity(_centred(x), t)
+
+
+def centred_effective_rank(x, eps: float = 1e-7) -> float:
+    """:func:`effective_rank` of the features minus their mean."""
+    return effective_rank(_centred(x), eps)
+
+
+def mean_offset_ratio(x) -> float:
+    """``||mean h|| / RMS(h - mean h)``: how far the features' common offset
+    reaches compared with their spread around it (inf for identical rows)."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.dim() != 2 or len(x) < 2:
+        raise ValueError(f"mean_offset_ratio needs an (n, d) matrix with n >= 2, got shape {tuple(x.shape)}")
+    mu = x.mean(dim=0)
+    spread = (x - mu).pow(2).sum(dim=1).mean().sqrt()
+    return float(mu.norm() / spread) if spread > 0 else float("inf")

@@ -40,7 +40,8 @@ from .methods import METHODS
 from .models import resnet18_encoder
 from .optim import build_optimizer, build_scheduler, change_base_lrs
 from .parallel.context import current as parallel_job
-from .provenance import git_state
+from .predictions import PREDICTIONS, write_predictions
+from .provenance import code_state
 from .results import read_results, write_combined, write_method_results, write_metrics_csv
 from .run_lock import hold_run_folder
 from .splits import ProbeSplits, probe_splits
@@ -86,7 +87,7 @@ def check_out_dirs(cfg: Config) -> None:
         return
     if cfg.overwrite:
         for d in method_dirs(cfg).values():
-            for name in (CHECKPOINT, "results.json", "results.md", "metrics.csv"):
+            for name in (CHECKPOINT, "results.json", "results.md", "metrics.csv", PREDICTIONS):
                 (d / name).unlink(missing_ok=True)
         return
     taken = [d for d in method_dirs(cfg).values() if (d / CHECKPOINT).exists() or (d / "results.json").exists()]
@@ -242,8 +243,9 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         scores = evaluate_encoder(method.backbone, splits, views.plain, knn_k=cfg.knn_k,
                                   knn_temperature=cfg.knn_temperature, probe_epochs=cfg.probe_epochs,
                                   seed=cfg.seed, precision=cfg.precision)
+        write_predictions(out, scores["predictions"], splits)
         geometry = measure_geometry(method.backbone, data, cfg.dataset, cfg.image_size, cfg.geometry_points,
-                                    cfg.precision).record
+                                    cfg.precision, validation=splits.val).record
     eval_seconds = time.perf_counter() - eval_start
     result = {
         "method": cfg.method,
@@ -274,7 +276,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         "notes": data.notes,
         "signature": signature,
         **({"resume_changes": changes} if changes else {}),
-        "code": git_state(),
+        "code": code_state(),
     }
     write_method_results(out, result)
     if cfg.eval:
@@ -317,8 +319,9 @@ def rounded_scores(scores: Dict) -> Dict:
     return out
 
 
-def random_init_reference(cfg: Config, data: ImageData) -> Dict:
-    """The probes on an untrained encoder: the floor that pretraining must beat."""
+def random_init_reference(cfg: Config, data: ImageData, out=None) -> Dict:
+    """The probes on an untrained encoder: the floor that pretraining must
+    beat. With ``out``, its per-image predictions go to ``out/predictions.npz``."""
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     encoder, _ = resnet18_encoder(data.channels, cfg.image_size)
@@ -329,14 +332,17 @@ def random_init_reference(cfg: Config, data: ImageData) -> Dict:
     encoder = encoder.to(device)
     scores = evaluate_encoder(encoder, splits, to_input, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
                               probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision)
-    geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision)
+    if out is not None:
+        write_predictions(out, scores["predictions"], splits)
+    geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision,
+                                validation=splits.val)
     log(f"random init (no pretraining): linear {scores['linear']:.2f}%  MLP {scores['mlp']:.2f}%  kNN {scores['knn']:.2f}%")
     return {"method": "random init", "dataset": cfg.dataset, "dataset_label": dataset_label(data),
             **rounded_scores(scores), "geometry": geometry.record, "knn_k": cfg.knn_k, "epochs": 0,
             "seed": cfg.seed, "eval_seconds": round(time.perf_counter() - start, 3), "device": device_label(device),
             "budget": {"epochs": 0, "batch_size": None, "image_size": cfg.image_size, "train_subset": None,
                        **probe_budget(splits)},
-            "code": git_state()}
+            "code": code_state()}
 
 
 def run_protocol(cfg: Config) -> List[Dict]:

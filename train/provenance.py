@@ -1,11 +1,19 @@
 """Which code produced a run: the git commit of the repository and whether
-its tracked files differed from that commit.
+its tracked files differed from that commit, and a fingerprint of the code's
+content that needs no git metadata.
 
 Every run records this in its ``results.json`` (``code``), so a report can
 say when it mixes runs of different code. A tree with uncommitted changes
 to tracked files is *dirty*; its ``diff_sha256`` (of ``git diff HEAD``)
 tells two dirty trees of the same commit apart. Untracked files are not
 counted (run outputs and build products live there).
+
+A copy of the working tree whose git metadata is stale (a device machine's
+snapshot) records the wrong commit; :func:`code_fingerprint` hashes the
+files themselves instead: every source file of the operator (``sinsim_ext/``,
+``csrc/``, ``setup.py``) and of the trainer (``train/``, except
+``train/paper/``, which reports on runs and plans them but computes none of
+their numbers). Two trees with the same fingerprint train the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,11 +47,57 @@ def git_state() -> Optional[Dict[str, object]]:
 
 
 def code_label(state: Optional[Dict[str, object]]) -> str:
-    """``3dc6425``, ``3dc6425 + uncommitted changes (diff 1a2b...)``, or ``not recorded``."""
+    """``3dc6425``, ``3dc6425 + uncommitted changes (diff 1a2b...)``, either with ``[code <fingerprint>]``
+    when the run recorded one, ``code <fingerprint>`` without git, or ``not recorded``."""
     if not state:
         return "not recorded"
-    short = state.get("short") or str(state.get("commit", "?"))[:7]
+    fingerprint = f"code {state['fingerprint']}" if state.get("fingerprint") else ""
+    if not state.get("commit"):
+        return fingerprint or "not recorded"
+    label = str(state.get("short") or str(state["commit"])[:7])
     if state.get("dirty") or state.get("uncommitted_changes"):
         diff = state.get("diff_sha256")
-        return f"{short} + uncommitted changes" + (f" (diff {diff})" if diff else "")
-    return str(short)
+        label += " + uncommitted changes" + (f" (diff {diff})" if diff else "")
+    return f"{label} [{fingerprint}]" if fingerprint else label
+
+
+FINGERPRINT_DIRS = ("sinsim_ext", "csrc", "train")
+FINGERPRINT_FILES = ("setup.py",)
+FINGERPRINT_SUFFIXES = (".py", ".h", ".cpp", ".cu", ".cuh", ".toml", ".yaml", ".yml")
+FINGERPRINT_EXCLUDED = ("train/paper",)
+
+
+def code_files(root: Path = ROOT) -> Dict[str, str]:
+    """``{relative path: sha256 of its bytes}`` of the files the fingerprint covers."""
+    paths = [root / f for f in FINGERPRINT_FILES if (root / f).is_file()]
+    for folder in FINGERPRINT_DIRS:
+        paths += [p for p in (root / folder).rglob("*") if p.is_file() and p.suffix in FINGERPRINT_SUFFIXES]
+    hashes = {}
+    for path in paths:
+        rel = path.relative_to(root).as_posix()
+        if "__pycache__" in rel.split("/") or any(rel == e or rel.startswith(e + "/") for e in FINGERPRINT_EXCLUDED):
+            continue
+        hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dict(sorted(hashes.items()))
+
+
+def code_fingerprint(root: Path = ROOT) -> Tuple[str, Dict[str, str]]:
+    """``(fingerprint, per-file hashes)``: the fingerprint is 16 hex digits of
+    the sha256 over the sorted ``path: hash`` lines."""
+    files = code_files(root)
+    lines = "".join(f"{path}: {digest}\n" for path, digest in files.items())
+    return hashlib.sha256(lines.encode()).hexdigest()[:16], files
+
+
+def changed_files(before: Dict[str, str], after: Dict[str, str]) -> Dict[str, str]:
+    """``{path: "added" | "removed" | "changed"}`` between two :func:`code_files` maps."""
+    out = {p: "removed" for p in before if p not in after}
+    out.update({p: "added" for p in after if p not in before})
+    out.update({p: "changed" for p in before if p in after and before[p] != after[p]})
+    return dict(sorted(out.items()))
+
+
+def code_state() -> Dict[str, object]:
+    """What a run records as its ``code``: :func:`git_state` (when there is
+    git) and the content ``fingerprint``."""
+    return {**(git_state() or {}), "fingerprint": code_fingerprint()[0]}

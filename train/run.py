@@ -4,6 +4,7 @@
     python train/run.py --dataset digits --method all        # every method, a few minutes on a CPU
     python train/run.py --dataset cifar10 --method sinsim --data-dir ../shared/data --device cuda
     python train/run.py --protocol paper --data-dir ../shared/data      # every experiment of the paper, see train/paper/
+    python train/run.py --protocol campaign --minutes 8 --jobs 4        # advance the pre-registered campaign
     torchrun --standalone --nproc-per-node 8 train/run.py --dataset cifar10 --batch-size 4096 --sync-bn ...
                                                                         # data parallel, see train/parallel/
 
@@ -52,6 +53,10 @@ def main(argv=None) -> int:
         from train.paper.cli import main as paper_main
 
         return paper_main(argv)
+    if protocol_of(argv) == "campaign":
+        from train.paper.campaign.cli import main as campaign_main
+
+        return campaign_main(argv)
     from train.config import parse_config
     from train.parallel import torchrun_world_size
 

@@ -19,7 +19,10 @@ single protocol locks ``OUT`` and then each method's folder, which may be
 refuses a folder inside one that another live run owns (a single run pointed
 at ``OUT/<method>`` of a ``--method all`` run, or at a paper cell); the other
 way round, a run that reaches a folder held by another stops with the same
-error, and ``--method all`` takes every method folder at its start.
+error, and ``--method all`` takes every method folder at its start. The
+exception: a process that declares it works for the owner
+(:func:`work_inside`, a campaign's worker) may take folders inside the
+owner's.
 
 ``flock`` works on local file systems and on NFS v4 (as a POSIX lock). Where
 the file system has no locks at all, the run goes on with a warning that
@@ -51,6 +54,8 @@ _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 # folder (resolved) -> [fd or None, depth]; None: held without a kernel lock
 _held: Dict[Path, list] = {}
+# folder (resolved) -> pid of the run this process works for inside it (work_inside)
+_delegated: Dict[Path, int] = {}
 
 
 def _owner_record() -> Dict:
@@ -126,12 +131,23 @@ def _busy_ancestor(folder: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FolderBusy(f"{folder} is inside {above}, which is in use by another run: {describe(_read_owner(fd))}. "
+            owner = _read_owner(fd)
+            if _delegated.get(above) is not None and owner and owner.get("pid") == _delegated[above] \
+                    and owner.get("host") == socket.gethostname():
+                continue  # this process works inside the folder on its owner's behalf (work_inside)
+            raise FolderBusy(f"{folder} is inside {above}, which is in use by another run: {describe(owner)}. "
                              "Wait for it to finish (or stop it), or pass another --out") from None
         except OSError:
             pass
         finally:
             os.close(fd)
+
+
+def work_inside(folder, owner_pid: int) -> None:
+    """Declare that this process works inside ``folder`` on behalf of the run
+    ``owner_pid`` that holds it (a campaign's worker process): folders below
+    it may then be taken while that run holds ``folder``, and only then."""
+    _delegated[Path(folder).resolve()] = owner_pid
 
 
 def _write_owner(fd: int, path: Path) -> None:

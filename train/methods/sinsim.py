@@ -15,8 +15,12 @@ Two choices, both flags (and grid axes of ``--protocol paper``):
   - ``divergence``: the debiased Sinkhorn divergence
     ``S_eps = OT(s1, s2) - OT(s1, s1)/2 - OT(s2, s2)/2`` (Feydy et al.,
     AISTATS 2019; the loss of Genevay et al., AISTATS 2018, that the paper
-    cites): 0 when the two views' batches coincide, whatever their spread,
-    so collapse earns nothing.
+    cites): 0 when the two views' batches coincide, whatever their spread.
+    Collapse still pays when the two views differ: with the embeddings
+    L2-normalised (``--sinkhorn-normalize``), a large common offset crowds
+    both views into one spot on the sphere and drives ``S_eps`` towards 0
+    too (``OT`` between nearly equal clouds), so neither term is immune to
+    it; the centred geometry every run records tells the two apart.
 
 * **where it acts** (``--sinkhorn-on``): the encoder features ``h``
   (512-d for ResNet-18; the paper names h) or the projections ``z``.
@@ -53,6 +57,7 @@ class SinSim(SimCLR):
             cost=cfg.sinkhorn_cost,
             normalize=cfg.sinkhorn_normalize,
             max_iter=cfg.sinkhorn_iters,
+            tol=cfg.sinkhorn_tol,
             debias=TERMS[cfg.sinkhorn_term],
             backend=cfg.sinkhorn_backend,
             check_finite=False,  # no device sync in the step; the engine watches the loss

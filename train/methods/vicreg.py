@@ -17,7 +17,9 @@ class VICReg(Method):
     #   lr             0.3 per 256 images
     #   weight decay   1e-4
     #   expander       3 layers, 2048-2048-2048 (the paper's ImageNet: 8192)
-    #   coefficients   invariance 25, variance 25, covariance 1 (also the paper, section 4.3)
+    #   coefficients   invariance 25, variance 25, covariance 1 (also the paper, section 4.3),
+    #                  with solo-learn's sum of the two views' variance terms
+    #                  (solo/losses/vicreg.py; the authors' code halves it)
     #   augmentations  its own symmetric recipe: crop scale (0.2, 1), jitter
     #                  (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2, no blur,
     #                  solarisation 0.1 (train/augment.py "vicreg"; larger
@@ -29,7 +31,7 @@ class VICReg(Method):
     def __init__(self, backbone, feature_dim, cfg):
         super().__init__(backbone, feature_dim, cfg)
         self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim, layers=3)
-        self.vicreg = VICRegLoss(sim_weight=25.0, var_weight=25.0, cov_weight=1.0)
+        self.vicreg = VICRegLoss(sim_weight=25.0, var_weight=25.0, cov_weight=1.0, variance_views="sum")
 
     def embed(self, x1, x2):
         return self.projector(self.backbone(x1)), self.projector(self.backbone(x2))

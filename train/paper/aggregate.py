@@ -122,6 +122,14 @@ class Comparison:
     def decided(self) -> bool:
         return self.verdict in ("higher", "lower")
 
+    def described(self, digits: int = 2) -> str:
+        """``+0.41 [-1.20, +2.02] (paired 95% interval, n=3)``: the difference as a
+        description (a choice's margin, a sign check), without a p-value."""
+        if self.low is None:
+            return f"{self.mean:+.{digits}f} (n={self.n}" + (", no spread)" if self.n > 1 else ")")
+        interval = f"[{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+        return f"{self.mean:+.{digits}f} {interval} (paired 95% interval, n={self.n})"
+
     def text(self, digits: int = 2) -> str:
         """``+0.41 [-1.20, +2.02], p=0.38, n=3``."""
         if self.n < 2:

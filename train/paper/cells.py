@@ -29,7 +29,7 @@ from .spec import FIGURE_METHODS, PaperConfig
 
 RANDOM_INIT = "random-init"
 SINKHORN_FIELDS = ("sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
-                   "sinkhorn_iters", "sinkhorn_term")
+                   "sinkhorn_iters", "sinkhorn_tol", "sinkhorn_term")
 # Evaluation settings: not in the training signature, but they change the numbers.
 EVAL_FIELDS = ("eval", "probe_epochs", "probe_train_subset", "probe_test_subset", "knn_k", "knn_temperature",
                "val_fraction", "geometry_points")

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
+import numpy as np
+
+from ..predictions import correct, read_predictions
 from .aggregate import Summary, format_summary, summarize
 from .cells import Cell
 
@@ -57,6 +60,16 @@ class CellRecords:
         if self.failed:
             text += f"; seed {', '.join(map(str, sorted(self.failed)))} failed"
         return text
+
+    def correctness(self, split: str = "test", probe: str = "linear") -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
+        """``{seed: (image indices, whether each was classified right)}`` from
+        the seeds' ``predictions.npz`` (seeds without one are left out)."""
+        out = {}
+        for seed, folder in self.folders.items():
+            arrays = read_predictions(folder)
+            if arrays is not None and f"{split}_{probe}" in arrays:
+                out[seed] = (arrays[f"{split}_indices"], correct(arrays, split, probe))
+        return out
 
     @property
     def any_result(self) -> Optional[dict]:

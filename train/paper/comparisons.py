@@ -28,10 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
+
 from .aggregate import ALPHA, MIN_SEEDS, Comparison, holm, paired_comparison
 from .cells import RANDOM_INIT, Cell, grid_sinsim_cell, method_cell, sinsim_cell, variants
 from .collect import CellRecords
 from .labels import cell_text
+from .paired_tests import BootstrapInterval, paired_bootstrap
 
 PROBES = {"linear": "linear probe", "mlp": "MLP probe", "knn": "kNN"}
 Key = Tuple[str, str, str, str]  # dataset, cell a, cell b, metric
@@ -101,8 +104,9 @@ class Tested:
                  if self.primary else
                  f"two-sided paired t-test, Holm-adjusted within the family of {self.family_size}")
         p = f"p = {c.p:.2g}" + ("" if self.primary else f", Holm-adjusted p = {self.adjusted:.2g}")
+        verdict = f"{self.verdict} by this test alone" if self.primary and self.decided else self.verdict
         return (f"{head} ({level}): {c.mean:+.2f} points, 95% interval [{c.low:+.2f}, {c.high:+.2f}] "
-                f"(unadjusted), {p}: **{self.verdict}**.")
+                f"(unadjusted), {p}: **{verdict}**.")
 
 
 class Family:
@@ -210,3 +214,18 @@ def build_family(data) -> Family:
 
 def floor_cell(dataset: str) -> Cell:
     return Cell(dataset, RANDOM_INIT, RANDOM_INIT)
+
+
+def image_bootstrap(a: CellRecords, b: CellRecords, split: str = "test",
+                    probe: str = "linear") -> Optional[BootstrapInterval]:
+    """``a - b`` resampled over the common seeds and the images
+    (:func:`.paired_tests.paired_bootstrap`); None unless every seed both
+    cells finished kept its predictions, on the same images."""
+    ca, cb = a.correctness(split, probe), b.correctness(split, probe)
+    seeds = sorted(set(a.results) & set(b.results))
+    if not seeds or any(s not in ca or s not in cb for s in seeds):
+        return None
+    reference = ca[seeds[0]][0]
+    if any(not np.array_equal(c[s][0], reference) for c in (ca, cb) for s in seeds):
+        return None
+    return paired_bootstrap(np.stack([ca[s][1] for s in seeds]), np.stack([cb[s][1] for s in seeds]))

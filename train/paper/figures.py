@@ -7,8 +7,8 @@
   class. A method without a finished cell gets a "not run" panel.
 * Figures 2 and 3, one PNG per sweep dataset: against lambda or epsilon, the
   validation and test linear accuracy and the test kNN accuracy (top row),
-  and the geometry of the features, alignment, uniformity and effective
-  rank (bottom row, so collapse shows next to the accuracy); one line per
+  and the geometry of the features, alignment, centred uniformity and
+  centred effective rank (bottom row, so collapse shows next to the accuracy); one line per
   Sinkhorn term and place it acts on; markers are the means over seeds,
   error bars +- one sample standard deviation (ddof = 1), small dots the
   individual seeds. The x axis is categorical (the swept values, evenly
@@ -49,8 +49,8 @@ SWEEP_PANELS = (
     ("linear", "results", "linear probe, test", "accuracy (%)"),
     ("knn", "results", "kNN, test", "accuracy (%)"),
     ("alignment", "geometry", "alignment ↓ (views of one image)", "E ||f(x) - f(x+)||²"),
-    ("uniformity", "geometry", "uniformity ↓ (0: collapsed)", "log E exp(-2 ||f(x) - f(y)||²)"),
-    ("effective_rank", "geometry", "effective rank ↑ (RankMe)", "exp(entropy of singular values)"),
+    ("uniformity_centred", "geometry", "centred uniformity ↓ (0: collapsed)", "log E exp(-2 ||f(x) - f(y)||²)"),
+    ("effective_rank_centred", "geometry", "centred effective rank ↑ (RankMe)", "exp(entropy of singular values)"),
 )
 
 

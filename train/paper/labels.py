@@ -17,7 +17,7 @@ METHOD_NAMES = {
     "byol": "BYOL",
     "vicreg": "VICReg",
     "barlow": "Barlow Twins",
-    "sinsim": "SinSim (ours)",
+    "sinsim": "SinSim",
     "random-init": "random init (no pretraining)",
 }
 

@@ -144,7 +144,7 @@ def draw_embedding_figure(data: ReportData, dataset: str, figures: Figures, log:
     panels, classes, points, total, budget = [], None, None, None, None
     for method, rec in zip(FIGURE_METHODS, cells):
         z = _load_npz(rec.folders[seed]) if seed in rec.folders else None
-        title = METHOD_NAMES[method].replace(" (ours)", "")
+        title = METHOD_NAMES[method]
         if z is None:
             panels.append(EmbeddingPanel(title))
             continue
@@ -154,7 +154,8 @@ def draw_embedding_figure(data: ReportData, dataset: str, figures: Figures, log:
                                                                        ("effective_rank", "rank", ".0f"))
                          if emb.get(k) is not None)
         panels.append(EmbeddingPanel(title, z["features"], z["labels"], note))
-        classes, points, total = [str(c) for c in z["classes"]], len(z["labels"]), emb.get("test_images")
+        classes, points = [str(c) for c in z["classes"]], len(z["labels"])
+        total = emb.get("test_images")  # recorded when the geometry was measured on the test split
         budget = budget_text(rec.results[seed])
     rel = f"{FIGURES}/fig1-embeddings-{dataset}.png"
     sub = f"{points:,} of {total:,} test images (random subsample, seed 0)" if total else f"{points:,} test images"
@@ -172,6 +173,11 @@ def _series(points: List[Tuple[float, CellRecords]]) -> Dict[str, Dict[float, ob
             for metric, source, _, _ in SWEEP_PANELS}
 
 
+def _reference(simclr: CellRecords) -> Dict[Tuple[str, str], object]:
+    """SimCLR's summary on every panel: the horizontal reference band of figures 2 and 3."""
+    return {(m, s): simclr.summary(m, s) for m, s, _, _ in SWEEP_PANELS}
+
+
 def draw_sweep_figures(data: ReportData, dataset: str, figures: Figures, log: Callable[[str], None]) -> None:
     p = data.pcfg
     title = data.title(dataset)
@@ -182,17 +188,16 @@ def draw_sweep_figures(data: ReportData, dataset: str, figures: Figures, log: Ca
         rel = f"{FIGURES}/fig2-lambda-{dataset}.png"
         sweep_figure(data.out / rel, f"{title}: accuracy and geometry vs the Sinkhorn weight λ (ε = "
                      f"{p.base.sinkhorn_eps:g}; λ = 0 is SimCLR); mean ± 1 std over seeds, dots: single seeds",
-                     "λ (Sinkhorn weight)", sorted(p.lambdas), series)
+                     "λ (Sinkhorn weight)", sorted(p.lambdas), series, _reference(simclr), "SimCLR (λ = 0), ± 1 std")
         figures.lambdas[dataset] = rel
         log(f"figure 2 ({dataset}): {data.out / rel}")
     if "eps" in p.sweeps and any(rec.results for term, on in variants(p)
                                  for _, rec in data.eps_sweep(dataset, on, term)):
         series = {f"{term} on {on}": _series(data.eps_sweep(dataset, on, term)) for term, on in variants(p)}
-        reference = {(m, s): simclr.summary(m, s) for m, s, _, _ in SWEEP_PANELS}
         rel = f"{FIGURES}/fig3-eps-{dataset}.png"
         sweep_figure(data.out / rel, f"{title}: accuracy and geometry vs the entropic regularisation ε (λ = "
                      f"{p.base.sinkhorn_weight:g}); mean ± 1 std over seeds, dots: single seeds",
-                     "ε (Sinkhorn epsilon)", sorted(p.epsilons), series, reference, "SimCLR (λ = 0), ± 1 std")
+                     "ε (Sinkhorn epsilon)", sorted(p.epsilons), series, _reference(simclr), "SimCLR (λ = 0), ± 1 std")
         figures.epsilons[dataset] = rel
         log(f"figure 3 ({dataset}): {data.out / rel}")
 
@@ -205,6 +210,7 @@ def render(data: ReportData, figures: Figures, written: str) -> str:
     family = build_family(data)
     parts = [sections.title(), sections.limits(data, family), sections.header(data, written),
              sections.verdict(data, family),
+             sections.comparisons_table(family),
              sweep_sections.variants(data, family), sections.tables(data), sweep_sections.embeddings(data, figures),
              sweep_sections.sweeps(data, figures, family), sections.cost(data), sections.data_and_seeds(data),
              sections.code(data), sections.hardware(data), sections.methods(data)]

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from tqdm.auto import tqdm
 
@@ -144,33 +144,41 @@ class PaperRunner:
             self.run_cell(cell, seed, cfg, data, save_features=cell.name in figure_cells)
 
     def run_cell(self, cell: Cell, seed: int, cfg: Config, data: ImageData, save_features: bool) -> None:
-        path, label = Path(cfg.out), f"{cell.dataset} {cell.name} seed {seed}"
-        if is_finished(cfg, cell):
-            self.log(f"skipped {label}: finished earlier ({path / 'results.json'} kept)")
-            status = "skipped"
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(path / CELL_JSON, cell_identity(cfg, cell))
-            (path / FAILED_JSON).unlink(missing_ok=True)
-            status = "resumed" if (path / CHECKPOINT).is_file() else "ran"
-            start = time.perf_counter()
-            try:
-                if cell.method == RANDOM_INIT:
-                    result = random_init_reference(cfg, data)
-                    write_method_results(path, result)
-                else:
-                    result = run_method(cfg, data)
-            except RunError as exc:
-                atomic_write_json(path / FAILED_JSON, {"error": str(exc), "time": now()})
-                self.log(f"failed {label}: {exc}")
-                self.counts["failed"] += 1
-                return
-            val = result.get("val") or {}
-            geo = result.get("geometry") or {}
-            self.log(f"{status} {label} in {time.perf_counter() - start:.1f} s: test linear {result['linear']:.2f}%, "
-                     f"MLP {result['mlp']:.2f}%, kNN {result['knn']:.2f}%; validation linear "
-                     f"{val.get('linear', float('nan')):.2f}%; uniformity {geo.get('uniformity', float('nan')):.3f}, "
-                     f"effective rank {geo.get('effective_rank', float('nan')):.1f}")
+        status = run_cell(cell, seed, cfg, data, self.log)
         self.counts[status] += 1
-        if save_features and not (path / EMBEDDING_NPZ).is_file():
+        path, label = Path(cfg.out), f"{cell.dataset} {cell.name} seed {seed}"
+        if save_features and status != "failed" and not (path / EMBEDDING_NPZ).is_file():
             self.log(f"features of {label} for figure 1: {save_features_of(cfg, cell, data)}")
+
+
+def run_cell(cell: Cell, seed: int, cfg: Config, data: ImageData, log: Callable[[str], None]) -> str:
+    """Train and evaluate one cell into ``cfg.out`` unless it finished
+    earlier; returns "skipped", "resumed", "ran" or "failed" (the loss
+    diverged: ``failed.json`` says why, the last good checkpoint is kept)."""
+    path, label = Path(cfg.out), f"{cell.dataset} {cell.name} seed {seed}"
+    if is_finished(cfg, cell):
+        log(f"skipped {label}: finished earlier ({path / 'results.json'} kept)")
+        return "skipped"
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path / CELL_JSON, cell_identity(cfg, cell))
+    (path / FAILED_JSON).unlink(missing_ok=True)
+    status = "resumed" if (path / CHECKPOINT).is_file() else "ran"
+    start = time.perf_counter()
+    try:
+        if cell.method == RANDOM_INIT:
+            result = random_init_reference(cfg, data, out=path)
+            write_method_results(path, result)
+        else:
+            result = run_method(cfg, data)
+    except RunError as exc:
+        atomic_write_json(path / FAILED_JSON, {"error": str(exc), "time": now()})
+        log(f"failed {label}: {exc}")
+        return "failed"
+    val = result.get("val") or {}
+    geo = result.get("geometry") or {}
+    log(f"{status} {label} in {time.perf_counter() - start:.1f} s: test linear {result['linear']:.2f}%, "
+        f"MLP {result['mlp']:.2f}%, kNN {result['knn']:.2f}%; validation linear "
+        f"{val.get('linear', float('nan')):.2f}%; centred uniformity "
+        f"{geo.get('uniformity_centred', float('nan')):.3f}, centred effective rank "
+        f"{geo.get('effective_rank_centred') or float('nan'):.1f}")
+    return status

@@ -21,8 +21,9 @@ from ..datasets import DATASETS
 from ..provenance import code_label
 from .cells import RANDOM_INIT, plan
 from .collect import CellRecords
-from .comparisons import chosen_on_validation
-from .judgements import LOW_RANK_FRACTION, UNIFORMITY_MARGIN, collapse_reasons, suspect_seeds
+from .aggregate import ALPHA, paired_comparison
+from .comparisons import chosen_on_validation, image_bootstrap
+from .judgements import LOW_RANK_FRACTION, UNIFORMITY_MARGIN, collapse_reasons, offset_note, suspect_seeds
 from .labels import METHOD_NAMES, TERM_NAMES, budget_text, cell_text, sinsim_text
 
 PUBLISHED_EPOCHS = "800-1000"
@@ -161,20 +162,65 @@ def verdict(data, family) -> str:
                      f"SimCLR, linear probe, test top-1, on {data.title(p.primary_dataset) if p.primary_dataset else '-'}"
                      ", and no seed has finished both cells there.")
     else:
-        head = {"higher": "**SinSim beats SimCLR in the primary comparison.**",
-                "lower": "**SinSim is below SimCLR in the primary comparison.**"}.get(
-            primary.verdict, "**The primary comparison does not show SinSim beating SimCLR.**")
         when = ("declared by the protocol's code, which these older runs predate" if p.legacy else
                 "declared by the protocol before the runs")
-        lines += [head, "", f"Primary comparison ({when}): {primary.sentence()}"]
+        lines += [primary_headline(data, primary), "", f"Primary comparison ({when}): {primary.sentence()}"]
     decided = family.decided()
     lines += ["", f"Every other comparison in this report (m = {family.size} with 3 or more paired seeds) is one "
               "family, Holm-corrected (Holm 1979): a verdict needs a Holm-adjusted p ≤ 0.05. "
-              + (f"{len(decided)} of them are resolved:" if decided else "None of them is resolved after the "
-                 "correction.")]
+              + (f"{len(decided)} of them are resolved (every member is listed in *The comparisons*):" if decided
+                 else "None of them is resolved after the correction (every member is listed in *The "
+                 "comparisons*).")]
     lines += [f"- {t.sentence()}" for t in decided]
     lines += _chosen(data) + _collapsed(data) + _suspects(data) + _floors(data)
     return "\n".join(lines) + "\n"
+
+
+def primary_headline(data, primary) -> str:
+    """The verdict's first line. A claim that SinSim is above (or below)
+    SimCLR needs all of: the paired t-test over seeds at level 0.05, the same
+    sign on the validation split (paired over the same seeds), and an
+    interval that also counts the test images' own sampling error (the paired
+    bootstrap over seeds and images) excluding 0. A p-value alone makes no
+    headline; the line says which condition failed."""
+    if primary.verdict not in ("higher", "lower"):
+        return "**The primary comparison does not show SinSim differing from SimCLR.**"
+    a, b = data.records(primary.a), data.records(primary.b)
+    direction = "above" if primary.comparison.mean > 0 else "below"
+    val = paired_comparison(a.scores("linear", "val"), b.scores("linear", "val"))
+    boot = image_bootstrap(a, b, "test", "linear")
+    failed = []
+    if val is None:
+        failed.append("no validation accuracy to check its sign on (older code)")
+    elif val.mean * primary.comparison.mean <= 0:
+        failed.append(f"the validation split points the other way ({val.described()} points, validation linear)")
+    if boot is None:
+        failed.append("no per-image predictions, so the test images' own sampling error is in no interval")
+    elif not boot.excludes_zero:
+        failed.append(f"counting the test images' sampling error, the interval includes 0 ({boot.text()})")
+    if failed:
+        return (f"**No claim**: the paired t-test over seeds puts SinSim {direction} SimCLR "
+                f"({primary.comparison.text()}), but " + "; and ".join(failed) + ".")
+    word = "beats" if direction == "above" else "is below"
+    return (f"**SinSim {word} SimCLR in the primary comparison**: the paired t-test over seeds, the validation "
+            f"split ({val.described()}) and the interval over seeds and test images ({boot.text()}) agree.")
+
+
+def comparisons_table(family) -> str:
+    """Every member of the Holm family, resolved or not, and the primary."""
+    rows = []
+    if family.primary is not None:
+        t = family.primary
+        rows.append(["primary", t.what(), t.numbers(), t.verdict])
+    for t in family:
+        rows.append(["family" if t.testable else "not testable", t.what(), t.numbers(), t.verdict])
+    if not rows:
+        return "## The comparisons — none\n\nNo two cells share a finished seed yet.\n"
+    return ("## The comparisons\n\nEvery comparison this report makes on the test split: the primary one, tested "
+            f"alone at level {ALPHA:g}, then each member of the Holm family (m = {family.size} testable), resolved "
+            "or not, with its unadjusted 95% interval, raw and Holm-adjusted p, and seed count. Members with fewer "
+            "than 3 paired seeds or no spread are listed as *not testable* and are not in m.\n\n"
+            + md_table(["role", "comparison (a − b)", "a − b, points", "verdict"], rows))
 
 
 def _chosen(data) -> List[str]:
@@ -264,8 +310,8 @@ def probe_table(data, key: str, title: str, source: str = "results") -> str:
             text = entry(data, d, rec, key, source)
             if len(budgets[d]) > 1 and rec.results and m != RANDOM_INIT:
                 text += f"<br><sub>{budget_text(rec.any_result)}</sub>"
-            if m != RANDOM_INIT and source == "results" and key == "knn" and suspect_seeds(rec, data.grid(d, RANDOM_INIT)):
-                text += " (suspect: below the untrained encoder)"
+            if m != RANDOM_INIT and suspect_seeds(rec, data.grid(d, RANDOM_INIT)):
+                text += " (suspect: kNN below the untrained encoder)"
             row.append(text)
         rows.append(row)
     missing = "" if any_number else (" — not measured (older code)" if any_run else " — not run")
@@ -293,13 +339,19 @@ def geometry_table(data, d: str) -> str:
         rec = data.grid(d, m)
         reasons = collapse_reasons(rec, floor if floor.results and m != RANDOM_INIT else None)
         note = "collapsed: " + "; ".join(reasons) if reasons else ("the floor" if m == RANDOM_INIT else "")
+        offset = offset_note(rec, floor if floor.results and m != RANDOM_INIT else None)
+        if offset:
+            note = f"{note}; {offset}" if note else offset
         rows.append([method_label(data, m)]
-                    + [entry(data, d, rec, k, "geometry", 3) for k in ("alignment", "uniformity")]
-                    + [entry(data, d, rec, "effective_rank", "geometry", 1), entry(data, d, rec, "silhouette",
-                                                                                     "geometry", 3)]
+                    + [entry(data, d, rec, k, "geometry", 3) for k in ("alignment", "uniformity_centred")]
+                    + [entry(data, d, rec, "effective_rank_centred", "geometry", 1),
+                       entry(data, d, rec, "mean_offset_ratio", "geometry", 2),
+                       entry(data, d, rec, "uniformity", "geometry", 3),
+                       entry(data, d, rec, "silhouette", "geometry", 3)]
                     + [entry(data, d, rec, "linear"), note or "-"])
-    return md_table(["method", "alignment ↓", "uniformity ↓", "effective rank ↑", "silhouette ↑", "linear probe %",
-                     "features"], rows)
+    return md_table(["method", "alignment ↓", "centred uniformity ↓", "centred effective rank ↑",
+                     "mean offset / spread", "uncentred uniformity", "silhouette ↑", "linear probe %", "features"],
+                    rows)
 
 
 # --- cost -------------------------------------------------------------------------------------
@@ -445,13 +497,16 @@ def methods(data) -> str:
   level 0.05; every other comparison is one family with Holm's step-down correction
   (`train/paper/comparisons.py`).
 - Geometry (`train/geometry.py`, `train/embedding.py`), measured once by every run on a fixed subsample of
-  {b.geometry_points:,} test images (seed 0; no label used except by the silhouette): alignment
-  E ||f(x) − f(x+)||² over two SimCLR augmentations, uniformity log E exp(−2 ||f(x) − f(y)||²) (Wang & Isola
-  2020; both on L2-normalised h), effective rank exp(entropy of the normalised singular values of the raw h)
-  (RankMe, Garrido et al. 2023), silhouette of the classes (Rousseeuw 1987).
-- Collapsed features: mean uniformity within {UNIFORMITY_MARGIN:g} of the untrained encoder's or above it, or a
-  mean effective rank below {LOW_RANK_FRACTION:.0%} of the feature dimension. Suspect run: kNN below the untrained
-  encoder's on some seed (`train/paper/judgements.py`).
+  {b.geometry_points:,} validation images (seed 0; test images when a run has no validation split; no label
+  used except by the silhouette): alignment E ||f(x) − f(x+)||² over two SimCLR augmentations, uniformity
+  log E exp(−2 ||f(x) − f(y)||²) (Wang & Isola 2020; both on L2-normalised h), effective rank exp(entropy of
+  the normalised singular values) (RankMe, Garrido et al. 2023), silhouette of the classes (Rousseeuw 1987).
+  Uniformity and effective rank are given on the centred features h − mean h, with the mean offset ratio
+  ||mean h|| / RMS(h − mean h): the projector's Linear + BatchNorm makes NT-Xent blind to a common offset of h
+  and the probes standardise the features, so an offset alone must not read as collapse.
+- Collapsed features: mean centred uniformity within {UNIFORMITY_MARGIN:g} of the untrained encoder's or above
+  it, or a mean centred effective rank below {LOW_RANK_FRACTION:.0%} of the feature dimension. Suspect run: kNN
+  below the untrained encoder's on some seed, flagged in every table (`train/paper/judgements.py`).
 - SinSim with λ = 0 is SimCLR exactly (same initial weights, views and updates), so the sweeps' λ = 0 point is
   the SimCLR cell.
 """

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from .cells import RANDOM_INIT, method_cell, sinsim_cell, variants as variant_lines
+from .aggregate import paired_comparison
 from .collect import CellRecords
 from .comparisons import chosen_on_validation
 from .figures import UMAP_MISSING
-from .judgements import collapse_reasons
+from .judgements import collapse_reasons, offset_note
 from .labels import TERM_NAMES, cell_text
 from .sections import entry, geometry_table, md_table
 
@@ -27,8 +28,11 @@ def _mean(rec: CellRecords, key: str, source: str) -> Optional[float]:
 
 def _collapse_text(data, d: str, rec: CellRecords) -> str:
     floor = data.grid(d, RANDOM_INIT)
-    reasons = collapse_reasons(rec, floor if floor.results else None)
-    return "collapsed: " + "; ".join(reasons) if reasons else "-"
+    floor = floor if floor.results else None
+    reasons = collapse_reasons(rec, floor)
+    if reasons:
+        return "collapsed: " + "; ".join(reasons)
+    return offset_note(rec, floor) or "-"
 
 
 def _comparison_text(family, d: str, a, b, metric: str) -> str:
@@ -46,7 +50,9 @@ def variants(data, family) -> str:
              "features h it names (*entropic on features*). Its entropic bias rewards a batch that crowds into one "
              "spot (OT_ε(X, X) ≈ ε log n for spread points, → 0 when they coincide), so the debiased "
              f"**{TERM_NAMES['divergence']}** = OT(x,y) − OT(x,x)/2 − OT(y,y)/2 (Feydy et al. 2019), which is 0 "
-             "for identical batches whatever their spread, is run beside it; and since the paper's text leaves "
+             "for identical batches whatever their spread, is run beside it (neither is immune: on L2-normalised "
+             "features a large common offset crowds two different views together and lowers both, which the "
+             "centred geometry tells apart from collapse); and since the paper's text leaves "
              "the place open (it names h, then speaks of distributions of embeddings), both the features h and "
              f"the projections z. The grid's SinSim (tables) is *{b.sinkhorn_term} on {b.sinkhorn_on}*."]
     lines += ["", f"Below, every (term, place) at the grid's λ = {b.sinkhorn_weight:g}, ε = {b.sinkhorn_eps:g}: "
@@ -67,16 +73,16 @@ def variants(data, family) -> str:
         shown = True
         simclr = data.records(method_cell(d, "simclr"))
         rows = [["SimCLR (λ = 0)", "-", entry(data, d, simclr, "linear", "val"), entry(data, d, simclr, "linear"),
-                 entry(data, d, simclr, "knn"), entry(data, d, simclr, "uniformity", "geometry", 3),
-                 entry(data, d, simclr, "effective_rank", "geometry", 1), _collapse_text(data, d, simclr)]]
+                 entry(data, d, simclr, "knn"), entry(data, d, simclr, "uniformity_centred", "geometry", 3),
+                 entry(data, d, simclr, "effective_rank_centred", "geometry", 1), _collapse_text(data, d, simclr)]]
         for term, on, cell, rec in recs:
             tag = " (the paper's literal)" if (term, on) == LITERAL else ""
             rows.append([f"{term}{tag}", on, entry(data, d, rec, "linear", "val"), entry(data, d, rec, "linear"),
-                         entry(data, d, rec, "knn"), entry(data, d, rec, "uniformity", "geometry", 3),
-                         entry(data, d, rec, "effective_rank", "geometry", 1), _collapse_text(data, d, rec)])
+                         entry(data, d, rec, "knn"), entry(data, d, rec, "uniformity_centred", "geometry", 3),
+                         entry(data, d, rec, "effective_rank_centred", "geometry", 1), _collapse_text(data, d, rec)])
         lines += ["", f"### {data.title(d)}", "",
-                  md_table(["term", "on", "validation linear %", "test linear %", "test kNN %", "uniformity ↓",
-                            "effective rank ↑", "features"], rows)]
+                  md_table(["term", "on", "validation linear %", "test linear %", "test kNN %", "centred uniformity ↓",
+                            "centred effective rank ↑", "features"], rows)]
         lines += _favoured(data, d, recs)
         for on in p.sweep_on:
             a = sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, on, "divergence")
@@ -98,22 +104,25 @@ def variants(data, family) -> str:
 
 
 def _favoured(data, d: str, recs) -> List[str]:
-    """Which (term, place) the validation split favours, and how clearly."""
-    scored = [(s.mean, s.std or 0.0, s.n, term, on) for term, on, _, rec in recs
+    """Which (term, place) the validation split favours, and by how much,
+    paired by seed (the same seed gives both cells the same initial weights,
+    data order and augmentations: their difference is what the seeds tell)."""
+    scored = [(s.mean, s.n, term, on, rec) for term, on, _, rec in recs
               for s in [rec.summary("linear", "val")] if s is not None]
     if not scored:
         return ["", "No validation accuracy recorded (older code): the evidence cannot favour a variant here."]
-    scored.sort(reverse=True)
-    best = scored[0]
-    text = (f"On validation, **{best[3]} on {best[4]}** has the highest mean linear accuracy at this (λ, ε) "
-            f"({best[0]:.2f}, n={best[2]})")
+    scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
+    best_mean, best_n, term, on, best = scored[0]
+    text = (f"On validation, **{term} on {on}** has the highest mean linear accuracy at this (λ, ε) "
+            f"({best_mean:.2f}, n={best_n}), so it is the one chosen")
     if len(scored) > 1:
-        second = scored[1]
-        gap = best[0] - second[0]
-        spread = max(best[1], second[1])
-        text += (f"; the next, {second[3]} on {second[4]}, is {gap:.2f} points lower"
-                 + (f", less than the seeds' spread ({spread:.2f}): the validation evidence does not separate them"
-                    if gap < spread else f", more than the seeds' spread ({spread:.2f})"))
+        _, _, term2, on2, second = scored[1]
+        c = paired_comparison(best.scores("linear", "val"), second.scores("linear", "val"))
+        if c is not None:
+            wins = sum(best.scores("linear", "val")[s] > second.scores("linear", "val")[s] for s in c.seeds)
+            text += (f"; paired by seed it is {c.text()} points above {term2} on {on2} (validation linear; "
+                     f"higher on {wins} of {c.n} seeds). The interval describes the choice; it is not a test, "
+                     "since the numbers that chose it cannot also confirm it")
     chosen = chosen_on_validation(data, d)
     if chosen is not None:
         text += f". Over every configuration run (any λ, ε), validation favours {cell_text(chosen[0])}"
@@ -124,14 +133,17 @@ def _favoured(data, d: str, recs) -> List[str]:
 
 def embeddings(data, figures) -> str:
     lines = ["## Figure 1 and the geometry of every run", "",
-             "t-SNE (and UMAP) maps of the frozen encoder features of SimCLR, SinSim and VICReg, coloured by class; "
-             "the pictures are not evidence, the numbers are. Every run measures, on the same fixed subsample of "
-             "test images: **alignment** = E ||f(x) − f(x+)||² over two augmentations of an image (lower: the views "
-             "land closer), **uniformity** = log E exp(−2 ||f(x) − f(y)||²) over pairs of images (lower: spread "
-             "more evenly; 0: all features equal), both on L2-normalised features (Wang & Isola, ICML 2020); the "
-             "**effective rank** of the raw features (RankMe, Garrido et al., ICML 2023: exp of the entropy of the "
-             "normalised singular values; 1: one direction) and the **silhouette** of the classes (Rousseeuw "
-             "1987; higher: tighter, better separated classes). *features* says when they are collapsed."]
+             "t-SNE (and UMAP) maps of the frozen encoder features of SimCLR, SinSim and VICReg on test images, "
+             "coloured by class; the pictures are not evidence, the numbers are. Every run measures, on the same "
+             "fixed subsample of validation images: **alignment** = E ||f(x) − f(x+)||² over two augmentations of "
+             "an image (lower: the views land closer), **uniformity** = log E exp(−2 ||f(x) − f(y)||²) over pairs "
+             "of images (lower: spread more evenly; 0: all features equal), both on L2-normalised features (Wang & "
+             "Isola, ICML 2020); the **effective rank** (RankMe, Garrido et al., ICML 2023: exp of the entropy of "
+             "the normalised singular values; 1: one direction) and the **silhouette** of the classes (Rousseeuw "
+             "1987; higher: tighter, better separated classes). Uniformity and rank are shown on the **centred** "
+             "features h − mean h, beside the **mean offset** ||mean h|| / RMS(h − mean h) and the uncentred "
+             "uniformity: nothing in the training loss or the probes pins the mean of h, so a common offset alone "
+             "would read as collapse on uncentred features. *features* says when they are collapsed."]
     if figures.umap_missing:
         lines += ["", f"*{UMAP_MISSING}; the t-SNE maps are drawn.*"]
     for d in data.pcfg.datasets:
@@ -146,7 +158,9 @@ def embeddings(data, figures) -> str:
                   if r.get("geometry")] + [e for rec in recs for e in rec.embeddings.values()]
         if points:
             e = points[0]
-            lines += ["", f"Measured on {e['points']:,} of {e['test_images']:,} test images (random subsample, "
+            split = e.get("split", "test")
+            total = e.get("split_images", e.get("test_images"))
+            lines += ["", f"Measured on {e['points']:,} of {total:,} {split} images (random subsample, "
                       f"seed {e['subsample_seed']}); alignment views: {e['alignment_views']}."]
         if ran:
             lines += ["", geometry_table(data, d)]
@@ -157,7 +171,8 @@ def embeddings(data, figures) -> str:
 
 def _row(data, d: str, label: List[str], rec: CellRecords) -> List[str]:
     return label + [entry(data, d, rec, "linear", "val"), entry(data, d, rec, "linear"), entry(data, d, rec, "knn"),
-                    entry(data, d, rec, "uniformity", "geometry", 3), entry(data, d, rec, "effective_rank", "geometry", 1),
+                    entry(data, d, rec, "uniformity_centred", "geometry", 3),
+                    entry(data, d, rec, "effective_rank_centred", "geometry", 1),
                     _collapse_text(data, d, rec)]
 
 
@@ -170,8 +185,8 @@ def _sweep_table(data, d: str, points_by_line, simclr: CellRecords, x_name: str,
             dl = _comparison_text(family, d, rec.cell, simclr.cell, "linear")
             dk = _comparison_text(family, d, rec.cell, simclr.cell, "knn")
             rows.append(_row(data, d, [term, on, f"{x:g}"], rec) + [dl, dk])
-    head = ["term", "on", x_name, "validation linear %", "test linear %", "test kNN %", "uniformity ↓",
-            "effective rank ↑", "features", "Δ test linear vs SimCLR", "Δ test kNN vs SimCLR"]
+    head = ["term", "on", x_name, "validation linear %", "test linear %", "test kNN %", "centred uniformity ↓",
+            "centred effective rank ↑", "features", "Δ test linear vs SimCLR", "Δ test kNN vs SimCLR"]
     return md_table(head, rows)
 
 

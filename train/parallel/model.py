@@ -82,12 +82,16 @@ def gathered_sinkhorn_bytes(global_batch: int, debias: bool) -> int:
     return 4 * global_batch * global_batch * (3 if debias else 1)
 
 
-def shards_sinkhorn(mode: str, global_batch: int, debias: bool) -> bool:
-    """Whether SinSim's Sinkhorn term is solved row-sharded (``--sinkhorn-shard``)."""
+def shards_sinkhorn(mode: str, global_batch: int, debias: bool, tol=None) -> bool:
+    """Whether SinSim's Sinkhorn term is solved row-sharded (``--sinkhorn-shard``).
+    ``auto`` never shards a solve with a stopping tolerance (``--sinkhorn-tol``),
+    which the sharded solve does not implement."""
     if mode not in SHARD_MODES:
         raise ValueError(f"--sinkhorn-shard must be one of {SHARD_MODES}, got {mode!r}")
     if mode != "auto":
         return mode == "always"
+    if tol is not None:
+        return False
     return gathered_sinkhorn_bytes(global_batch, debias) > AUTO_SHARD_BYTES
 
 

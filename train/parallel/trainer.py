@@ -142,7 +142,7 @@ def make_trainer(ctx: Context, cfg, method, images, views, optimizer, scheduler,
     device = images.device
     shard = batch_size // ctx.world
     sharded = cfg.method == "sinsim" and shards_sinkhorn(cfg.sinkhorn_shard, batch_size,
-                                                         cfg.sinkhorn_term == "divergence")
+                                                         cfg.sinkhorn_term == "divergence", cfg.sinkhorn_tol)
     step = make_data_parallel(method, device, sync_bn=cfg.sync_bn, shard_sinkhorn=sharded,
                               local_rank=ctx.local_rank)
     order = torch.Generator(device=device).manual_seed(cfg.seed)
