@@ -238,9 +238,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sinkhorn-eps", type=positive_float, default=d.sinkhorn_eps, metavar="EPS",
                    help="entropic regularisation, in units of the cost")
     g.add_argument("--sinkhorn-term", choices=SINKHORN_TERMS, default=d.sinkhorn_term,
-                   help="entropic: OT_eps(s1, s2), the paper's equation; divergence: the debiased Sinkhorn "
-                   "divergence OT(s1,s2) - OT(s1,s1)/2 - OT(s2,s2)/2, which a collapsed batch cannot lower "
-                   "(docs/trainer/index.md)")
+                   help="entropic: OT_eps(s1, s2), the paper's equation (the default: the validation split chose "
+                   "it); divergence: the debiased Sinkhorn divergence OT(s1,s2) - OT(s1,s1)/2 - OT(s2,s2)/2, 0 for "
+                   "a batch against itself (docs/trainer/paper.md)")
     g.add_argument("--sinkhorn-on", choices=SINKHORN_PLACEMENTS, default=d.sinkhorn_on,
                    help="compare encoder features h (the paper's text) or projections z")
     g.add_argument("--sinkhorn-cost", choices=["sqeuclidean", "cosine"], default=d.sinkhorn_cost, help="ground cost")
