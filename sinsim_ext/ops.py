@@ -53,6 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         "`pip install -e . --no-build-isolation` (see README.md)."
     ) from exc
 
+from . import _cuda_kernel
 from ._batching import fold, unfold
 from ._checks import Problem, prepare, warn_if_unconverged
 from .convergence import warn_unconverged
@@ -109,9 +110,13 @@ float32. The online mode costs ``d`` multiply-adds per entry and pass instead
 of a load (bench/NOTES.md, "Online cost mode")."""
 
 
+_BACKENDS = tuple(torch.ops.sinsim_ext.compiled_backends())
+
+
 def _use_online(pb: Problem, debias: bool, cost_mode: str) -> bool:
     if not isinstance(cost_mode, str) or cost_mode not in COST_MODES:
         raise ValueError(f"cost_mode must be one of {COST_MODES}, got {cost_mode!r}")
+    _cuda_kernel.selected_for(pb.x.device.type, _BACKENDS)  # a bad SINSIM_CUDA_KERNEL fails every call
     if cost_mode != "auto":
         return cost_mode == "online"
     if pb.x.device.type != "cpu":
