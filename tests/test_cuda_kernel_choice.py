@@ -4,7 +4,8 @@ The C++ back end and the Python side parse the variable separately
 (csrc/cuda_kernel_choice.cpp, sinsim_ext/_cuda_kernel.py); both must accept
 and refuse the same values. Bad values fail every call, on any device; a
 selection in a build without CUDA says once that it has no effect; CPU calls
-give the same results whatever is selected.
+give the same results whatever is selected. The memory rule of
+cost_mode="auto" on CUDA is a pure function, checked here without a GPU.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 import sinsim_ext
-from sinsim_ext import _cuda_kernel
+from sinsim_ext import _cuda_kernel, ops
 
 from helpers import points
 
@@ -85,3 +86,24 @@ def test_a_selection_without_the_cuda_back_end_says_once_that_it_has_no_effect(m
         _cuda_kernel.selected_for("cpu", ("cpu",))  # once only
         assert _cuda_kernel.selected_for("cpu", ("cpu", "cuda")) == frozenset()  # CPU calls: no part applies
     assert _cuda_kernel.selected_for("cuda", ("cpu", "cuda")) == frozenset({"online"})
+
+
+def test_auto_on_cuda_goes_online_by_memory_only():
+    """The stored costs (three problems with debias) against a quarter of the device memory."""
+    gib = 1 << 30
+    assert ops.stored_cost_bytes(1, 1000, 500, 4, False) == 2_000_000
+    assert ops.stored_cost_bytes(2, 1000, 500, 4, True) == 2 * (500_000 + 1_000_000 + 250_000) * 4
+    # n = m = 65,536 in float32: 16 GiB stored; online on a 40 GiB device, stored on an 80 GiB one
+    assert ops.online_by_memory_cuda(1, 65536, 65536, 4, False, 40 * gib)
+    assert not ops.online_by_memory_cuda(1, 65536, 65536, 4, False, 80 * gib)
+    # debias triples it
+    assert ops.online_by_memory_cuda(1, 65536, 65536, 4, True, 80 * gib)
+    # float64 doubles it; the batch multiplies it
+    assert ops.online_by_memory_cuda(1, 65536, 65536, 8, False, 80 * gib)
+    assert not ops.online_by_memory_cuda(8, 16384, 16384, 4, False, 80 * gib)  # 8 GiB
+    assert ops.online_by_memory_cuda(32, 16384, 16384, 4, False, 80 * gib)  # 32 GiB
+    assert not ops.online_by_memory_cuda(64, 256, 256, 4, True, 80 * gib)
+    # the boundary: exactly the fraction stays stored
+    total = 4 * ops.stored_cost_bytes(1, 4096, 4096, 4, False)
+    assert not ops.online_by_memory_cuda(1, 4096, 4096, 4, False, total)
+    assert ops.online_by_memory_cuda(1, 4096, 4097, 4, False, total)
