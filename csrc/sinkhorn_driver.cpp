@@ -232,13 +232,13 @@ ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, cons
                               "cost_mode='stored' on CUDA, or the CPU");
   // The fused kernel runs plain iterations only. Eps-scaling takes the
   // device-generic solver (checked on an H200 by tests/test_sinkhorn_cuda.py;
-  // about 9x slower per iteration than the fused kernel, bench/NOTES.md); the
-  // online mode is the pass solver's.
+  // about 9x slower per iteration than the fused kernel, bench/NOTES.md), or
+  // the pass solver when selected; the online mode is the pass solver's.
   SolveFn solve = &solve_cuda;
   if (online) {
     solve = &solve_cuda_passes;
   } else if (scaling > 0.0) {
-    solve = &solve_generic;
+    solve = choice.scaling ? &solve_cuda_passes : &solve_generic;
   }
   return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, scaling, online, solve);
 }
