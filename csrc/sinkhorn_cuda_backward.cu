@@ -31,6 +31,7 @@
 
 #include <cmath>
 
+#include "cuda_smem.cuh"
 #include "cuda_tiles.h"
 
 namespace sinsim {
@@ -219,7 +220,7 @@ __global__ void __launch_bounds__(kThreads) fused_backward_kernel(Params<T> P) {
 template <typename T, bool kCosine, int DMAX>
 void launch(const Params<T>& P, int blocks, size_t smem_bytes, cudaStream_t stream) {
   auto kernel = fused_backward_kernel<T, kCosine, DMAX>;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)));
+  ensure_dynamic_smem(kernel, smem_bytes);
   kernel<<<blocks, kThreads, smem_bytes, stream>>>(P);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -263,8 +264,9 @@ std::tuple<at::Tensor, at::Tensor> fused_backward_cuda(
     const at::Tensor& g_yy, double eps, CostKind cost, bool debias) {
   const c10::cuda::CUDAGuard guard(x.device());
   const bool cosine = cost == CostKind::Cosine;
-  const at::Tensor nx = x.norm(2, -1).clamp_min(1e-30).contiguous();
-  const at::Tensor ny = y.norm(2, -1).clamp_min(1e-30).contiguous();
+  // cosine: unit rows and the raw norms; the squared Euclidean cost reads neither
+  const at::Tensor nx = cosine ? x.norm(2, -1).clamp_min(1e-30).contiguous() : x;
+  const at::Tensor ny = cosine ? y.norm(2, -1).clamp_min(1e-30).contiguous() : y;
   const at::Tensor xs = cosine ? (x / nx.unsqueeze(-1)).contiguous() : x;
   const at::Tensor ys = cosine ? (y / ny.unsqueeze(-1)).contiguous() : y;
   const at::Tensor grad_t = grad.to(x.scalar_type()).contiguous();

@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cuda_smem.cuh"
 #include "cuda_tiles.h"
 
 namespace sinsim {
@@ -356,7 +357,7 @@ void launch_pass(Params<T> P, int B, cudaStream_t stream) {
   if (per_batch == 0) return;
   auto kernel = pass_kernel<T, kOnline, kCosine, kPass>;
   const size_t smem = static_cast<size_t>(pass_smem(kOnline).total) * sizeof(T);
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  ensure_dynamic_smem(kernel, smem);
   kernel<<<B * per_batch, kThreads, smem, stream>>>(P);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -397,8 +398,7 @@ void run(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
       at::Tensor K = at::empty({B, n, m}, ref.options());
       const int blocks = B * ceil_div(n, kRows) * ceil_div(m, kCols);
       const size_t smem = static_cast<size_t>(pass_smem(true).total) * sizeof(T);
-      C10_CUDA_CHECK(cudaFuncSetAttribute(cost_kernel<T, kCosine>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
+      ensure_dynamic_smem(cost_kernel<T, kCosine>, smem);
       cost_kernel<T, kCosine><<<blocks, kThreads, smem, stream>>>(S.x, S.y, n, m, d, -s, K.data_ptr<T>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       keep.push_back(K);
