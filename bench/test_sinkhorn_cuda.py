@@ -128,6 +128,7 @@ def cuda_kernel(parts):
 V2_VARIANTS = {  # name: (parts, extra kwargs)
     "v2-fused-backward": ("backward", {}),
     "v2-online": ("online,backward", {"cost_mode": "online"}),
+    "v2-passes": ("passes,backward", {}),  # plain iterations on the pass solver, stored cost
 }
 
 

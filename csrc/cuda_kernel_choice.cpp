@@ -9,8 +9,8 @@ namespace sinsim {
 namespace {
 
 constexpr const char* kAccepted =
-    "'v1' (the verified kernels, the default), 'v2' (every newer path) or a comma-separated list of "
-    "backward, online, scaling";
+    "'v1' (the verified kernels, the default), 'v2' (backward, online, scaling and graph) or a "
+    "comma-separated list of backward, online, scaling, graph, passes";
 
 std::string trimmed(const std::string& s) {
   const auto first = s.find_first_not_of(" \t");
@@ -25,7 +25,7 @@ CudaKernelChoice parse_cuda_kernel_choice(c10::string_view value) {
   const std::string all = trimmed(std::string(value));
   CudaKernelChoice choice;
   if (all.empty() || all == "v1") return choice;
-  if (all == "v2") return CudaKernelChoice{true, true, true};
+  if (all == "v2") return CudaKernelChoice{true, true, true, true, false};
   size_t start = 0;
   while (start <= all.size()) {
     const size_t comma = all.find(',', start);
@@ -36,6 +36,10 @@ CudaKernelChoice parse_cuda_kernel_choice(c10::string_view value) {
       choice.online = true;
     } else if (part == "scaling") {
       choice.scaling = true;
+    } else if (part == "graph") {
+      choice.graph = true;
+    } else if (part == "passes") {
+      choice.passes = true;
     } else {
       TORCH_CHECK_VALUE(false, "SINSIM_CUDA_KERNEL must be ", kAccepted, "; got '", all, "' ('", part,
                         "' is not one of them)");
@@ -56,6 +60,8 @@ std::vector<std::string> cuda_kernel_parts(c10::string_view value) {
   std::vector<std::string> parts;
   if (c.backward) parts.emplace_back("backward");
   if (c.online) parts.emplace_back("online");
+  if (c.graph) parts.emplace_back("graph");
+  if (c.passes) parts.emplace_back("passes");
   if (c.scaling) parts.emplace_back("scaling");
   return parts;
 }

@@ -5,7 +5,7 @@
 // tests pass on a device:
 //
 //   unset, "" or "v1"   the verified kernels only
-//   "v2"                every newer path
+//   "v2"                backward, online, scaling and graph
 //   a comma-separated list of parts:
 //     backward   the fused backward (plan, P y, P^T x and the marginals in one
 //                launch, no (n, m) temporary)
@@ -13,6 +13,12 @@
 //                every pass), and cost_mode="auto" choosing it by memory
 //     scaling    eps-scaling on the device (the stages decided and run without
 //                host reads) instead of the ATen-generic solver
+//     graph      the fused forward writes its problem descriptors to the
+//                device by kernel launches instead of a pinned-memory copy,
+//                so a CUDA graph can capture the call
+//     passes     plain iterations on the stored cost run the pass solver
+//                instead of the fused kernel (to compare the two forwards;
+//                not part of "v2")
 //
 // sinsim_ext/_cuda_kernel.py parses the same grammar for cost_mode="auto";
 // tests/test_cuda_kernel_choice.py checks that both agree.
@@ -29,7 +35,9 @@ struct CudaKernelChoice {
   bool backward = false;
   bool online = false;
   bool scaling = false;
-  bool any() const { return backward || online || scaling; }
+  bool graph = false;
+  bool passes = false;
+  bool any() const { return backward || online || scaling || graph || passes; }
 };
 
 // Parses a value of SINSIM_CUDA_KERNEL; throws c10::ValueError naming the

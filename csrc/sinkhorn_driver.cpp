@@ -233,8 +233,9 @@ ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, cons
   // The fused kernel runs plain iterations only. Eps-scaling takes the
   // device-generic solver (checked on an H200 by tests/test_sinkhorn_cuda.py;
   // about 9x slower per iteration than the fused kernel, bench/NOTES.md), or
-  // the pass solver when selected; the online mode is the pass solver's.
-  SolveFn solve = &solve_cuda;
+  // the pass solver when selected; the online mode is the pass solver's, and
+  // plain iterations take it too when `passes` is selected.
+  SolveFn solve = choice.passes ? &solve_cuda_passes : &solve_cuda;
   if (online) {
     solve = &solve_cuda_passes;
   } else if (scaling > 0.0) {

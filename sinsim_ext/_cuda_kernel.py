@@ -4,12 +4,16 @@ The CUDA kernels verified on a device run by default; the newer paths run only
 when the environment variable ``SINSIM_CUDA_KERNEL`` selects them:
 
 * unset, ``""`` or ``"v1"``: the verified kernels only;
-* ``"v2"``: every newer path;
+* ``"v2"``: ``backward``, ``online``, ``scaling`` and ``graph``;
 * a comma-separated list of parts: ``backward`` (the fused backward: plan,
   ``P y``, ``P^T x`` and the marginals in one launch, no ``(n, m)``
   temporary), ``online`` (``cost_mode="online"`` on CUDA, and
   ``cost_mode="auto"`` choosing it by memory), ``scaling`` (eps-scaling run on
-  the device instead of the ATen-generic solver).
+  the device instead of the ATen-generic solver), ``graph`` (the fused forward
+  uploads its problem descriptors by kernel launches, so a CUDA graph can
+  capture the call), ``passes`` (plain iterations on the stored cost run the
+  pass solver instead of the fused kernel: an A/B of the two forwards, not in
+  ``v2``).
 
 The C++ back end reads the variable on every call (``csrc/cuda_kernel_choice.h``);
 this module parses the same grammar for the choices made in Python
@@ -23,10 +27,11 @@ import os
 import warnings
 
 ENV = "SINSIM_CUDA_KERNEL"
-PARTS = ("backward", "online", "scaling")
+PARTS = ("backward", "online", "scaling", "graph", "passes")
+V2 = ("backward", "online", "scaling", "graph")
 _ACCEPTED = (
-    "'v1' (the verified kernels, the default), 'v2' (every newer path) or a comma-separated list of "
-    + ", ".join(PARTS)
+    "'v1' (the verified kernels, the default), 'v2' (backward, online, scaling and graph) or a "
+    "comma-separated list of " + ", ".join(PARTS)
 )
 
 
@@ -36,7 +41,7 @@ def parse(value: str) -> frozenset:
     if text in ("", "v1"):
         return frozenset()
     if text == "v2":
-        return frozenset(PARTS)
+        return frozenset(V2)
     parts = set()
     for part in text.split(","):
         part = part.strip(" \t")

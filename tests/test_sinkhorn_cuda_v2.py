@@ -6,7 +6,10 @@
   against the stored mode, the CPU kernel and the float64 reference, its
   memory, and cost_mode="auto" choosing it;
 * ``scaling``: eps-scaling run on the device (the pass solver, stored cost)
-  against the CPU kernel's schedule and the float64 reference.
+  against the CPU kernel's schedule and the float64 reference;
+* ``graph``: the verified fused forward with its descriptors uploaded by
+  kernel launches; a training call (value + gradient) captured in a CUDA
+  graph and replayed, on each path.
 
 Skipped without a GPU. Inputs are fresh per test (seeded from the test id);
 the CUDA caching allocator is filled with NaN before each call, so an output
@@ -163,9 +166,10 @@ ONLINE_SIZES = [(1, 1, 1, 1), (1, 33, 17, 5), (3, 45, 70, 37), (1, 100, 1000, 16
 @pytest.mark.parametrize("B,n,m,d", ONLINE_SIZES)
 @pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
 @pytest.mark.parametrize("debias", [False, True])
-@pytest.mark.parametrize("part", ["online", "v2"])
-def test_online_matches_the_stored_mode(gen, select, B, n, m, d, cost, debias, part):
-    """Fixed iterations, float64: the same iterates as the verified stored kernel."""
+@pytest.mark.parametrize("part,mode", [("online", "online"), ("v2", "online"), ("passes", "stored")])
+def test_pass_solver_matches_the_fused_kernel(gen, select, B, n, m, d, cost, debias, part, mode):
+    """Fixed iterations, float64: the pass solver (online, or on the stored
+    cost with `passes`) gives the iterates of the verified fused kernel."""
     x, y = unit(gen, B, n, d), unit(gen, B, m, d)
     a, b = weights_with_a_zero(gen, B, n), weights_with_a_zero(gen, B, m)
     kw = dict(eps=0.1, cost=cost, a=a, b=b, debias=debias, max_iter=25)
@@ -173,8 +177,8 @@ def test_online_matches_the_stored_mode(gen, select, B, n, m, d, cost, debias, p
     want = value_and_grads(x, y, **kw, cost_mode="stored")
     res_want = sinsim_ext.sinkhorn(x, y, eps=0.1, cost=cost, a=a, b=b, max_iter=25)
     select(part)
-    got = value_and_grads(x, y, **kw, cost_mode="online")
-    res_got = solve(sinsim_ext.sinkhorn, x, y, eps=0.1, cost=cost, a=a, b=b, max_iter=25, cost_mode="online")
+    got = value_and_grads(x, y, **kw, cost_mode=mode)
+    res_got = solve(sinsim_ext.sinkhorn, x, y, eps=0.1, cost=cost, a=a, b=b, max_iter=25, cost_mode=mode)
     for g, w in zip(got, want):
         assert torch.isfinite(g).all() and rel_err(g, w) < 1e-12
     for g, w in ((res_got.f, res_want.f), (res_got.g, res_want.g)):
@@ -206,7 +210,7 @@ def test_online_converged_matches_cpu_kernel_and_reference(gen, select, n, m, de
     assert rel_err(got, reference.sinkhorn_cost(x, y, **kw)) < 1e-8
 
 
-@pytest.mark.parametrize("part,mode", [("online", "online"), ("scaling", "stored")])
+@pytest.mark.parametrize("part,mode", [("online", "online"), ("scaling", "stored"), ("passes", "stored")])
 def test_early_stopping_is_decided_per_problem_on_the_device(gen, select, part, mode):
     select(part)
     x = torch.stack([unit(gen, 200, 8) * s for s in (0.2, 1.0, 2.0)])
@@ -314,34 +318,64 @@ def test_scaled_float32_training_workload(gen, select):
 # --------------------------------------------------------------------------- capture
 
 
-def test_online_training_call_is_capturable_in_a_cuda_graph(gen, select):
-    """The pass solver and the fused backward read nothing back from the device
-    (no tol, no checks): a CUDA graph captures value + gradient, and replays
-    agree with eager calls on new data."""
-    select("online,backward")
-    x, y = views(gen, 512, 128, dtype=torch.float32)
+CAPTURED = {  # name: (parts, shape (B, n, d), kwargs)
+    "online": ("online,backward", (None, 512, 128), {"cost_mode": "online"}),
+    "fused-forward": ("graph,backward", (None, 512, 128), {}),
+    "fused-forward-debias-batched": ("graph,backward", (64, 256, 64), {"debias": True}),
+    "scaling": ("scaling,backward", (None, 300, 32), {"scaling": 0.9, "eps": 0.01}),
+}
+
+
+@pytest.mark.parametrize("name", list(CAPTURED))
+def test_training_call_is_capturable_in_a_cuda_graph(gen, select, name):
+    """Value + gradient without checks or tol read nothing back from the
+    device and upload nothing from host buffers: a CUDA graph captures the
+    call, and its replays on new data agree bit for bit with eager calls."""
+    parts, (B, n, d), extra = CAPTURED[name]
+    select(parts)
+    lead = () if B is None else (B,)
+
+    def data():
+        return views(gen, *lead, n, d, dtype=torch.float32)
+
+    x, y = data()
     static_x, static_y = x.clone().requires_grad_(), y.clone()
-    kw = dict(eps=0.05, max_iter=20, check_finite=False, cost_mode="online")
+    kw = dict(eps=0.05, max_iter=20, check_finite=False, **extra)
 
     def step():
         value = sinsim_ext.sinkhorn_cost(static_x, static_y, **kw)
-        (grad,) = torch.autograd.grad(value, static_x)
+        (grad,) = torch.autograd.grad(value.sum(), static_x)
         return value.detach(), grad
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        for _ in range(2):  # warm-up outside the capture (kernel attributes, allocator)
+        for _ in range(2):  # warm-up outside the capture (kernel attributes, layouts, allocator)
             step()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out_value, out_grad = step()
     for _ in range(2):
-        nx, ny = views(gen, 512, 128, dtype=torch.float32)
+        nx, ny = data()
         with torch.no_grad():
             static_x.copy_(nx)
             static_y.copy_(ny)
+        poison_allocator()
         graph.replay()
-        want_value, want_grad, _ = value_and_grads(nx, ny, **kw)
+        torch.cuda.synchronize()
+        want_value, want_grad, _ = value_and_grads(nx, ny, cotangent=torch.ones_like(out_value) if B else None, **kw)
         assert torch.equal(out_value, want_value) and torch.equal(out_grad, want_grad)
+
+
+def test_descriptors_by_launch_give_the_same_results(gen, select):
+    """graph: the fused forward with its descriptors written by kernel launches
+    (several launches: 3 x 64 problems) equals the default bit for bit."""
+    x, y = views(gen, 64, 100, 16)
+    kw = dict(eps=0.05, max_iter=30, debias=True)
+    select(None)
+    want = value_and_grads(x, y, cotangent=torch.ones(64, device=DEV, dtype=torch.float64), **kw)
+    select("graph")
+    got = value_and_grads(x, y, cotangent=torch.ones(64, device=DEV, dtype=torch.float64), **kw)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
