@@ -175,6 +175,52 @@ SINSIM_HD void lse_merge(T& mx, T& sm, T other_mx, T other_sm, Exp2 exp2) {
   sm = a + b;
 }
 
+// ------------------------------------------------- the pass solver's steps
+// (sinkhorn_cuda_passes.cu; natural units f, g carried across stages)
+
+constexpr double kLog2e = 1.4426950408889634;
+constexpr double kLn2 = 0.6931471805599453;
+
+// A row of the row pass from its merged log-sum-exp (mx, sm) at stage scale
+// st = log2(e) / eps_t: the new potential (natural units) and the row's term
+// of the marginal error, a_i |2^(st (old - new)) - 1|.
+template <typename T>
+SINSIM_HD void row_result(T mx, T sm, T st, T old, T a, T& fresh, T& err) {
+  using std::expm1;
+  using std::fabs;
+  using std::log2;
+  const T updated = -(mx + log2(sm));
+  err = a > T(0) ? a * fabs(expm1((st * old - updated) * T(kLn2))) : T(0);
+  fresh = updated / st;
+}
+
+// A column of the column pass: the new potential (natural units).
+template <typename T>
+SINSIM_HD T column_result(T mx, T sm, T st) {
+  using std::log2;
+  return -(mx + log2(sm)) / st;
+}
+
+// The end of iteration t of a problem: stop at max_iter, or below tol once
+// every eps-scaling stage has run.
+SINSIM_HD bool should_stop(int t, int max_iter, int stages, double tol, double err) {
+  return t >= max_iter || (t > stages && tol > 0 && err < tol);
+}
+
+// The new state after iteration t, rows [i0, n) step `stride`: asymmetric
+// problems take the row update; symmetric ones (p kept in g) average it in,
+// or, when stopping, return it as f (and p as g).
+template <typename T>
+SINSIM_HD void finish_rows(int i0, int stride, int n, bool symmetric, bool stop, const T* fresh, T* f, T* g) {
+  for (int i = i0; i < n; i += stride) {
+    if (!symmetric || stop) {
+      f[i] = fresh[i];
+    } else {
+      g[i] = T(0.5) * (g[i] + fresh[i]);
+    }
+  }
+}
+
 // Eps-scaling schedule (sinkhorn.h): iteration t of `stages` runs at
 // eps / scaling^(stages - t + 1), later ones at eps.
 SINSIM_HD double stage_eps(int t, int stages, double eps, double scaling) {
@@ -189,6 +235,12 @@ SINSIM_HD int stage_count(double cost_max, double eps, double scaling, int max_i
   const double s = ceil(log(cost_max / eps) / log(1.0 / scaling) - 1e-9);
   const double capped = s < 0.0 ? 0.0 : s;
   return capped < static_cast<double>(max_iter - 1) ? static_cast<int>(capped) : max_iter - 1;
+}
+
+// s_t = log2(e) / eps_t of iteration t, in the precision of the iterations.
+template <typename T>
+SINSIM_HD T stage_scale(int t, int stages, double eps, double scaling) {
+  return static_cast<T>(kLog2e / stage_eps(t, stages, eps, scaling));
 }
 
 }  // namespace tiles

@@ -39,7 +39,6 @@ namespace {
 
 using namespace tiles;
 
-constexpr double kLog2e = 1.4426950408889634;
 
 template <typename T>
 struct Exp2Fast;

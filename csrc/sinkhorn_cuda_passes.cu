@@ -42,8 +42,6 @@ namespace {
 
 using namespace tiles;
 
-constexpr double kLog2e = 1.4426950408889634;
-constexpr double kLn2 = 0.6931471805599453;
 constexpr int kMaxSets = 3;
 
 template <typename T>
@@ -97,11 +95,6 @@ struct Params {
 
 enum class Pass { Rows, Columns, RowMinimum };
 
-template <typename T>
-__device__ __forceinline__ T stage_scale(const Params<T>& P, int stages) {
-  return static_cast<T>(kLog2e / stage_eps(P.t, stages, P.eps, P.scaling));
-}
-
 // Shared memory of a pass block, in elements of T.
 struct PassSmem {
   int ps, qs, ks, kap, total;
@@ -145,7 +138,7 @@ __global__ void __launch_bounds__(kThreads) pass_kernel(Params<T> P) {
   const T* wq = (kColumns ? S.a : S.b) + static_cast<int64_t>(b) * n_q;
   const T* pot = (kColumns ? S.f : S.g) + static_cast<int64_t>(b) * n_q;
   const T* K = kOnline ? nullptr : S.K + static_cast<int64_t>(b) * S.n * S.m;
-  const T st = kPass == Pass::RowMinimum ? P.s : stage_scale(P, S.stages[b]);
+  const T st = kPass == Pass::RowMinimum ? P.s : stage_scale<T>(P.t, S.stages[b], P.eps, P.scaling);
   // v = kap_j + scale * X_ij with X the recomputed cost (online) or the stored K
   const T scale = kPass == Pass::RowMinimum ? (kOnline ? -P.s : T(1)) : (kOnline ? -st : st / P.s);
 
@@ -234,13 +227,10 @@ __global__ void __launch_bounds__(kThreads) pass_kernel(Params<T> P) {
     if (kPass == Pass::RowMinimum) {
       S.fresh[at] = mx[r];
     } else if (kColumns) {
-      S.g[at] = -(mx[r] + ::log2(sm[r])) / st;
+      S.g[at] = column_result(mx[r], sm[r], st);
     } else {
-      const T updated = -(mx[r] + ::log2(sm[r]));  // scaled units of the stage
-      const T old = st * (S.symmetric ? S.g[static_cast<int64_t>(b) * S.m + i] : S.f[at]);
-      const T ai = a_rows[i];
-      S.err_rows[at] = ai > T(0) ? ai * ::fabs(::expm1((old - updated) * T(kLn2))) : T(0);
-      S.fresh[at] = updated / st;
+      const T old = S.symmetric ? S.g[static_cast<int64_t>(b) * S.m + i] : S.f[at];
+      row_result(mx[r], sm[r], st, old, a_rows[i], S.fresh[at], S.err_rows[at]);
     }
   }
 }
@@ -273,21 +263,13 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(Params<T> P, int B) {
   for (int i = tid; i < n; i += kThreads) part += S.err_rows[row + i];
   const T err = block_sum(part, red);
   if (tid == 0) {
-    const bool stop = P.t >= P.max_iter || (P.t > S.stages[b] && P.tol > 0 && static_cast<double>(err) < P.tol);
-    stop_flag = stop ? 1 : 0;
+    stop_flag = should_stop(P.t, P.max_iter, S.stages[b], P.tol, static_cast<double>(err)) ? 1 : 0;
     S.n_iter[b * S.n_iter_stride] = P.t;
     S.error[b * S.error_stride] = err;
   }
   __syncthreads();
   const bool stop = stop_flag != 0;
-  for (int i = tid; i < n; i += kThreads) {
-    const T v = S.fresh[row + i];
-    if (!S.symmetric || stop) {
-      S.f[row + i] = v;
-    } else {
-      S.g[row + i] = T(0.5) * (S.g[row + i] + v);
-    }
-  }
+  finish_rows(tid, kThreads, n, S.symmetric != 0, stop, S.fresh + row, S.f + row, S.g + row);
   if (tid == 0 && stop) S.done[b] = 1;
 }
 

@@ -1,10 +1,18 @@
 // Runs the per-thread steps of the tiled CUDA kernels (csrc/cuda_tiles.h) on
-// the CPU, thread by thread, in the order the kernels run them, and compares
-// the results with direct double-precision loops. Built and run by
-// tests/test_cuda_tiles.py; prints one "name max_relative_error" line per
-// check and "stages ..." lines for the eps-scaling schedule.
+// the CPU, thread by thread, in the order the kernels run them. Built and run
+// by tests/test_cuda_tiles.py, in two modes:
+//   no arguments: compares the steps with direct double-precision loops;
+//     prints one "name max_relative_error" line per check and "stages ..."
+//     lines for the eps-scaling schedule;
+//   "solve": reads one problem from stdin and runs the pass solver
+//     (sinkhorn_cuda_passes.cu) on it: its passes, merges, per-problem finish
+//     and stage count, in double; prints n_iter, error, f and g (the test
+//     compares them with the CPU kernel).
+#include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <iostream>
 #include <random>
 #include <vector>
 
@@ -250,9 +258,168 @@ void check_block_locations() {
   std::printf("block_locations %d\n", bad);
 }
 
+
+// ------------------------------------------------------------ the pass solver
+
+// The cost matrix C (n_p x n_q) as the kernels form it: staged tiles, the
+// features kChunk at a time, thread by thread.
+template <bool kCosine>
+Vec tile_costs(const Vec& p, int n_p, const Vec& q, int n_q, int d) {
+  Vec C(static_cast<size_t>(n_p) * n_q);
+  Vec ps(kChunk * kLdp), qs(kChunk * kLdq);
+  for (int row0 = 0; row0 < n_p; row0 += kRows)
+    for (int j0 = 0; j0 < n_q; j0 += kCols) {
+      std::vector<double[kRowReps][kColReps]> acc(kThreads);
+      for (int tid = 0; tid < kThreads; ++tid)
+        for (int r = 0; r < kRowReps; ++r)
+          for (int c = 0; c < kColReps; ++c) acc[tid][r][c] = 0;
+      for (int k0 = 0; k0 < d; k0 += kChunk) {
+        const int width = std::min(kChunk, d - k0);
+        for (int tid = 0; tid < kThreads; ++tid) {
+          stage_rows(tid, p.data(), row0, kRows, n_p, k0, width, d, ps.data(), kLdp);
+          stage_rows(tid, q.data(), j0, kCols, n_q, k0, width, d, qs.data(), kLdq);
+        }
+        for (int tid = 0; tid < kThreads; ++tid) add_cost<double, kCosine>(tid, ps.data(), qs.data(), width, acc[tid]);
+      }
+      for (int tid = 0; tid < kThreads; ++tid)
+        for (int r = 0; r < kRowReps; ++r)
+          for (int c = 0; c < kColReps; ++c) {
+            const int i = row0 + row_of(tid, r), j = j0 + col_of(tid, c);
+            if (i < n_p && j < n_q) C[static_cast<size_t>(i) * n_q + j] = cost_of<double, kCosine>(acc[tid][r][c]);
+          }
+    }
+  return C;
+}
+
+// One pass: for every row i of X (n_p x n_q), the merged (max, sum) of
+// kap_j + scale X_ij over the tiles of 64 columns, per thread then over the
+// 16 threads of a grid row in the order of the kernel's xor shuffles; with
+// `minimum`, min_j (kap_j + scale X_ij) instead.
+void emulate_pass(const Vec& X, int n_p, int n_q, const Vec& kap, double scale, bool minimum, Vec& mx_out, Vec& sm_out) {
+  mx_out.assign(n_p, 0);
+  sm_out.assign(n_p, 0);
+  for (int row0 = 0; row0 < n_p; row0 += kRows) {
+    std::vector<std::array<double, kRowReps>> mx(kThreads), sm(kThreads);
+    for (int tid = 0; tid < kThreads; ++tid)
+      for (int r = 0; r < kRowReps; ++r) {
+        mx[tid][r] = minimum ? INFINITY : -INFINITY;
+        sm[tid][r] = 0;
+      }
+    for (int j0 = 0; j0 < n_q; j0 += kCols) {
+      const int cols = std::min(kCols, n_q - j0);
+      for (int tid = 0; tid < kThreads; ++tid)
+        for (int r = 0; r < kRowReps; ++r) {
+          const int i = row0 + row_of(tid, r);
+          double v[kColReps];
+          for (int c = 0; c < kColReps; ++c) {
+            const int col = col_of(tid, c);
+            const double x = (i < n_p && col < cols) ? X[static_cast<size_t>(i) * n_q + j0 + col] : 0.0;
+            v[c] = col < cols ? (minimum ? 0.0 : kap[j0 + col]) + scale * x : -INFINITY;
+          }
+          if (minimum) {
+            for (int c = 0; c < kColReps; ++c)
+              if (col_of(tid, c) < cols) mx[tid][r] = std::min(mx[tid][r], v[c]);
+          } else {
+            lse_add(v, mx[tid][r], sm[tid][r], Exp2Host());
+          }
+        }
+    }
+    for (int o = kSide / 2; o > 0; o >>= 1) {
+      auto mx2 = mx;
+      auto sm2 = sm;
+      for (int tid = 0; tid < kThreads; ++tid)
+        for (int r = 0; r < kRowReps; ++r) {
+          const int other = tid ^ o;
+          if (minimum) {
+            mx2[tid][r] = std::min(mx[tid][r], mx[other][r]);
+          } else {
+            lse_merge(mx2[tid][r], sm2[tid][r], mx[other][r], sm[other][r], Exp2Host());
+          }
+        }
+      mx = mx2;
+      sm = sm2;
+    }
+    for (int tid = 0; tid < kThreads; tid += kSide)
+      for (int r = 0; r < kRowReps; ++r) {
+        const int i = row0 + row_of(tid, r);
+        if (i < n_p) {
+          mx_out[i] = mx[tid][r];
+          sm_out[i] = sm[tid][r];
+        }
+      }
+  }
+}
+
+Vec transpose(const Vec& X, int rows, int cols) {
+  Vec T(X.size());
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) T[static_cast<size_t>(j) * rows + i] = X[static_cast<size_t>(i) * cols + j];
+  return T;
+}
+
+// sinkhorn_cuda_passes.cu's run() for one problem, in double.
+template <bool kCosine>
+int solve_mode() {
+  int n, m, d, max_iter, symmetric, online;
+  double eps, scaling, tol;
+  std::cin >> n >> m >> d >> eps >> scaling >> tol >> max_iter >> symmetric >> online;
+  Vec x(static_cast<size_t>(n) * d), y(static_cast<size_t>(m) * d), a(n), b(m);
+  for (double& v : x) std::cin >> v;
+  for (double& v : y) std::cin >> v;
+  for (double& v : a) std::cin >> v;
+  for (double& v : b) std::cin >> v;
+  if (kCosine) {
+    normalise_rows(x, n, d);
+    normalise_rows(y, m, d);
+  }
+  const double s = kLog2e / eps;
+  const Vec C = tile_costs<kCosine>(x, n, y, m, d);  // what an online pass recomputes
+  Vec K(C.size());                                    // the stored mode's -s C
+  for (size_t e = 0; e < C.size(); ++e) K[e] = -s * C[e];
+  const Vec Ct = transpose(C, n, m), Kt = transpose(K, n, m);
+  Vec f(n, 0.0), g(m, 0.0), fresh(n), err_rows(n), mx, sm;
+  int stages = 0;
+  if (scaling > 0) {
+    emulate_pass(online ? C : K, n, m, Vec(m, 0.0), online ? -s : 1.0, true, mx, sm);
+    double low = INFINITY;
+    for (int i = 0; i < n; ++i) low = std::min(low, mx[i]);
+    stages = stage_count(-low / s, eps, scaling, max_iter);
+  }
+  int n_iter = 0;
+  double error = 0;
+  for (int t = 1; t <= max_iter; ++t) {
+    const double st = stage_scale<double>(t, stages, eps, scaling);
+    if (!symmetric) {  // column pass: rows of y against x
+      Vec kap(n);
+      for (int i = 0; i < n; ++i) kap[i] = std::log2(a[i]) + st * f[i];
+      emulate_pass(online ? Ct : Kt, m, n, kap, online ? -st : st / s, false, mx, sm);
+      for (int j = 0; j < m; ++j) g[j] = column_result(mx[j], sm[j], st);
+    }
+    Vec kap(m);
+    for (int j = 0; j < m; ++j) kap[j] = std::log2(b[j]) + st * g[j];
+    emulate_pass(online ? C : K, n, m, kap, online ? -st : st / s, false, mx, sm);
+    for (int i = 0; i < n; ++i) row_result(mx[i], sm[i], st, symmetric ? g[i] : f[i], a[i], fresh[i], err_rows[i]);
+    double err = 0;
+    for (int i = 0; i < n; ++i) err += err_rows[i];
+    const bool stop = should_stop(t, max_iter, stages, tol, err);
+    n_iter = t;
+    error = err;
+    finish_rows(0, 1, n, symmetric != 0, stop, fresh.data(), f.data(), g.data());
+    if (stop) break;
+  }
+  std::printf("%d %.17g\n", n_iter, error);
+  for (double v : f) std::printf("%.17g ", v);
+  std::printf("\n");
+  for (double v : g) std::printf("%.17g ", v);
+  std::printf("\n");
+  return 0;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "solve") == 0) return solve_mode<false>();
+  if (argc > 1 && std::strcmp(argv[1], "solve-cosine") == 0) return solve_mode<true>();
   std::mt19937_64 rng(7);
   check_backward<false, 128>(rng, 45, 70, 37);
   check_backward<true, 128>(rng, 45, 70, 37);
