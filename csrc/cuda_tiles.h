@@ -70,13 +70,16 @@ SINSIM_HD BlockSpot locate_block(int block, const int* row_blocks, int tasks) {
 }
 
 // dst[k * ld + r] = src[(r0 + r) * d + k0 + k] for r < rows, k < width, and
-// zero where r0 + r >= n or k0 + k >= d. Consecutive threads read consecutive
-// features of a row (coalesced).
+// zero where r0 + r >= n or k0 + k >= d. A warp of 32 consecutive threads
+// takes a row, its lanes consecutive features (coalesced reads, and with ld
+// odd, stores to distinct banks); no division by the runtime width.
 template <typename T>
 SINSIM_HD void stage_rows(int tid, const T* src, int r0, int rows, int n, int k0, int width, int d, T* dst, int ld) {
-  for (int e = tid; e < rows * width; e += kThreads) {
-    const int r = e / width, k = e % width;
-    dst[k * ld + r] = (r0 + r < n && k0 + k < d) ? src[static_cast<int64_t>(r0 + r) * d + k0 + k] : T(0);
+  constexpr int kLanes = 32;
+  for (int r = tid / kLanes; r < rows; r += kThreads / kLanes) {
+    const bool row_ok = r0 + r < n;
+    const T* row = row_ok ? src + static_cast<int64_t>(r0 + r) * d + k0 : src;
+    for (int k = tid % kLanes; k < width; k += kLanes) dst[k * ld + r] = (row_ok && k0 + k < d) ? row[k] : T(0);
   }
 }
 
