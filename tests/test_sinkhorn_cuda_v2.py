@@ -51,9 +51,18 @@ def select(monkeypatch):
 
 
 def weights_with_a_zero(gen, *shape):
+    """Random weights on the simplex, one of them zero when there are three or more."""
     w = simplex(gen, *shape, device=DEV)
-    w[..., shape[-1] // 2] = 0
+    if shape[-1] >= 3:
+        w[..., shape[-1] // 2] = 0
     return w / w.sum(-1, keepdim=True)
+
+
+def close(got, want, tol):
+    """max |got - want| <= tol (1 + max |want|): relative for large values, absolute
+    near zero (single points can give a zero value or gradient)."""
+    got, want = got.detach().double().cpu(), want.detach().double().cpu()
+    return float((got - want).abs().max()) <= tol * (1 + float(want.abs().max()))
 
 
 def value_and_grads(x, y, cotangent=None, poison=True, **kw):
@@ -105,7 +114,7 @@ def test_fused_backward_matches_the_verified_backward(gen, select, B, n, m, d, c
     assert torch.equal(got[0], want[0])
     for g, w in zip(got[1:], want[1:]):
         assert torch.isfinite(g).all()
-        assert rel_err(g, w) < 1e-11
+        assert close(g, w, 1e-11)
 
 
 @pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
@@ -183,9 +192,9 @@ def test_pass_solver_matches_the_fused_kernel(gen, select, B, n, m, d, cost, deb
     got = value_and_grads(x, y, **kw, cost_mode=mode)
     res_got = solve(sinsim_ext.sinkhorn, x, y, eps=0.1, cost=cost, a=a, b=b, max_iter=25, cost_mode=mode)
     for g, w in zip(got, want):
-        assert torch.isfinite(g).all() and rel_err(g, w) < 1e-12
+        assert torch.isfinite(g).all() and close(g, w, 1e-11)
     for g, w in ((res_got.f, res_want.f), (res_got.g, res_want.g)):
-        assert torch.isfinite(g).all() and rel_err(g, w) < 1e-11
+        assert torch.isfinite(g).all() and close(g, w, 1e-11)
     assert float((res_got.error - res_want.error).abs().max()) <= 1e-12 + 1e-9 * float(res_want.error.max())
     assert torch.equal(res_got.n_iter, res_want.n_iter)
 
