@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # One device-machine session: build, verify the CUDA kernels, then measure.
 # Usage (repository root, on the GPU machine):  bash bench/gpu_session.sh [what...]
-#   what: campaign, concurrency, tests, profile, bench, train, peers, paper (default: tests bench)
+#   what: campaign, concurrency, tests, v2, profile, bench, train, peers, paper (default: tests bench)
 #   campaign: advance the pre-registered campaign (results/campaign/plan.toml) for CAMPAIGN_MIN
 #             minutes (default 6) with JOBS cells at once (default 4), data from .gpu_carry/; its folder,
 #             without checkpoints, comes back as $OUT/campaign.tgz
 #   concurrency: total images/s of K = 1, 2, 4, 8 training processes on the GPU (chooses JOBS)
 # Logs and JSON go to $OUT (or ./gpu_out when OUT is unset). Each stage has a
-# time limit (seconds, environment): TESTS_S, BENCH_S, PEERS_S, PAPER_S, so a
-# short lease ends with every earlier stage's files written.
+# time limit (seconds, environment): TESTS_S, V2_TESTS_S, V2_BENCH_S, BENCH_S,
+# PEERS_S, PAPER_S, so a short lease ends with every earlier stage's files written.
+#   v2:    the paths selected by SINSIM_CUDA_KERNEL (fused backward, online mode,
+#          eps-scaling on the device): their CUDA tests (JUnit XML too), then their
+#          benchmark cases beside the verified kernel's (bench_v2.json / _table.txt);
+#          about 6 minutes with the build on an H100/H200
 #   peers: bench/test_peers.py on the GPU (SINSIM_PEERS_N sizes, default 4096,1024);
 #          the peers are carried as wheels in .whl/ (README of the device tool)
 #   paper: the CIFAR-10 (JPEG copy) variants grid of issue 9 from .gpu_carry/,
@@ -47,6 +51,18 @@ if [[ " $what " == *" tests "* ]]; then
   stage tests
   timeout "${TESTS_S:-300}" python3 -m pytest tests/test_sinkhorn_cuda.py tests/test_train_cuda.py -q -p no:cacheprovider -rfEs \
     2>&1 | tee "$OUT/cuda_tests.log" | tail -25
+fi
+if [[ " $what " == *" v2 "* ]]; then
+  stage v2-tests
+  timeout "${V2_TESTS_S:-240}" python3 -m pytest tests/test_sinkhorn_cuda_v2.py tests/test_cuda_tiles.py \
+    tests/test_cuda_kernel_choice.py -q -p no:cacheprovider -rfEs --junitxml="$OUT/v2_tests.xml" \
+    2>&1 | tee "$OUT/v2_tests.log" | tail -25
+  stage v2-bench
+  timeout "${V2_BENCH_S:-150}" python3 -m pytest bench/test_sinkhorn_cuda.py --benchmark-only -q -p no:cacheprovider \
+    -k "v2 or (test_forward_backward and kernel and not cpu_kernel)" --benchmark-json="$OUT/bench_v2.json" \
+    > "$OUT/bench_v2.log" 2>&1
+  tail -3 "$OUT/bench_v2.log"
+  [ -s "$OUT/bench_v2.json" ] && python3 bench/summarize.py "$OUT/bench_v2.json" | tee "$OUT/bench_v2_table.txt"
 fi
 if [[ " $what " == *" profile "* ]]; then
   python3 bench/profile_iterations.py --layouts 2>&1 | tee "$OUT/profile.txt"

@@ -3,6 +3,7 @@
 // torch.compile needs are registered from Python in sinsim_ext/ops.py.
 #include <torch/library.h>
 
+#include "cuda_kernel_choice.h"
 #include "sinkhorn.h"
 
 TORCH_LIBRARY(sinsim_ext, m) {
@@ -17,6 +18,7 @@ TORCH_LIBRARY(sinsim_ext, m) {
   m.def("compiled_backends() -> str[]", &sinsim::compiled_backends);
   m.def("cpu_capability() -> str", &sinsim::cpu_capability);
   m.def("cpu_capabilities() -> str[]", &sinsim::cpu_capabilities);
+  m.def("cuda_kernel_parts(str value) -> str[]", &sinsim::cuda_kernel_parts);
 }
 
 TORCH_LIBRARY_IMPL(sinsim_ext, CPU, m) {

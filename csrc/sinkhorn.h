@@ -51,7 +51,7 @@ struct SolverOptions {
   int64_t max_iter;
   double tol;  // <= 0: run exactly max_iter iterations
   double scaling = 0.0;  // eps-scaling ratio in (0, 1); 0: plain iterations
-  bool online = false;   // recompute the cost in blocks instead of storing it (CPU only)
+  bool online = false;   // recompute the cost in blocks instead of storing it (CPU; CUDA pass solver)
 };
 
 // Number of eps-scaling stages for a problem whose largest cost is cost_max:

@@ -20,6 +20,8 @@
 // Maths and notation: sinkhorn.h.
 #include "sinkhorn.h"
 
+#include "cuda_kernel_choice.h"
+
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -899,8 +901,41 @@ void launch_chunk(const ProblemDesc<T>* d_probs, int count, const Layout& L, con
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// Problem descriptors written to the device by kernel launches that carry
+// them as parameters (kDescPerLaunch per launch, within the 4 KB parameter
+// limit): stream ordered with no host buffer, so a CUDA graph can capture the
+// call and replay it (the pinned-memory copy of the default path reads a host
+// buffer that is reused after the call).
+constexpr int kDescPerLaunch = 32;
+
 template <typename T>
-void solve_sets(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
+struct DescBatch {
+  ProblemDesc<T> desc[kDescPerLaunch];
+  int count;
+};
+
+template <typename T>
+__global__ void store_descriptors(DescBatch<T> batch, ProblemDesc<T>* out) {
+  if (static_cast<int>(threadIdx.x) < batch.count) out[threadIdx.x] = batch.desc[threadIdx.x];
+}
+
+template <typename T>
+at::Tensor descriptors_by_launch(const std::vector<ProblemDesc<T>>& probs, const at::Tensor& ref, cudaStream_t stream) {
+  at::Tensor dev = at::empty({static_cast<int64_t>(probs.size() * sizeof(ProblemDesc<T>))},
+                             ref.options().dtype(at::kByte));
+  auto* out = reinterpret_cast<ProblemDesc<T>*>(dev.data_ptr());
+  for (size_t first = 0; first < probs.size(); first += kDescPerLaunch) {
+    DescBatch<T> batch;
+    batch.count = static_cast<int>(std::min<size_t>(kDescPerLaunch, probs.size() - first));
+    std::copy(probs.begin() + first, probs.begin() + first + batch.count, batch.desc);
+    store_descriptors<T><<<1, kDescPerLaunch, 0, stream>>>(batch, out + first);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return dev;
+}
+
+template <typename T>
+void solve_sets(std::vector<ProblemSet>& sets, const SolverOptions& opt, bool by_launch) {
   const at::Tensor& ref = sets.front().x;
   const c10::cuda::CUDAGuard guard(ref.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -941,11 +976,16 @@ void solve_sets(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
 
   const auto [L, per_launch] = cached_layout(probs, dev, ref.get_device());
 
-  // descriptors to the device (asynchronous copy from pinned memory, stream ordered)
-  const int64_t desc_bytes = static_cast<int64_t>(probs.size() * sizeof(ProblemDesc<T>));
-  at::Tensor host_desc = at::empty({desc_bytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
-  std::memcpy(host_desc.data_ptr(), probs.data(), desc_bytes);
-  at::Tensor dev_desc = host_desc.to(ref.device(), /*non_blocking=*/true);
+  at::Tensor dev_desc;
+  if (by_launch) {
+    dev_desc = descriptors_by_launch(probs, ref, stream);
+  } else {
+    // descriptors to the device (asynchronous copy from pinned memory, stream ordered)
+    const int64_t desc_bytes = static_cast<int64_t>(probs.size() * sizeof(ProblemDesc<T>));
+    at::Tensor host_desc = at::empty({desc_bytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+    std::memcpy(host_desc.data_ptr(), probs.data(), desc_bytes);
+    dev_desc = host_desc.to(ref.device(), /*non_blocking=*/true);
+  }
   const auto* d_probs = reinterpret_cast<const ProblemDesc<T>*>(dev_desc.data_ptr());
 
   at::Tensor exchange, counters;
@@ -967,7 +1007,9 @@ void solve_sets(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
 void solve_cuda(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
   for (const ProblemSet& set : sets)
     TORCH_CHECK_VALUE(set.x.is_cuda() && set.y.is_cuda(), "the CUDA back end got tensors on ", set.x.device());
-  AT_DISPATCH_FLOATING_TYPES(sets.front().x.scalar_type(), "sinkhorn_solve_cuda", [&] { solve_sets<scalar_t>(sets, opt); });
+  const bool by_launch = cuda_kernel_choice().graph;
+  AT_DISPATCH_FLOATING_TYPES(sets.front().x.scalar_type(), "sinkhorn_solve_cuda",
+                             [&] { solve_sets<scalar_t>(sets, opt, by_launch); });
 }
 
 at::Tensor plan_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a, const at::Tensor& b,

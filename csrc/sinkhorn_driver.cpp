@@ -4,6 +4,12 @@
 // The device back ends (solve_*, plan_*) do the heavy work.
 #include "sinkhorn.h"
 
+#include "cuda_kernel_choice.h"
+#ifdef SINSIM_WITH_CUDA
+#include "sinkhorn_cuda_backward.h"
+#include "sinkhorn_cuda_passes.h"
+#endif
+
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -155,17 +161,26 @@ ForwardResult sinkhorn_value_forward(const at::Tensor& x_in, const at::Tensor& y
   return {value, f, g, f_xx, g_xx, f_yy, g_yy, n_iter, error};
 }
 
+namespace {
+
+void check_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                         const at::Tensor& b, double eps) {
+  check_args(x, y, a, b, eps);
+  TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == x.size(0), "grad must have shape (",
+                    x.size(0), ",), got ", grad.sizes());
+}
+
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
     const at::Tensor& grad, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& a_in,
     const at::Tensor& b_in, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
     c10::string_view cost, bool debias, bool online, PlanFn plan) {
-  check_args(x_in, y_in, a_in, b_in, eps);
+  check_backward_args(grad, x_in, y_in, a_in, b_in, eps);
   const SolverOptions opt{eps, parse_cost(cost), 1, 0.0};
   const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   const at::Tensor a = a_in.contiguous(), b = b_in.contiguous();
-  TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == x.size(0), "grad must have shape (",
-                    x.size(0), ",), got ", grad.sizes());
 
   const auto grads = [&](const at::Tensor& p, const at::Tensor& q, const at::Tensor& wp,
                          const at::Tensor& wq, const at::Tensor& fp, const at::Tensor& gq) {
@@ -210,13 +225,23 @@ ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, cons
                                   const at::Tensor& b, double eps, c10::string_view cost,
                                   int64_t max_iter, double tol, bool debias, double scaling,
                                   bool online) {
-  TORCH_CHECK_NOT_IMPLEMENTED(!online, "the online cost mode (cost_mode='online') is implemented on the CPU only; "
-                              "use cost_mode='stored' on CUDA");
-  // The CUDA kernel runs plain iterations only; eps-scaling takes the
-  // device-generic solver (checked on an H200 by tests/test_sinkhorn_cuda.py; about
-  // 9x slower per iteration than the fused kernel, docs/performance/gpu.md).
-  return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, scaling, online,
-                                scaling > 0.0 ? &solve_generic : &solve_cuda);
+  const CudaKernelChoice choice = cuda_kernel_choice();
+  TORCH_CHECK_NOT_IMPLEMENTED(!online || choice.online,
+                              "the online cost mode (cost_mode='online') on CUDA runs only when selected with "
+                              "SINSIM_CUDA_KERNEL=online (or v2): it awaits its tests on a device; use "
+                              "cost_mode='stored' on CUDA, or the CPU");
+  // The fused kernel runs plain iterations only. Eps-scaling takes the
+  // device-generic solver (checked on an H200 by tests/test_sinkhorn_cuda.py;
+  // about 9x slower per iteration than the fused kernel, docs/performance/gpu.md), or
+  // the pass solver when selected; the online mode is the pass solver's, and
+  // plain iterations take it too when `passes` is selected.
+  SolveFn solve = choice.passes ? &solve_cuda_passes : &solve_cuda;
+  if (online) {
+    solve = &solve_cuda_passes;
+  } else if (scaling > 0.0) {
+    solve = choice.scaling ? &solve_cuda_passes : &solve_generic;
+  }
+  return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, scaling, online, solve);
 }
 
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
@@ -224,6 +249,16 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
     c10::string_view cost, bool debias, bool online) {
+  if (cuda_kernel_choice().backward) {
+    check_backward_args(grad, x, y, a, b, eps);
+    const CostKind kind = parse_cost(cost);
+    const at::Tensor xc = x.contiguous();
+    if (fused_backward_supported(xc)) {
+      const auto c = [](const at::Tensor& t) { return t.contiguous(); };
+      return fused_backward_cuda(grad, xc, c(y), c(a), c(b), c(f), c(g), c(f_xx), c(g_xx), c(f_yy), c(g_yy), eps,
+                                 kind, debias);
+    }
+  }
   return sinkhorn_value_backward(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias,
                                  online, &plan_cuda);
 }

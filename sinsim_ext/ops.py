@@ -53,6 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         "`pip install -e . --no-build-isolation` (see README.md)."
     ) from exc
 
+from . import _cuda_kernel
 from ._batching import fold, unfold
 from ._checks import Problem, prepare, warn_if_unconverged
 from .convergence import warn_unconverged
@@ -109,14 +110,44 @@ float32. The online mode costs ``d`` multiply-adds per entry and pass instead
 of a load (docs/performance/convergence.md, "The online cost mode")."""
 
 
+CUDA_ONLINE_MEMORY_FRACTION = 0.25
+"""On CUDA, with the online mode selected (``SINSIM_CUDA_KERNEL=online`` or
+``v2``), ``cost_mode="auto"`` recomputes the cost online when the stored costs
+of the forward would take more than this fraction of the device's memory:
+recomputing costs about ``2 d`` operations per entry and pass against one
+load (bench/NOTES.md), so it is chosen for memory only."""
+
+
+def stored_cost_bytes(batch: int, n: int, m: int, itemsize: int, debias: bool) -> int:
+    """Bytes of the costs the CUDA forward stores: ``(B, n, m)``, plus
+    ``(B, n, n)`` and ``(B, m, m)`` with ``debias`` (the three problems run together)."""
+    entries = n * m + (n * n + m * m if debias else 0)
+    return batch * entries * itemsize
+
+
+def online_by_memory_cuda(batch: int, n: int, m: int, itemsize: int, debias: bool, total_memory: int) -> bool:
+    """``cost_mode="auto"`` on CUDA (online mode selected): online when the
+    stored costs would exceed :data:`CUDA_ONLINE_MEMORY_FRACTION` of ``total_memory``."""
+    return stored_cost_bytes(batch, n, m, itemsize, debias) > CUDA_ONLINE_MEMORY_FRACTION * total_memory
+
+
+_BACKENDS = tuple(torch.ops.sinsim_ext.compiled_backends())
+
+
 def _use_online(pb: Problem, debias: bool, cost_mode: str) -> bool:
     if not isinstance(cost_mode, str) or cost_mode not in COST_MODES:
         raise ValueError(f"cost_mode must be one of {COST_MODES}, got {cost_mode!r}")
+    cuda_parts = _cuda_kernel.selected_for(pb.x.device.type, _BACKENDS)
     if cost_mode != "auto":
         return cost_mode == "online"
-    if pb.x.device.type != "cpu":
-        return False  # online is CPU-only: CUDA keeps the stored cost
     batch, n, m = pb.x.shape[0], pb.x.shape[1], pb.y.shape[1]
+    if pb.x.device.type == "cuda":
+        if "online" not in cuda_parts:
+            return False  # the verified CUDA kernels keep the stored cost
+        total = torch.cuda.get_device_properties(pb.x.device).total_memory
+        return online_by_memory_cuda(batch, n, m, pb.x.element_size(), debias, total)
+    if pb.x.device.type != "cpu":
+        return False
     entries = max(n * m, n * n, m * m) if debias else n * m
     return batch * entries * pb.x.element_size() > ONLINE_THRESHOLD_BYTES
 
@@ -423,12 +454,17 @@ def sinkhorn_cost(
         cost_mode: ``"stored"`` keeps the ``(n, m)`` cost matrix for the
             iterations (and the ``(B, n, m)`` plan for the backward);
             ``"online"`` recomputes the cost in blocks of rows at every pass
-            (CPU only, GeomLoss's online backend): memory ``O((n + m) d)``
-            for the iterations and the first-order backward, time ``d``
-            multiply-adds per entry and pass; ``"auto"`` (default) goes online
-            on the CPU when the stored mode would hold more than
-            :data:`ONLINE_THRESHOLD_BYTES` (1 GiB). Double backward, forward
-            mode and ``torch.func`` still form the ``(n, m)`` plan.
+            (GeomLoss's online backend; on CUDA only when the environment
+            variable ``SINSIM_CUDA_KERNEL`` selects ``online`` or ``v2``, see
+            :mod:`sinsim_ext._cuda_kernel`): memory ``O((n + m) d)`` for the
+            iterations and the first-order backward, time ``d`` multiply-adds
+            per entry and pass; ``"auto"`` (default) goes online on the CPU
+            when the stored mode would hold more than
+            :data:`ONLINE_THRESHOLD_BYTES` (1 GiB), and on CUDA (with that
+            selection) when the stored costs would take more than
+            :data:`CUDA_ONLINE_MEMORY_FRACTION` of the device's memory.
+            Double backward, forward mode and ``torch.func`` still form the
+            ``(n, m)`` plan.
 
     Returns:
         The value, a scalar for unbatched inputs or ``(B,)``, in the promoted

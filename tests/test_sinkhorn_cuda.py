@@ -16,40 +16,13 @@ import torch
 import sinsim_ext
 from sinsim_ext import CONVERGENCE_TOL, SinkhornConvergenceWarning, reference
 
+from cuda_helpers import DEV, poison_allocator, solve, unit, views
 from helpers import rel_err, simplex
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU on this machine", allow_module_level=True)
 if "cuda" not in sinsim_ext.backends():
     pytest.skip("sinsim_ext was built without its CUDA kernels", allow_module_level=True)
-
-DEV = "cuda"
-
-
-def poison_allocator():
-    """Leave NaN-filled free blocks in both pools of the caching allocator."""
-    torch.cuda.synchronize()
-    blocks = [torch.full((n,), float("nan"), device=DEV) for n in (1 << 28, 1 << 22, 1 << 18, 1 << 12) for _ in range(3)]
-    blocks += [torch.full((n,), float("nan"), device=DEV, dtype=torch.float64) for n in (1 << 20, 1 << 10) for _ in range(3)]
-    del blocks
-
-
-def unit(gen, *shape, dtype=torch.float64):
-    p = torch.randn(*shape, generator=gen, dtype=torch.float64)
-    return (p / p.norm(dim=-1, keepdim=True)).to(device=DEV, dtype=dtype)
-
-
-def views(gen, *shape, dtype=torch.float64, noise=0.5):
-    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
-    y = x + noise * torch.randn(*shape, generator=gen, dtype=torch.float64)
-    x, y = x / x.norm(dim=-1, keepdim=True), y / y.norm(dim=-1, keepdim=True)
-    return x.to(device=DEV, dtype=dtype), y.to(device=DEV, dtype=dtype)
-
-
-def solve(fn, x, y, **kw):
-    poison_allocator()
-    return fn(x, y, **kw)
-
 
 # (n, m, d): odd sizes, n != m, and the benchmark sizes (every launch layout:
 # one block, one cluster, several clusters with the global barrier, rows
@@ -294,7 +267,9 @@ def test_convergence_is_reported_on_the_gpu(gen):
     assert ok.device.type == "cuda" and float(ok) < loss.tolerance
 
 
-def test_online_cost_mode_is_refused_on_the_gpu_and_auto_keeps_the_stored_cost(gen):
+def test_online_cost_mode_is_refused_on_the_gpu_and_auto_keeps_the_stored_cost(gen, monkeypatch):
+    """Without SINSIM_CUDA_KERNEL selecting it (tests/test_sinkhorn_cuda_v2.py has the selected mode)."""
+    monkeypatch.delenv("SINSIM_CUDA_KERNEL", raising=False)
     x, y = unit(gen, 64, 8), unit(gen, 64, 8)
     with pytest.raises((ValueError, RuntimeError, NotImplementedError), match="online"):
         sinsim_ext.sinkhorn_cost(x, y, eps=0.05, cost_mode="online")
