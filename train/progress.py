@@ -34,15 +34,17 @@ class EpochProgress:
 
     def __init__(self, *, label: str, epoch: int, epochs: int, steps: int, batch_size: int, steps_before: int,
                  total_steps: int, every: float, bar: Optional[bool] = None,
-                 write: Callable[[str], None] = tqdm.write):
+                 write: Callable[[str], None] = tqdm.write, start_at: int = 0):
+        """``start_at``: steps of this epoch done before (a resumed epoch)."""
         self.label, self.epoch, self.epochs, self.steps = label, epoch, epochs, steps
+        self.start_at = start_at
         self.batch_size, self.steps_before, self.total_steps = batch_size, steps_before, total_steps
         self.every, self.write = every, write
         self.start = self.last_line = time.perf_counter()
         self.loss: Optional[tuple] = None  # (steps it covers, mean loss)
         terminal = sys.stderr.isatty() if bar is None else bar
-        self.bar = (tqdm(total=steps, desc=f"{label} epoch {epoch}/{epochs}", unit="step", leave=False,
-                         dynamic_ncols=True) if terminal else None)
+        self.bar = (tqdm(total=steps, initial=start_at, desc=f"{label} epoch {epoch}/{epochs}", unit="step",
+                         leave=False, dynamic_ncols=True) if terminal else None)
 
     def step(self, done: int) -> None:
         """``done`` steps of this epoch are finished (enqueued, on a GPU)."""
@@ -57,12 +59,12 @@ class EpochProgress:
     def checked(self, done: int, mean_loss: float) -> None:
         self.loss = (done, mean_loss)
         if self.bar is not None:
-            rate = done * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
+            rate = (done - self.start_at) * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
             self.bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
 
     def line(self, done: int, now: float) -> str:
         elapsed = max(now - self.start, 1e-9)
-        steps_per_second = done / elapsed
+        steps_per_second = max(done - self.start_at, 1) / elapsed
         left_epoch = (self.steps - done) / steps_per_second
         left_all = (self.total_steps - self.steps_before - done) / steps_per_second
         loss = f", loss {self.loss[1]:.4f} (mean of its first {self.loss[0]} steps)" if self.loss else ""
@@ -73,3 +75,4 @@ class EpochProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+

@@ -4,7 +4,8 @@ Output folder of a method run::
 
     config.json      the resolved config
     metrics.csv      one row per epoch: loss and its terms, lr, time, images/s (kNN if monitored)
-    checkpoint.pt    the last finished epoch (see train.checkpoint)
+    checkpoint.pt    the last finished epoch, or the step where a stop signal ended the run (train.checkpoint)
+    checkpoint.previous.pt  the checkpoint before it (a damaged last one costs one epoch, not the run)
     results.json     linear / MLP / kNN accuracy on test and on validation, the features' geometry,
                      budget, timings, seed, code (git commit)
     results.md       the same as a markdown table
@@ -29,11 +30,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import TwoViews, view_specs
-from .checkpoint import atomic_write_json, load_checkpoint, restore, save_checkpoint
+from . import stopping
+from .checkpoint import (atomic_write_json, load_newest_checkpoint, position, previous_path, restore,
+                         save_checkpoint)
 from .config import Config, for_method, method_names
 from .datasets import DATASETS, ImageData, load_dataset
 from .embedding import measure as measure_geometry
-from .engine import EpochStats, Trainer, TrainingDiverged
+from .engine import EpochStats, Trainer, TrainingDiverged, TrainingStopped
 from .errors import RunError
 from .evaluate import evaluate_encoder, knn_monitor
 from .methods import METHODS
@@ -86,10 +89,12 @@ def check_out_dirs(cfg: Config) -> None:
         return
     if cfg.overwrite:
         for d in method_dirs(cfg).values():
-            for name in (CHECKPOINT, "results.json", "results.md", "metrics.csv"):
+            for name in (CHECKPOINT, previous_path(Path(CHECKPOINT)).name, "results.json", "results.md",
+                         "metrics.csv"):
                 (d / name).unlink(missing_ok=True)
         return
-    taken = [d for d in method_dirs(cfg).values() if (d / CHECKPOINT).exists() or (d / "results.json").exists()]
+    taken = [d for d in method_dirs(cfg).values()
+             if any((d / name).exists() for name in (CHECKPOINT, previous_path(Path(CHECKPOINT)).name, "results.json"))]
     if taken:
         raise RunError(
             f"{taken[0]} already holds a run. Pass --resume to continue it (finished methods are kept), "
@@ -182,20 +187,25 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
 
     checkpoint_path = out / CHECKPOINT
     start_epoch, metrics, changes = 0, [], []
+    saved_at = (0, 0)  # (finished epochs, steps of the next one) of the newest checkpoint on disk
     if cfg.resume:
         fresh_base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-        state = load_checkpoint(checkpoint_path, signature, may_change)
+        state, used = load_newest_checkpoint(checkpoint_path, signature, may_change, log=log)
         if state is not None:
             restore(state, method=method, optimizer=optimizer, scheduler=scheduler, generators=trainer.generators)
             trainer.load_state_dict(state.get("trainer", {}))
             start_epoch, metrics, changes = state["epoch"], state["metrics"], list(state.get("resume_changes", []))
+            partial = trainer.in_progress
+            saved_at = (start_epoch, 0 if partial is None else partial.done)
             changed = _changed(state["signature"], signature, may_change)
             if "lr" in changed:
                 change_base_lrs(optimizer, scheduler, fresh_base_lrs)
             if changed:
-                changes.append({"after_epoch": start_epoch, **changed})
+                at = {} if partial is None else {"and_steps": partial.done}
+                changes.append({"after_epoch": start_epoch, **at, **changed})
             how = "".join(f"; --{k.replace('_', '-')} changes from {a!r} to {b!r}" for k, (a, b) in changed.items())
-            log(f"{cfg.method}: resuming after epoch {start_epoch} from {checkpoint_path}{how}")
+            newest = "" if used == checkpoint_path else " (the newest intact checkpoint)"
+            log(f"{cfg.method}: resuming {position(state)} from {used}{newest}{how}")
         else:
             log(f"{cfg.method}: --resume found no checkpoint at {checkpoint_path}; starting from scratch")
     record = cfg.to_dict()
@@ -208,6 +218,14 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         log(f"{cfg.method}: pretraining epochs {start_epoch + 1}-{cfg.epochs}, {steps_per_epoch} steps of "
             f"{batch_size} images each, on {cfg.device}{spread} -> {out}")
 
+    def save(epoch: int) -> None:
+        nonlocal saved_at
+        save_checkpoint(checkpoint_path, method=method, optimizer=optimizer, scheduler=scheduler,
+                        epoch=epoch, step=epoch * steps_per_epoch, metrics=metrics,
+                        generators=trainer.generators, signature=signature,
+                        extra={"trainer": trainer.state_dict(), "resume_changes": changes})
+        saved_at = (epoch, 0 if trainer.in_progress is None else trainer.in_progress.done)
+
     def on_epoch_end(s: EpochStats) -> None:
         row = s.row()
         if cfg.knn_every and s.epoch % cfg.knn_every == 0:
@@ -216,34 +234,39 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         metrics.append(row)
         write_metrics_csv(out / "metrics.csv", metrics)
         if s.epoch % cfg.checkpoint_every == 0 or s.epoch == cfg.epochs:
-            save_checkpoint(checkpoint_path, method=method, optimizer=optimizer, scheduler=scheduler,
-                            epoch=s.epoch, step=s.epoch * steps_per_epoch, metrics=metrics,
-                            generators=trainer.generators, signature=signature,
-                            extra={"trainer": trainer.state_dict(), "resume_changes": changes})
+            save(s.epoch)
         terms = " ".join(f"{k} {v:.4f}" for k, v in s.terms.items() if len(s.terms) > 1)
         knn = f" knn {row['knn']:.2f}%" if "knn" in row else ""
         log(f"{cfg.method} epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f} {terms}{knn} "
             f"({s.seconds:.1f} s, {s.images_per_second:.0f} img/s)")
 
     try:
-        trainer.fit(start_epoch, on_epoch_end)
+        with stopping.deferred():
+            trainer.fit(start_epoch, on_epoch_end)
     except TrainingDiverged as exc:
         done = metrics[-1]["epoch"] if metrics else 0
         raise RunError(f"{cfg.method}: {exc}; {_advice(cfg, checkpoint_path, done)}") from exc
+    except TrainingStopped as stop:
+        finished = stop.epoch - 1
+        if (finished, stop.done) != saved_at:
+            save(finished)
+        where = (f"at step {stop.done}/{stop.steps} of epoch {stop.epoch}/{cfg.epochs}" if stop.done
+                 else f"after epoch {finished}/{cfg.epochs}")
+        saved = f"saved in {checkpoint_path}" if saved_at != (0, 0) else "nothing was trained yet"
+        raise stopping.RunStopped(stop.signum, f"{cfg.method} stopped {where}, {saved}") from None
+    except stopping.RunStopped as exc:  # asked for while the last epoch's checkpoint was written
+        exc.detail = exc.detail or (f"{cfg.method} stopped after its pretraining (epoch {cfg.epochs}/{cfg.epochs}, "
+                                    f"saved in {checkpoint_path}), before its evaluation")
+        raise
 
     pretrain_seconds = sum(m["seconds"] for m in metrics)
     eval_start = time.perf_counter()
-    scores = {"linear": None, "mlp": None, "knn": None, "val": None}
-    geometry = None
-    if cfg.eval:
-        log(f"{cfg.method}: evaluating the frozen encoder (linear and MLP probes, {cfg.probe_epochs} epochs, "
-            f"kNN k={cfg.knn_k}) on {len(splits.train)} train / {len(splits.val) if splits.val else 0} validation / "
-            f"{len(splits.test)} test labelled images")
-        scores = evaluate_encoder(method.backbone, splits, views.plain, knn_k=cfg.knn_k,
-                                  knn_temperature=cfg.knn_temperature, probe_epochs=cfg.probe_epochs,
-                                  seed=cfg.seed, precision=cfg.precision)
-        geometry = measure_geometry(method.backbone, data, cfg.dataset, cfg.image_size, cfg.geometry_points,
-                                    cfg.precision).record
+    try:
+        scores, geometry = _evaluate(cfg, data, method, splits, views)
+    except stopping.RunStopped as exc:
+        exc.detail = exc.detail or (f"{cfg.method} stopped during its evaluation; its pretraining is finished "
+                                    f"and saved in {checkpoint_path}")
+        raise
     eval_seconds = time.perf_counter() - eval_start
     result = {
         "method": cfg.method,
@@ -284,6 +307,22 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         log(f"{cfg.method}: pretrained in {pretrain_seconds:.1f} s (median epoch {result['epoch_seconds_median']:.2f} s), "
             f"no evaluation (--no-eval) -> {out}")
     return result
+
+
+def _evaluate(cfg: Config, data: ImageData, method, splits: ProbeSplits, views: TwoViews):
+    """The probes' scores and the features' geometry of the pretrained
+    encoder (no scores and no geometry with --no-eval)."""
+    if not cfg.eval:
+        return {"linear": None, "mlp": None, "knn": None, "val": None}, None
+    log(f"{cfg.method}: evaluating the frozen encoder (linear and MLP probes, {cfg.probe_epochs} epochs, "
+        f"kNN k={cfg.knn_k}) on {len(splits.train)} train / {len(splits.val) if splits.val else 0} validation / "
+        f"{len(splits.test)} test labelled images")
+    scores = evaluate_encoder(method.backbone, splits, views.plain, knn_k=cfg.knn_k,
+                              knn_temperature=cfg.knn_temperature, probe_epochs=cfg.probe_epochs,
+                              seed=cfg.seed, precision=cfg.precision)
+    geometry = measure_geometry(method.backbone, data, cfg.dataset, cfg.image_size, cfg.geometry_points,
+                                cfg.precision).record
+    return scores, geometry
 
 
 def require_two_per_batch(cfg: Config, pretrain_images: int) -> None:

@@ -11,7 +11,7 @@ Messages from the driver (:meth:`train.parallel.context.Context.send`):
   when resuming). Another ``("train", ...)`` instead means the driver gave
   the announced run up before training (a corrupt checkpoint in the paper
   protocol): that run is dropped;
-* ``("stop",)``: the command is finished.
+* ``("stop",)``: the command is finished (or was stopped by a signal).
 
 A worker reads no output folder and writes nothing: the data comes from
 ``--data-dir`` on its own machine, without downloading (the driver
@@ -26,7 +26,8 @@ from typing import Dict, Tuple
 import torch
 
 from ..datasets import ImageData, load_dataset
-from ..engine import TrainingDiverged
+from .. import stopping
+from ..engine import TrainingDiverged, TrainingStopped
 from ..protocol import build_trainer, seed_everything
 from .context import Context
 
@@ -51,7 +52,15 @@ def build(cfg, cache: Dict[Tuple, ImageData]):
 
 
 def serve(ctx: Context) -> int:
-    """The worker's life: returns its exit status (0 when told to stop)."""
+    """The worker's life: returns its exit status when the driver says stop
+    (0, or 128 + the signal when this process was told to stop too)."""
+    with stopping.deferred(raise_on_leave=False):
+        _serve(ctx)
+    signum = stopping.requested()
+    return 0 if signum is None else 128 + signum
+
+
+def _serve(ctx: Context) -> None:
     cache: Dict[Tuple, ImageData] = {}
     message = ctx.receive()
     while message[0] != "stop":
@@ -64,8 +73,7 @@ def serve(ctx: Context) -> int:
         _, start_epoch, state = message
         try:
             trainer.fit_with(start_epoch, state)
-        except TrainingDiverged:
-            pass  # every rank stopped at the same check; the driver reports it
+        except (TrainingDiverged, TrainingStopped):
+            pass  # every rank stopped at the same step; the driver reports it
         del trainer
         message = ctx.receive()
-    return 0
