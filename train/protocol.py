@@ -43,6 +43,7 @@ from .methods import METHODS
 from .models import resnet18_encoder
 from .optim import build_optimizer, build_scheduler, change_base_lrs
 from .parallel.context import current as parallel_job
+from .progress import EvalProgress
 from .provenance import git_state
 from .results import read_results, write_combined, write_method_results, write_metrics_csv
 from .run_lock import hold_run_folder
@@ -230,7 +231,9 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         row = s.row()
         if cfg.knn_every and s.epoch % cfg.knn_every == 0:
             row["knn"] = knn_monitor(method.backbone, splits, views.plain, k=cfg.knn_k,
-                                     temperature=cfg.knn_temperature, precision=cfg.precision)
+                                     temperature=cfg.knn_temperature, precision=cfg.precision,
+                                     progress=EvalProgress(f"{cfg.method} epoch {s.epoch} kNN monitor",
+                                                           cfg.progress_every))
         metrics.append(row)
         write_metrics_csv(out / "metrics.csv", metrics)
         if s.epoch % cfg.checkpoint_every == 0 or s.epoch == cfg.epochs:
@@ -317,11 +320,12 @@ def _evaluate(cfg: Config, data: ImageData, method, splits: ProbeSplits, views: 
     log(f"{cfg.method}: evaluating the frozen encoder (linear and MLP probes, {cfg.probe_epochs} epochs, "
         f"kNN k={cfg.knn_k}) on {len(splits.train)} train / {len(splits.val) if splits.val else 0} validation / "
         f"{len(splits.test)} test labelled images")
+    progress = EvalProgress(cfg.method, cfg.progress_every)
     scores = evaluate_encoder(method.backbone, splits, views.plain, knn_k=cfg.knn_k,
                               knn_temperature=cfg.knn_temperature, probe_epochs=cfg.probe_epochs,
-                              seed=cfg.seed, precision=cfg.precision)
+                              seed=cfg.seed, precision=cfg.precision, progress=progress)
     geometry = measure_geometry(method.backbone, data, cfg.dataset, cfg.image_size, cfg.geometry_points,
-                                cfg.precision).record
+                                cfg.precision, progress=progress).record
     return scores, geometry
 
 
@@ -366,9 +370,13 @@ def random_init_reference(cfg: Config, data: ImageData) -> Dict:
     to_input = TwoViews(view_specs("simclr", cfg.image_size), mean, std).plain
     start = time.perf_counter()
     encoder = encoder.to(device)
+    progress = EvalProgress("random init", cfg.progress_every)
+    log("random init: evaluating an untrained encoder (the floor pretraining has to beat)")
     scores = evaluate_encoder(encoder, splits, to_input, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
-                              probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision)
-    geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision)
+                              probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision,
+                              progress=progress)
+    geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision,
+                                progress=progress)
     log(f"random init (no pretraining): linear {scores['linear']:.2f}%  MLP {scores['mlp']:.2f}%  kNN {scores['knn']:.2f}%")
     return {"method": "random init", "dataset": cfg.dataset, "dataset_label": dataset_label(data),
             **rounded_scores(scores), "geometry": geometry.record, "knn_k": cfg.knn_k, "epochs": 0,
