@@ -85,6 +85,7 @@ class Config:
     # engineering
     compile: bool = False
     precision: str = "auto"
+    tensorboard: bool = False  # event files in OUT/tensorboard (train/tensorboard_log.py)
     num_workers: int = min(8, os.cpu_count() or 1)
     check_every: int = 50
     checkpoint_every: int = 1
@@ -272,6 +273,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engineering")
     g.add_argument("--compile", action="store_true", help="torch.compile the augmentations and the training step")
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to OUT/tensorboard (losses, learning rate, Sinkhorn "
+                   "error, probe accuracies, geometry); needs the tensorboard package: pip install tensorboard")
     g.add_argument("--num-workers", type=positive_int, default=d.num_workers, help="threads decoding image archives")
     g.add_argument("--check-every", type=positive_int, default=d.check_every,
                    help="every N steps, read the loss and the weights' norm back and stop the run if they are "
@@ -316,7 +320,16 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
         parser.error("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
     if cfg.precision == "bf16" and resolved_device(cfg) == "cpu":
         parser.error("--precision bf16 needs --device cuda (CPU runs use fp32)")
+    require_tensorboard(cfg, parser)
     return resolve(cfg)
+
+
+def require_tensorboard(cfg: Config, parser: argparse.ArgumentParser) -> None:
+    """``--tensorboard`` without the tensorboard package is an argument error (before any training)."""
+    from .tensorboard_log import MISSING, available
+
+    if cfg.tensorboard and not available():
+        parser.error(MISSING)
 
 
 def resolved_device(cfg: Config) -> str:

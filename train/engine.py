@@ -191,6 +191,7 @@ class Trainer:
         self.initial_weight_norm = float(weight_norm(method))
         self.reference_loss: Optional[float] = None
         self.in_progress: Optional[EpochInProgress] = None  # an epoch stopped between two steps
+        self.on_check: Optional[Callable[[int, float, float], None]] = None  # (steps done, window's mean loss, lr)
         self.channels_last = self.device.type == "cuda"
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
@@ -290,10 +291,14 @@ class Trainer:
                 run.first_bad = torch.where((run.first_bad < 0) & ~torch.isfinite(loss), step, run.first_bad)
                 run.done = i + 1
                 if (i + 1) % self.check_every == 0 or i + 1 == self.steps_per_epoch:
+                    before = run.window
                     run.window = self._check(run.loss_sum, run.first_bad, run.window, i + 1, step, epoch, run.worst,
                                              limits, run.epoch_worst)
                     run.worst = {}
                     progress.checked(i + 1, run.window[1] / (i + 1))
+                    if self.on_check is not None:
+                        mean = (run.window[1] - before[1]) / (run.window[0] - before[0])
+                        self.on_check(step + 1, mean, self.optimizer.param_groups[0]["lr"])
                 progress.step(i + 1)
         finally:
             progress.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from .checkpoint import (atomic_write_json, load_newest_checkpoint, position, pr
                          save_checkpoint)
 from .config import Config, for_method, method_names
 from .datasets import DATASETS, ImageData, load_dataset
+from .embedding import GEOMETRY_KEYS
 from .embedding import measure as measure_geometry
 from .engine import EpochStats, Trainer, TrainingDiverged, TrainingStopped
 from .errors import RunError
@@ -48,6 +50,8 @@ from .provenance import git_state
 from .results import read_results, write_combined, write_method_results, write_metrics_csv
 from .run_lock import hold_run_folder
 from .splits import ProbeSplits, probe_splits
+from .tensorboard_log import FOLDER as TENSORBOARD_FOLDER
+from .tensorboard_log import open_board
 
 CHECKPOINT = "checkpoint.pt"
 __all__ = ["CHECKPOINT", "RunError", "run_method", "run_protocol", "random_init_reference"]
@@ -93,6 +97,7 @@ def check_out_dirs(cfg: Config) -> None:
             for name in (CHECKPOINT, previous_path(Path(CHECKPOINT)).name, "results.json", "results.md",
                          "metrics.csv"):
                 (d / name).unlink(missing_ok=True)
+            shutil.rmtree(d / TENSORBOARD_FOLDER, ignore_errors=True)
         return
     taken = [d for d in method_dirs(cfg).values()
              if any((d / name).exists() for name in (CHECKPOINT, previous_path(Path(CHECKPOINT)).name, "results.json"))]
@@ -154,11 +159,11 @@ def run_method(cfg: Config, data: ImageData, may_change=()) -> Dict:
 
     ``may_change``: training fields a resumed run may change (the flags the
     user gave explicitly, among ``Config.RESUME_MAY_CHANGE``)."""
-    with hold_run_folder(cfg.out, log=log):
-        return _run_method(cfg, data, tuple(may_change))
+    with hold_run_folder(cfg.out, log=log), contextlib.ExitStack() as closing:
+        return _run_method(cfg, data, tuple(may_change), closing)
 
 
-def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
+def _run_method(cfg: Config, data: ImageData, may_change: tuple, closing: contextlib.ExitStack) -> Dict:
     out = Path(cfg.out)
     signature = cfg.training_signature()
     previous = read_results(out) if cfg.resume else None
@@ -219,6 +224,11 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         log(f"{cfg.method}: pretraining epochs {start_epoch + 1}-{cfg.epochs}, {steps_per_epoch} steps of "
             f"{batch_size} images each, on {cfg.device}{spread} -> {out}")
 
+    resumed_at = saved_at[0] * steps_per_epoch + saved_at[1]
+    board = closing.enter_context(open_board(out, resumed_at)) if cfg.tensorboard else None  # closed by run_method
+    if board is not None:
+        trainer.on_check = lambda step, loss, lr: board.scalars("train", {"loss": loss, "lr": lr}, step)
+
     def save(epoch: int) -> None:
         nonlocal saved_at
         save_checkpoint(checkpoint_path, method=method, optimizer=optimizer, scheduler=scheduler,
@@ -236,6 +246,9 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
                                                            cfg.progress_every))
         metrics.append(row)
         write_metrics_csv(out / "metrics.csv", metrics)
+        if board is not None:
+            board.scalars("epoch", {k: v for k, v in row.items() if k != "epoch"}, s.epoch * steps_per_epoch)
+            board.flush()
         if s.epoch % cfg.checkpoint_every == 0 or s.epoch == cfg.epochs:
             save(s.epoch)
         terms = " ".join(f"{k} {v:.4f}" for k, v in s.terms.items() if len(s.terms) > 1)
@@ -302,6 +315,11 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         **({"resume_changes": changes} if changes else {}),
         "code": git_state(),
     }
+    if board is not None and cfg.eval:
+        last = steps_per_epoch * cfg.epochs
+        board.scalars("eval/test", {k: scores[k] for k in ("linear", "mlp", "knn")}, last)
+        board.scalars("eval/val", scores["val"] or {}, last)
+        board.scalars("geometry", {k: geometry.get(k) for k in GEOMETRY_KEYS}, last)
     write_method_results(out, result)
     if cfg.eval:
         log(f"{cfg.method}: linear {result['linear']:.2f}%  MLP {result['mlp']:.2f}%  kNN {result['knn']:.2f}%  "
