@@ -52,7 +52,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from . import stopping
+from . import cpu_threads, stopping
 from .augment import TwoViews
 from .methods import Method
 from .progress import EpochProgress
@@ -300,6 +300,7 @@ class Trainer:
                         mean = (run.window[1] - before[1]) / (run.window[0] - before[0])
                         self.on_check(step + 1, mean, self.optimizer.param_groups[0]["lr"])
                 progress.step(i + 1)
+                cpu_threads.between_steps()
         finally:
             progress.close()
         _sync(self.device)

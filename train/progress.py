@@ -11,6 +11,8 @@ of the device, which the rates absorb.
 The evaluation (features, linear and MLP probes, kNN, geometry) shows each
 stage the same way (:class:`EvalProgress`): a bar on a terminal, else a line
 every ``every`` seconds with the units done and the time left in the stage.
+Each finished unit of evaluation work is also where the CPU thread count may
+follow the machine's load (:func:`train.cpu_threads.between_steps`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from tqdm.auto import tqdm
+
+from . import cpu_threads
 
 
 def duration(seconds: float) -> str:
@@ -101,6 +105,7 @@ class StageProgress:
 
     def update(self, n: int = 1) -> None:
         self.done += n
+        cpu_threads.between_steps()
         if self.bar is not None:
             self.bar.update(n)
             return
@@ -141,7 +146,7 @@ class EvalProgress:
 
 class _Silent:
     def update(self, n: int = 1) -> None:
-        pass
+        cpu_threads.between_steps()
 
 
 class _NoProgress(EvalProgress):

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import TwoViews, view_specs
-from . import stopping
+from . import cpu_threads, stopping
 from .checkpoint import (atomic_write_json, load_newest_checkpoint, position, previous_path, restore,
                          save_checkpoint)
 from .config import Config, for_method, method_names
@@ -71,7 +71,7 @@ def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         label = torch.cuda.get_device_name(device)
     else:
-        label = f"cpu ({torch.get_num_threads()} threads)"
+        label = f"cpu ({cpu_threads.label() or f'{torch.get_num_threads()} threads'})"
     job = parallel_job()
     return label if job is None else f"{job.world} processes ({job.backend}), each {label}"
 
@@ -421,6 +421,11 @@ def _run_protocol(cfg: Config) -> List[Dict]:
 
 def _run_methods(cfg: Config) -> List[Dict]:
     check_out_dirs(cfg)
+    with cpu_threads.chosen(cfg.cpu_threads, cfg.device, log):
+        return _run_methods_on(cfg)
+
+
+def _run_methods_on(cfg: Config) -> List[Dict]:
     # --lr given on the command line (not a method's default) may change on --resume
     may_change = tuple(k for k in Config.RESUME_MAY_CHANGE if getattr(cfg, k) is not None) if cfg.resume else ()
     log(f"loading {cfg.dataset} from {cfg.data_dir if cfg.dataset != 'digits' else 'scikit-learn'} ...")

@@ -33,6 +33,7 @@ from typing import Dict, Optional
 
 from tqdm.auto import tqdm
 
+from .. import cpu_threads
 from ..checkpoint import atomic_write_json, previous_path
 from ..config import Config, resolved_device
 from ..datasets import DatasetError, ImageData, load_dataset
@@ -99,8 +100,9 @@ class PaperRunner:
                  f"{' '.join(p.sweep_datasets) or '-'} -> {self.out}")
         event = "interrupted"
         try:
-            for dataset in p.all_datasets:
-                self.run_dataset(dataset)
+            with cpu_threads.chosen(p.base.cpu_threads, resolved_device(p.base), self.log):
+                for dataset in p.all_datasets:
+                    self.run_dataset(dataset)
             event = "end"
         except RunStopped as exc:
             event = f"stopped by {exc.name}"

@@ -26,7 +26,7 @@ from typing import Dict, Tuple
 import torch
 
 from ..datasets import ImageData, load_dataset
-from .. import stopping
+from .. import cpu_threads, stopping
 from ..engine import TrainingDiverged, TrainingStopped
 from ..protocol import build_trainer, seed_everything
 from .context import Context
@@ -45,6 +45,7 @@ def build(cfg, cache: Dict[Tuple, ImageData]):
     """The trainer the driver builds for ``cfg`` (same seed, same sequence as
     ``train.protocol._run_method``)."""
     data = load_data(cfg, cache)
+    cpu_threads.configure(cfg.cpu_threads, cfg.device)
     seed_everything(cfg.seed)
     images = data.with_pretrain_subset(cfg.train_subset, cfg.seed).pretrain.to(torch.device(cfg.device))
     mean, std = data.channel_stats()
@@ -55,7 +56,10 @@ def serve(ctx: Context) -> int:
     """The worker's life: returns its exit status when the driver says stop
     (0, or 128 + the signal when this process was told to stop too)."""
     with stopping.deferred(raise_on_leave=False):
-        _serve(ctx)
+        try:
+            _serve(ctx)
+        finally:
+            cpu_threads.reset()
     signum = stopping.requested()
     return 0 if signum is None else 128 + signum
 
