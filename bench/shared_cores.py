@@ -9,19 +9,22 @@ and setting, each workload runs once in a fresh process; the busy processes
 start before it and stop after it. The figure reported is the workload's
 wall time as a ratio to the same setting's quiet run (0 busy) of the same
 repeat, so a machine whose background load drifts between repeats still
-gives comparable ratios. A process that gets a fair share of the cores slows
-by about ``(busy + ours) / cores`` at most: 1.5x with one busy process and
-2x with two on 2 cores for a 2-thread process that keeps both cores busy.
-Each line also gives the CPU seconds the workload used (threads spinning at
-barriers show up there) and the 1-minute load average at its start.
+gives comparable ratios. Slowing in proportion to its share of the cores
+means, on 2 cores, at most 2x with one busy process (each process gets a
+core) and 3x with two (two thirds of a core each), for a workload whose
+quiet run kept both cores busy; less for one that did not. Each line also
+gives the CPU seconds the workload used (threads spinning at barriers show
+up there) and the 1-minute load average at its start: other users' jobs
+count as well.
 
 Workloads:
 
 * ``digits``: a shortened digits command of the trainer (SinSim, one epoch,
   short probes), end to end in its own process;
-* ``sinkhorn-term``: ``bench/test_sinkhorn_cpu.py::test_sinsim_term``
-  (SinSim's divergence term, forward + backward, n = 64 and 512, d = 512),
-  the median of its pytest-benchmark rounds.
+* ``sinkhorn-term``: the call of ``bench/test_sinkhorn_cpu.py::test_sinsim_term``
+  (SinSim's divergence term with the kernel, forward + backward, n = 64 and
+  512, d = 512), the median of 20 calls after the warm-up, in its own
+  process.
 
 Settings (``--setting NAME=THREADS[,VAR=value...]``): the trainer's
 ``--cpu-threads`` (``auto``, or a fixed number) and environment variables for

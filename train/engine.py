@@ -102,8 +102,8 @@ class EpochInProgress:
 
     def state_dict(self) -> Dict:
         cpu = lambda t: t.detach().cpu()  # noqa: E731
-        return {"epoch": self.epoch, "order": cpu(self.order), "steps": self.steps, "done": self.done, "loss_sum": cpu(self.loss_sum),
-                "term_sums": {k: cpu(v) for k, v in self.term_sums.items()},
+        return {"epoch": self.epoch, "order": cpu(self.order), "steps": self.steps, "done": self.done,
+                "loss_sum": cpu(self.loss_sum), "term_sums": {k: cpu(v) for k, v in self.term_sums.items()},
                 "worst": {k: cpu(v) for k, v in self.worst.items()}, "epoch_worst": dict(self.epoch_worst),
                 "first_bad": cpu(self.first_bad), "window": tuple(self.window), "lr": self.lr,
                 "seconds": self.seconds}
@@ -111,8 +111,8 @@ class EpochInProgress:
     @classmethod
     def from_state(cls, state: Dict, device: torch.device) -> "EpochInProgress":
         on = lambda t: t.to(device)  # noqa: E731
-        return cls(epoch=state["epoch"], order=on(state["order"]), steps=state["steps"], done=state["done"], loss_sum=on(state["loss_sum"]),
-                   term_sums={k: on(v) for k, v in state["term_sums"].items()},
+        return cls(epoch=state["epoch"], order=on(state["order"]), steps=state["steps"], done=state["done"],
+                   loss_sum=on(state["loss_sum"]), term_sums={k: on(v) for k, v in state["term_sums"].items()},
                    worst={k: on(v) for k, v in state["worst"].items()}, epoch_worst=dict(state["epoch_worst"]),
                    first_bad=on(state["first_bad"]), window=tuple(state["window"]), lr=state["lr"],
                    seconds=state["seconds"])
@@ -247,8 +247,8 @@ class Trainer:
             return self.in_progress
         return EpochInProgress(
             epoch=epoch, order=torch.randperm(len(self.images), generator=self.order_generator, device=self.device),
-            steps=self.steps_per_epoch, done=0, loss_sum=torch.zeros((), device=self.device), term_sums={}, worst={}, epoch_worst={},
-            first_bad=torch.full((), -1, dtype=torch.long, device=self.device), window=(0, 0.0),
+            steps=self.steps_per_epoch, done=0, loss_sum=torch.zeros((), device=self.device), term_sums={}, worst={},
+            epoch_worst={}, first_bad=torch.full((), -1, dtype=torch.long, device=self.device), window=(0, 0.0),
             lr=self.optimizer.param_groups[0]["lr"], seconds=0.0)
 
     def train_epoch(self, epoch: int, first_step: int) -> EpochStats:
