@@ -1,10 +1,12 @@
-"""Kill a real run at a chosen moment, for the resume tests."""
+"""Kill or signal a real run at a chosen moment, for the resume and stop tests."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +28,33 @@ def kill_when(cmd, ready, *, env=None, timeout=300) -> int:
         proc.wait()
         proc.stderr.close()
     return proc.returncode
+
+
+
+def signalled(tmp_path, signum: int, script, *, after_calls: int = 1,
+              target: str = "train.engine:Trainer._train_step") -> list:
+    """The command prefix that runs ``script`` (train/run.py) in a process
+    that sends itself ``signum`` right after the ``after_calls``-th call of
+    ``target`` (``module:attribute`` or ``module:Class.method``; the default
+    counts training steps, across runs and cells): a stop at an exact,
+    known point, as a scheduler or Ctrl-C would send it."""
+    module, _, name = target.partition(":")
+    owner, _, attribute = name.rpartition(".")
+    wrapper = tmp_path / f"signal_{signum}_after_{after_calls}_{attribute}.py"
+    root = Path(script).resolve().parents[1]
+    wrapper.write_text(
+        "import importlib, os, runpy, sys\n"
+        f"sys.path.insert(0, {str(root)!r})\n"
+        f"owner = importlib.import_module({module!r})\n"
+        + (f"owner = getattr(owner, {owner!r})\n" if owner else "")
+        + f"real, calls = getattr(owner, {attribute!r}), []\n"
+        "def counted(*args, **kwargs):\n"
+        "    out = real(*args, **kwargs)\n"
+        "    calls.append(1)\n"
+        f"    if len(calls) == {after_calls}:\n"
+        f"        os.kill(os.getpid(), {int(signum)})\n"
+        "    return out\n"
+        f"setattr(owner, {attribute!r}, counted)\n"
+        f"sys.argv = [{str(script)!r}] + sys.argv[1:]\n"
+        f"runpy.run_path({str(script)!r}, run_name='__main__')\n")
+    return [sys.executable, str(wrapper)]

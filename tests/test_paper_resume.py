@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
-from processes import kill_when
+from processes import kill_when, signalled
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,3 +54,30 @@ def test_killed_grid_keeps_finished_cells_and_resumes_the_cut_one(tmp_path):
     report = (out / "report.md").read_text()
     assert "| killed or still running |" in report and "| end |" in report
     assert "− SimCLR, linear probe top-1 on the test split" in report and "one paired seed" in report
+
+
+def test_a_stopped_grid_resumes_the_stopped_cell_at_its_step(tmp_path):
+    """SIGTERM at step 1 of the SinSim cell (after SimCLR's 4 steps): one line,
+    no lock left in any folder, and the same command finishes the grid from
+    that step."""
+    out = tmp_path / "out"
+    args = [*ARGS, "--out", str(out)]
+    sinsim = out / "cells" / "digits" / SINSIM / "seed0"
+    stopped = subprocess.run(signalled(tmp_path, signal.SIGTERM, ROOT / "train" / "run.py", after_calls=5) + args,
+                             capture_output=True, text=True, timeout=600, env=ENV)
+    assert stopped.returncode == 143, stopped.stderr
+    lines = [line for line in stopped.stderr.splitlines() if line.startswith("stopped by ")]
+    assert lines == [f"stopped by SIGTERM: sinsim stopped at step 1/2 of epoch 1/2, saved in {sinsim / 'checkpoint.pt'}; "
+                     f"run the same command again: finished cells are kept and the stopped one resumes from its "
+                     f"checkpoint (out: {out})"], stopped.stderr
+    assert not [p for p in out.rglob("*") if p.name == "run.lock" or p.name.endswith(".tmp")]
+    assert '"event": "stopped by SIGTERM"' in (out / "sessions.jsonl").read_text()
+
+    rerun = subprocess.run([sys.executable, str(ROOT / "train" / "run.py"), *args], capture_output=True, text=True,
+                           timeout=600, env=ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "sinsim: resuming at step 1 of 2 of epoch 1" in rerun.stdout
+    assert "skipped digits simclr seed 0: finished earlier" in rerun.stdout
+    assert f"resumed digits {SINSIM} seed 0" in rerun.stdout
+    assert [r["epoch"] for r in csv.DictReader((sinsim / "metrics.csv").open())] == ["1", "2"]
+    assert "| stopped by SIGTERM |" in (out / "report.md").read_text()

@@ -84,7 +84,7 @@ def uninterrupted(tmp_path_factory):
 def test_a_two_process_run_writes_its_outputs_once(uninterrupted):
     out, done = uninterrupted
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.pt", "config.json", "metrics.csv", "results.json", "results.md"]
+        "checkpoint.previous.pt", "checkpoint.pt", "config.json", "metrics.csv", "results.json", "results.md"]
     # only the driver speaks and writes: one line per epoch, one row per epoch
     for epoch in (1, 2):
         assert sum(f"epoch {epoch}/2: loss" in line for line in done.stdout.splitlines()) == 1, done.stdout
@@ -150,6 +150,40 @@ def test_a_killed_process_stops_the_job_and_resume_gives_the_uninterrupted_resul
     mine = torch.load(out / "checkpoint.pt", weights_only=False)
     theirs = torch.load(reference / "checkpoint.pt", weights_only=False)
     assert mine["method"].keys() == theirs["method"].keys()
+    for k in theirs["method"]:
+        assert torch.equal(mine["method"][k], theirs["method"][k]), k
+    losses = lambda p: [row.split(",")[1] for row in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731
+    assert losses(out) == losses(reference)
+
+
+def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_resume_gives_the_uninterrupted_result(
+        uninterrupted, tmp_path):
+    """What a scheduler does: SIGTERM to torchrun, which passes it on to every
+    process. The ranks agree at the next check (every step here) to stop at
+    the same step; the driver saves it, with every rank's generators."""
+    reference, _ = uninterrupted
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen([*TORCHRUN, str(RUN), *DIGITS, "--check-every", "1", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint.pt").exists():  # epoch 1 is saved: stop during epoch 2
+        assert proc.poll() is None, "the run ended before the stop: " + proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "the run did not write its first checkpoint in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    stops = [line for line in stderr.splitlines() if "stopped by SIGTERM: simclr stopped " in line]
+    assert len(stops) == 1 and f"saved in {out / 'checkpoint.pt'}" in stops[0], stderr[-4000:]
+    assert "--resume" in stops[0] and not any(line.startswith("error: ") for line in stderr.splitlines()), stderr
+    assert not (out / "run.lock").exists() and not any(p.name.endswith(".tmp") for p in out.iterdir())
+    assert not (out / "results.json").exists()
+
+    resumed = torchrun(RUN, *DIGITS, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "simclr: resuming " in resumed.stdout
+    mine = torch.load(out / "checkpoint.pt", weights_only=False)
+    theirs = torch.load(reference / "checkpoint.pt", weights_only=False)
     for k in theirs["method"]:
         assert torch.equal(mine["method"][k], theirs["method"][k]), k
     losses = lambda p: [row.split(",")[1] for row in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731

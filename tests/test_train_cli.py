@@ -68,6 +68,12 @@ def test_method_all_runs_each_method_and_writes_one_table(tmp_path):
         assert (out / name / "results.json").is_file() and f"| {name} |" in table
         assert json.loads((out / name / "config.json").read_text())["method"] == name
     assert "| method | linear % | MLP % | kNN % |" in proc.stdout  # the table is printed too
+    assert "a pipeline check, not a comparison of the methods" in table and "pipeline check" in proc.stdout
+    floor = combined[-1]
+    for r in combined[:-1]:  # a test accuracy below the untrained encoder's is flagged, and only those
+        row = next(line for line in table.splitlines() if line.startswith(f"| {r['method']} |")).split(" | ")
+        for column, probe in ((1, "linear"), (2, "mlp"), (3, "knn")):
+            assert ("(below untrained)" in row[column]) == (r[probe] < floor[probe]), (r["method"], probe, row)
 
 
 def test_bad_flag_is_an_argparse_error_not_a_traceback():

@@ -57,3 +57,27 @@ def test_progress_lines_appear_within_an_epoch_while_the_run_goes_on(tmp_path):
     assert progress and epoch_end and progress[0] < epoch_end[0], lines
     assert alive_at_first_progress, "the first progress line arrived only after the run had ended"
     assert any(line.startswith("simclr: pretraining epochs 1-1, 4 steps of 32 images") for line in lines)
+
+
+def test_the_evaluation_shows_each_stage_while_it_runs(tmp_path):
+    """Features, linear probe, MLP probe: each stage prints progress lines
+    (here after every unit but its last) between the evaluation's first and
+    last lines."""
+    proc = subprocess.run(command(tmp_path / "run", "--epochs", "1", "--eval", "--probe-epochs", "3",
+                                  "--progress-every", "0.000001"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("simclr: evaluating the frozen encoder"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("simclr: linear "))
+    stages = [re.fullmatch(r"simclr evaluation: (.+): (\d+)/(\d+) (\w+) \(\d+%\), .+ so far, (at most )?.+ left",
+                           line) for line in lines[start + 1 : end]]
+    assert all(stages), lines[start + 1 : end]
+    seen = [(m[1], int(m[2]), int(m[3]), m[4]) for m in stages]
+    assert ("features of the probe-train images", 1, 2, "batches") in seen  # 1212 images, batches of 1024
+    assert ("MLP probe", 1, 3, "epochs") in seen and ("MLP probe", 2, 3, "epochs") in seen
+    linear = [m for m in stages if m[1] == "linear probe (L-BFGS)"]
+    assert linear and all(m[3] == "1250" and m[4] == "evaluations" and m[5] for m in linear)
+    order = [s for s, *_ in seen]
+    assert order.index("features of the probe-train images") < order.index("linear probe (L-BFGS)") \
+        < order.index("MLP probe")

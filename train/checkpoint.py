@@ -16,6 +16,12 @@ anything, so an empty, truncated or altered file is refused with one line
 naming it (:class:`CorruptCheckpoint`) instead of a miniz traceback or, worse,
 resuming with changed weights. Files are written atomically by
 :mod:`train.storage` (re-exported here for the older imports).
+
+Two checkpoints: a new checkpoint replaces ``checkpoint.pt`` only after the
+one there, if intact, is kept as ``checkpoint.previous.pt``
+(:func:`previous_path`), so one damaged file does not cost the run.
+:func:`load_newest_checkpoint` resumes from the newer (more steps) of the
+intact ones and says which, and why when it is not the last.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import io
 import random
 import struct
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +46,12 @@ _EOCD_SIZE = 22
 
 
 class CorruptCheckpoint(RunError):
-    """The checkpoint file is empty, truncated or altered."""
+    """The checkpoint file is empty, truncated or altered: ``what`` (the path
+    and the problem), then the advice."""
+
+    def __init__(self, what: str, advice: str):
+        super().__init__(f"{what}. {advice}")
+        self.what = what
 
 
 def seal(data: bytes) -> bytes:
@@ -65,10 +76,29 @@ def verify(data: bytes) -> Optional[str]:
     return None
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
+def previous_path(path: Path) -> Path:
+    """Where the checkpoint before ``path``'s is kept: ``checkpoint.previous.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def is_intact(path: Path) -> bool:
+    """``path`` is a sealed checkpoint whose checksum holds."""
+    try:
+        return verify(Path(path).read_bytes()) is None
+    except OSError:
+        return False
+
+
+def atomic_torch_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
+    """``torch.save`` sealed with its checksum, written atomically;
+    ``keep_previous``: the checkpoint there, if intact, becomes the previous
+    one (a damaged one is not kept: the previous stays)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, seal(buffer.getvalue()))
+    path = Path(path)
+    keep = previous_path(path) if keep_previous and path.exists() and is_intact(path) else None
+    atomic_write_bytes(path, seal(buffer.getvalue()), keep_previous=keep)
 
 
 def rng_state(generators: Dict[str, torch.Generator]) -> Dict[str, Any]:
@@ -113,14 +143,14 @@ def save_checkpoint(path: Path, *, method, optimizer, scheduler, epoch: int, ste
             **(extra or {}),
         },
         path,
+        keep_previous=True,
     )
 
 
 def corrupt(path: Path, problem: str) -> CorruptCheckpoint:
-    return CorruptCheckpoint(
-        f"{path} cannot be resumed: {problem}. Start this run again with --overwrite (which discards it; "
-        "in the paper protocol, delete the file), or pass another --out"
-    )
+    return CorruptCheckpoint(f"{path} cannot be resumed: {problem}",
+                             "Start this run again with --overwrite (which discards it; in the paper protocol, "
+                             "delete the file), or pass another --out")
 
 
 def read_checkpoint(path: Path) -> Dict[str, Any]:
@@ -149,6 +179,13 @@ def load_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[
     if not path.exists():
         return None
     state = read_checkpoint(path)
+    check_signature(path, state, signature, may_change)
+    return state
+
+
+def check_signature(path: Path, state: Dict[str, Any], signature: Dict[str, Any], may_change: Iterable[str] = ()) -> None:
+    """Raise :class:`CheckpointMismatch` unless the checkpoint ``state`` (read
+    from ``path``) belongs to a run with this training ``signature``."""
     saved = state.get("signature", {})
     saved_world, world = saved.get("world_size", 1), signature.get("world_size", 1)
     if saved_world != world:
@@ -164,7 +201,50 @@ def load_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[
             f"{path} was written with different training settings ({details}); "
             "resume with the same flags, or use another --out"
         )
-    return state
+
+
+def position(state: Dict[str, Any]) -> str:
+    """Where a checkpoint stands: "after epoch 2", "at step 7 of 21 of epoch 3"."""
+    partial = (state.get("trainer") or {}).get("in_progress")
+    if partial is None:
+        return f"after epoch {state['epoch']}"
+    return f"at step {partial['done']} of {partial['steps']} of epoch {partial['epoch']}"
+
+
+def _steps_done(state: Dict[str, Any]) -> int:
+    partial = (state.get("trainer") or {}).get("in_progress")
+    return state["step"] + (partial["done"] if partial is not None else 0)
+
+
+def load_newest_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[str] = (),
+                           log=print) -> Tuple[Optional[Dict[str, Any]], Optional[Path]]:
+    """``(state, its path)`` of the newest intact checkpoint among ``path``
+    and :func:`previous_path` of it, checked as :func:`load_checkpoint`
+    does; ``(None, None)`` when there is none. A damaged one is named in a
+    note (``log``) when the other one is used; when both are damaged (or the
+    only one is), :class:`CorruptCheckpoint` names each problem."""
+    path = Path(path)
+    found, problems = [], []
+    for candidate in (path, previous_path(path)):
+        if not candidate.exists():
+            continue
+        try:
+            found.append((read_checkpoint(candidate), candidate))
+        except CorruptCheckpoint as exc:
+            problems.append((candidate, exc))
+    if not found:
+        if not problems:
+            return None, None
+        if len(problems) == 1:
+            raise problems[0][1]
+        raise CorruptCheckpoint("; ".join(exc.what for _, exc in problems),
+                                "Start this run again with --overwrite (which discards them; in the paper protocol, "
+                                "delete the files), or pass another --out")
+    state, used = max(found, key=lambda f: (_steps_done(f[0]), f[1] == path))
+    for _, exc in problems:
+        log(f"note: {exc.what}; resuming from {used} instead")
+    check_signature(used, state, signature, may_change)
+    return state, used
 
 
 def restore(state: Dict[str, Any], *, method, optimizer, scheduler, generators: Dict[str, torch.Generator]) -> None:

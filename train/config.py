@@ -86,6 +86,8 @@ class Config:
     # engineering
     compile: bool = False
     precision: str = "auto"
+    cpu_threads: str = "auto"  # or a number (train/cpu_threads.py)
+    tensorboard: bool = False  # event files in OUT/tensorboard (train/tensorboard_log.py)
     num_workers: int = min(8, os.cpu_count() or 1)
     check_every: int = 50
     checkpoint_every: int = 1
@@ -152,6 +154,11 @@ nonneg_float = _typed(float, lambda v: 0 <= v < float("inf"), "a non-negative nu
 unit_interval = _typed(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 # NT-Xent with one image has no negatives (the loss is exactly 0), and the
 # other methods normalise over the batch: every method needs two or more.
+def cpu_threads(text: str) -> str:
+    """``auto`` or a positive number of threads (kept as text: the config is JSON)."""
+    if text == "auto" or (text.isdigit() and int(text) > 0):
+        return text if text == "auto" else str(int(text))
+    raise argparse.ArgumentTypeError(f"{text!r} is not auto or a positive integer")
 at_least_two = _typed(int, lambda v: v >= 2, "an integer >= 2 (a self-supervised batch compares two or more images)")
 
 
@@ -278,6 +285,16 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engineering")
     g.add_argument("--compile", action="store_true", help="torch.compile the augmentations and the training step")
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    g.add_argument("--cpu-threads", type=cpu_threads, default=d.cpu_threads, metavar="auto|N",
+                   help="torch's CPU threads. auto: one per core while the machine is otherwise idle, fewer while "
+                   "other processes keep cores busy (checked every 2 s; with a thread per core a run on a busy "
+                   "machine slows far more than its share of the cores, each step waiting for the threads that "
+                   "lost their core). N: exactly N, for bit-identical reruns (the thread count changes the order "
+                   "of floating-point sums). An OMP_NUM_THREADS in the environment is kept under auto; OpenMP's "
+                   "wait at barriers is left to OMP_WAIT_POLICY / GOMP_SPINCOUNT")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to OUT/tensorboard (losses, learning rate, Sinkhorn "
+                   "error, probe accuracies, geometry); needs the tensorboard package: pip install tensorboard")
     g.add_argument("--num-workers", type=positive_int, default=d.num_workers, help="threads decoding image archives")
     g.add_argument("--check-every", type=positive_int, default=d.check_every,
                    help="every N steps, read the loss and the weights' norm back and stop the run if they are "
@@ -326,7 +343,16 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
     if cfg.sinkhorn_tol is not None and cfg.sinkhorn_shard == "always":
         parser.error("--sinkhorn-tol with --sinkhorn-shard always: the row-sharded solve runs exactly "
                      "--sinkhorn-iters iterations; drop one of the two")
+    require_tensorboard(cfg, parser)
     return resolve(cfg)
+
+
+def require_tensorboard(cfg: Config, parser: argparse.ArgumentParser) -> None:
+    """``--tensorboard`` without the tensorboard package is an argument error (before any training)."""
+    from .tensorboard_log import MISSING, available
+
+    if cfg.tensorboard and not available():
+        parser.error(MISSING)
 
 
 def resolved_device(cfg: Config) -> str:

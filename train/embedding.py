@@ -33,6 +33,7 @@ from . import geometry
 from .augment import TwoViews, view_specs
 from .datasets import DATASETS, ImageData
 from .evaluate import extract_features
+from .progress import NO_PROGRESS, EvalProgress
 
 SUBSAMPLE_SEED = 0
 VIEWS_SEED = 0
@@ -63,7 +64,7 @@ def _centred_rank(features) -> Optional[float]:
 
 
 def measure(encoder: nn.Module, data: ImageData, dataset: str, image_size: int, points: int,
-            precision: str = "fp32", validation=None) -> Embedding:
+            precision: str = "fp32", validation=None, progress: EvalProgress = NO_PROGRESS) -> Embedding:
     """The geometry of ``encoder``'s features (on its device) on ``points``
     images: of ``validation`` (a :class:`train.splits.Split`) when given,
     else of ``data``'s test split."""
@@ -82,9 +83,13 @@ def measure(encoder: nn.Module, data: ImageData, dataset: str, image_size: int, 
         aug = views.views[k]
         return lambda part: aug.apply(part, aug.sample(part, gen), views.stats(part.device))
 
-    features = extract_features(encoder, images, views.plain, precision=precision).cpu()
-    v1 = extract_features(encoder, images, view(0), precision=precision).cpu()
-    v2 = extract_features(encoder, images, view(1), precision=precision).cpu()
+    def features_of(to_input, what):
+        return extract_features(encoder, images, to_input, precision=precision, progress=progress,
+                                what=f"geometry's {what}").cpu()
+
+    features = features_of(views.plain, "images")
+    v1 = features_of(view(0), "first views")
+    v2 = features_of(view(1), "second views")
     classes = len(np.unique(labels))
     record = {
         "alignment": round(geometry.alignment(v1, v2), 6),

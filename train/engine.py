@@ -32,6 +32,13 @@ a :class:`sinsim_ext.SinkhornConvergenceWarning` naming the steps and what to
 change. ``metrics.csv`` gets the epoch's maximum as a column.
 
 Progress within an epoch is shown by :class:`train.progress.EpochProgress`.
+
+Stopping (:mod:`train.stopping`): before every step the trainer asks
+whether a stop was requested (SIGTERM, SIGINT); if so it raises
+:class:`TrainingStopped` at that step boundary, and :meth:`Trainer.state_dict`
+then holds the epoch in progress (its permutation, the steps done, the
+loss, term and convergence accumulators), so that a run resumed from the
+checkpoint written there continues exactly as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from . import cpu_threads, stopping
 from .augment import TwoViews
 from .methods import Method
 from .progress import EpochProgress
@@ -63,6 +71,51 @@ class NonFiniteLossError(TrainingDiverged):
 
 class ExplodingTraining(TrainingDiverged):
     """The weights' norm or the loss grew beyond ``GROWTH_LIMIT`` times its start."""
+
+
+class TrainingStopped(Exception):
+    """A stop signal was honoured at the boundary before step ``done + 1``
+    of ``epoch`` (``done`` steps of it finished, 0: at its start)."""
+
+    def __init__(self, signum: int, epoch: int, done: int, steps: int):
+        super().__init__(signum, epoch, done, steps)
+        self.signum, self.epoch, self.done, self.steps = signum, epoch, done, steps
+
+
+@dataclass
+class EpochInProgress:
+    """Everything an epoch accumulates, so that it can stop and resume
+    between two steps. Tensors live on the training device."""
+
+    epoch: int
+    order: torch.Tensor  # the epoch's permutation
+    steps: int  # of the epoch
+    done: int  # steps finished
+    loss_sum: torch.Tensor
+    term_sums: Dict[str, torch.Tensor]
+    worst: Dict[str, torch.Tensor]  # convergence reports since the last check
+    epoch_worst: Dict[str, float]
+    first_bad: torch.Tensor
+    window: tuple  # (steps, loss sum) at the last check
+    lr: float  # at the start of the epoch
+    seconds: float  # spent on it before this session
+
+    def state_dict(self) -> Dict:
+        cpu = lambda t: t.detach().cpu()  # noqa: E731
+        return {"epoch": self.epoch, "order": cpu(self.order), "steps": self.steps, "done": self.done,
+                "loss_sum": cpu(self.loss_sum), "term_sums": {k: cpu(v) for k, v in self.term_sums.items()},
+                "worst": {k: cpu(v) for k, v in self.worst.items()}, "epoch_worst": dict(self.epoch_worst),
+                "first_bad": cpu(self.first_bad), "window": tuple(self.window), "lr": self.lr,
+                "seconds": self.seconds}
+
+    @classmethod
+    def from_state(cls, state: Dict, device: torch.device) -> "EpochInProgress":
+        on = lambda t: t.to(device)  # noqa: E731
+        return cls(epoch=state["epoch"], order=on(state["order"]), steps=state["steps"], done=state["done"],
+                   loss_sum=on(state["loss_sum"]), term_sums={k: on(v) for k, v in state["term_sums"].items()},
+                   worst={k: on(v) for k, v in state["worst"].items()}, epoch_worst=dict(state["epoch_worst"]),
+                   first_bad=on(state["first_bad"]), window=tuple(state["window"]), lr=state["lr"],
+                   seconds=state["seconds"])
 
 
 def weight_norm(module: torch.nn.Module) -> torch.Tensor:
@@ -137,6 +190,8 @@ class Trainer:
         # before a checkpoint is restored) and the first checked loss.
         self.initial_weight_norm = float(weight_norm(method))
         self.reference_loss: Optional[float] = None
+        self.in_progress: Optional[EpochInProgress] = None  # an epoch stopped between two steps
+        self.on_check: Optional[Callable[[int, float, float], None]] = None  # (steps done, window's mean loss, lr)
         self.channels_last = self.device.type == "cuda"
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
@@ -170,61 +225,92 @@ class Trainer:
             return {"data": self.generator}
         return {"order": self.order_generator, "augment": self.generator}
 
-    def state_dict(self) -> Dict[str, Optional[float]]:
-        """What a resumed run needs to judge divergence exactly as an uninterrupted one."""
-        return {"reference_loss": self.reference_loss}
+    def state_dict(self) -> Dict:
+        """What a resumed run needs to judge divergence exactly as an
+        uninterrupted one, and the epoch in progress when it stopped between
+        two steps."""
+        return {"reference_loss": self.reference_loss,
+                "in_progress": None if self.in_progress is None else self.in_progress.state_dict()}
 
-    def load_state_dict(self, state: Dict[str, Optional[float]]) -> None:
+    def load_state_dict(self, state: Dict) -> None:
         self.reference_loss = state.get("reference_loss")
+        partial = state.get("in_progress")
+        self.in_progress = None if partial is None else EpochInProgress.from_state(partial, self.device)
+
+    def stop_requested(self) -> Optional[int]:
+        """The signal of a stop to honour before the next step, or None."""
+        return stopping.requested()
+
+    def _begin_epoch(self, epoch: int) -> EpochInProgress:
+        """The epoch stopped earlier (restored from the checkpoint), or a fresh one."""
+        if self.in_progress is not None and self.in_progress.epoch == epoch:
+            return self.in_progress
+        return EpochInProgress(
+            epoch=epoch, order=torch.randperm(len(self.images), generator=self.order_generator, device=self.device),
+            steps=self.steps_per_epoch, done=0, loss_sum=torch.zeros((), device=self.device), term_sums={}, worst={},
+            epoch_worst={}, first_bad=torch.full((), -1, dtype=torch.long, device=self.device), window=(0, 0.0),
+            lr=self.optimizer.param_groups[0]["lr"], seconds=0.0)
 
     def train_epoch(self, epoch: int, first_step: int) -> EpochStats:
-        """One pass over a fresh permutation; ``epoch`` counts from 1."""
+        """One pass over a fresh permutation (or the rest of the epoch a
+        stopped run left); ``epoch`` counts from 1."""
         self.method.train()
-        order = torch.randperm(len(self.images), generator=self.order_generator, device=self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        term_sums: Dict[str, torch.Tensor] = {}
+        resuming = self.in_progress is not None and self.in_progress.epoch == epoch
+        signum = self.stop_requested()
+        if signum is not None and not resuming:  # before the permutation is drawn from the generator
+            raise TrainingStopped(signum, epoch, 0, self.steps_per_epoch)
+        run = self._begin_epoch(epoch)
+        self.in_progress = None
         limits = self.method.convergence_limits()
-        worst: Dict[str, torch.Tensor] = {}  # convergence reports: max since the last check
-        epoch_worst: Dict[str, float] = {}
-        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        lr = self.optimizer.param_groups[0]["lr"]
         _sync(self.device)
         start = time.perf_counter()
         progress = EpochProgress(label=self.label, epoch=epoch, epochs=self.epochs, steps=self.steps_per_epoch,
                                  batch_size=self.batch_size, steps_before=first_step, total_steps=self.total_steps,
-                                 every=self.progress_every, bar=self.progress)
-        window = (0, 0.0)  # (steps, loss sum) at the last check
+                                 every=self.progress_every, bar=self.progress, start_at=run.done)
         try:
-            for i in range(self.steps_per_epoch):
+            for i in range(run.done, self.steps_per_epoch):
+                signum = self.stop_requested()
+                if signum is not None:
+                    _sync(self.device)
+                    run.seconds += time.perf_counter() - start
+                    self.in_progress = run
+                    raise TrainingStopped(signum, epoch, i, self.steps_per_epoch)
                 step = first_step + i
-                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+                idx = run.order[i * self.batch_size : (i + 1) * self.batch_size]
                 if self.rows is not None:
                     idx = idx[self.rows]
                 loss, terms = self._train_step(self.images[idx])
                 self.method.after_optimizer_step(step + 1, self.total_steps)
-                loss_sum += loss
+                run.loss_sum += loss
                 for k, v in terms.items():
                     if k in limits:
                         v = v.detach().float().amax()
-                        worst[k] = torch.maximum(worst[k], v) if k in worst else v
+                        run.worst[k] = torch.maximum(run.worst[k], v) if k in run.worst else v
                     else:
-                        term_sums[k] = term_sums.get(k, 0) + v.float()
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+                        run.term_sums[k] = run.term_sums.get(k, 0) + v.float()
+                run.first_bad = torch.where((run.first_bad < 0) & ~torch.isfinite(loss), step, run.first_bad)
+                run.done = i + 1
                 if (i + 1) % self.check_every == 0 or i + 1 == self.steps_per_epoch:
-                    window = self._check(loss_sum, first_bad, window, i + 1, step, epoch, worst, limits, epoch_worst)
-                    worst = {}
-                    progress.checked(i + 1, window[1] / (i + 1))
+                    before = run.window
+                    run.window = self._check(run.loss_sum, run.first_bad, run.window, i + 1, step, epoch, run.worst,
+                                             limits, run.epoch_worst)
+                    run.worst = {}
+                    progress.checked(i + 1, run.window[1] / (i + 1))
+                    if self.on_check is not None:
+                        mean = (run.window[1] - before[1]) / (run.window[0] - before[0])
+                        self.on_check(step + 1, mean, self.optimizer.param_groups[0]["lr"])
                 progress.step(i + 1)
+                cpu_threads.between_steps()
         finally:
             progress.close()
         _sync(self.device)
-        seconds = time.perf_counter() - start
+        seconds = run.seconds + time.perf_counter() - start
         n = self.steps_per_epoch
         return EpochStats(
             epoch=epoch,
-            loss=loss_sum.item() / n,
-            terms={**{k: v.item() / n for k, v in term_sums.items()}, **epoch_worst},
-            lr=lr,
+            loss=run.loss_sum.item() / n,
+            terms={**{k: v.item() / n for k, v in run.term_sums.items()}, **run.epoch_worst},
+            lr=run.lr,
             seconds=seconds,
             images_per_second=n * self.batch_size / seconds,
         )

@@ -21,7 +21,8 @@ images (the final numbers); see :mod:`train.splits`.
   ``exp(sim / 0.07)`` (Wu et al., "Unsupervised Feature Learning via
   Non-Parametric Instance Discrimination", CVPR 2018; the usual SSL monitor).
 
-Accuracies are percentages.
+Accuracies are percentages. Each stage (features, probes, kNN) reports its
+progress through an optional :class:`train.progress.EvalProgress`.
 """
 
 from __future__ import annotations
@@ -33,71 +34,89 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .progress import NO_PROGRESS, EvalProgress
+
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, images: torch.Tensor, to_input, *, batch_size: int = 1024,
-                     precision: str = "fp32") -> torch.Tensor:
-    """float32 features of uint8 ``images`` (on the encoder's device), in eval mode."""
+                     precision: str = "fp32", progress: EvalProgress = NO_PROGRESS,
+                     what: str = "images") -> torch.Tensor:
+    """float32 features of uint8 ``images`` (on the encoder's device), in eval
+    mode; ``progress`` shows the batches as "features of the ``what``"."""
     was_training = encoder.training
     encoder.eval()
     device = next(encoder.parameters()).device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else torch.autocast("cpu", enabled=False)
     feats = []
-    for part in images.split(batch_size):
-        x = to_input(part.to(device, non_blocking=True))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            feats.append(encoder(x).float())
+    parts = images.split(batch_size)
+    with progress.stage(f"features of the {what}", len(parts), "batches") as shown:
+        for part in parts:
+            x = to_input(part.to(device, non_blocking=True))
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                feats.append(encoder(x).float())
+            shown.update()
     encoder.train(was_training)
     return torch.cat(feats)
 
 
 @torch.no_grad()
 def knn_predictions(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, k: int = 20,
-                    temperature: float = 0.07, chunk: int = 1024, classes: int = 0) -> torch.Tensor:
+                    temperature: float = 0.07, chunk: int = 1024, classes: int = 0,
+                    progress: EvalProgress = NO_PROGRESS, what: str = "test") -> torch.Tensor:
     """The weighted kNN vote (cosine similarity) for each row of ``test_f``."""
     train_f, test_f = F.normalize(train_f, dim=1), F.normalize(test_f, dim=1)
     train_y = train_y.to(train_f.device)
     classes = max(classes, int(train_y.max()) + 1)
     k = min(k, len(train_f))
     preds = []
-    for start in range(0, len(test_f), chunk):
-        sim = test_f[start : start + chunk] @ train_f.T
-        top_sim, top_idx = sim.topk(k, dim=1)
-        votes = torch.zeros(len(sim), classes, device=sim.device)
-        votes.scatter_add_(1, train_y[top_idx], (top_sim / temperature).exp())
-        preds.append(votes.argmax(dim=1))
+    starts = range(0, len(test_f), chunk)
+    with progress.stage(f"kNN on the {what} images", len(starts), "chunks") as shown:
+        for start in starts:
+            sim = test_f[start : start + chunk] @ train_f.T
+            top_sim, top_idx = sim.topk(k, dim=1)
+            votes = torch.zeros(len(sim), classes, device=sim.device)
+            votes.scatter_add_(1, train_y[top_idx], (top_sim / temperature).exp())
+            preds.append(votes.argmax(dim=1))
+            shown.update()
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=train_f.device)
 
 
 def knn_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                 k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
-    """Weighted kNN accuracy (%) with cosine similarity."""
+                 k: int = 20, temperature: float = 0.07, chunk: int = 1024, progress: EvalProgress = NO_PROGRESS,
+                 what: str = "test") -> float:
+    """Weighted kNN accuracy (%) with cosine similarity (:func:`knn_predictions`)."""
     classes = int(max(train_y.max(), test_y.max())) + 1
-    return _accuracy(knn_predictions(train_f, train_y, test_f, k, temperature, chunk, classes), test_y)
+    return _accuracy(knn_predictions(train_f, train_y, test_f, k, temperature, chunk, classes, progress, what),
+                     test_y)
 
 
 def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, classes: int, C: float = 1.0,
-                            max_iter: int = 1000, tol: float = 1e-6):
+                            max_iter: int = 1000, tol: float = 1e-6, progress: EvalProgress = NO_PROGRESS):
     """Weights ``(W, b)`` minimising the objective in the module docstring on
     features ``x`` (n, d) and labels ``y``; float64, on ``x``'s device.
     Stops when the largest gradient entry is below ``tol`` or after
-    ``max_iter`` iterations (the budget; the fit is still used then)."""
+    ``max_iter`` iterations (the budget; the fit is still used then).
+    ``progress`` counts the objective's evaluations (L-BFGS makes at most
+    ``max_iter * 5 / 4``, its default ``max_eval``)."""
     x = x.double()
     n, d = x.shape
     weight = torch.zeros(classes, d, dtype=x.dtype, device=x.device, requires_grad=True)
     bias = torch.zeros(classes, dtype=x.dtype, device=x.device, requires_grad=True)
     opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
                             tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+    max_eval = opt.defaults["max_eval"]
 
-    def objective():
-        opt.zero_grad()
-        loss = F.cross_entropy(x @ weight.T + bias, y) + weight.square().sum() / (2 * C * n)
-        loss.backward()
-        return loss
+    with progress.stage("linear probe (L-BFGS)", max_eval, "evaluations", at_most=True) as shown:
+        def objective():
+            opt.zero_grad()
+            loss = F.cross_entropy(x @ weight.T + bias, y) + weight.square().sum() / (2 * C * n)
+            loss.backward()
+            shown.update()
+            return loss
 
-    opt.step(objective)
+        opt.step(objective)
     return weight.detach(), bias.detach()
 
 
@@ -112,8 +131,8 @@ def _accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * (pred == y.to(pred.device)).double().mean().item()
 
 
-def linear_probe_predictions(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets,
-                             C: float = 1.0, max_iter: int = 1000) -> Dict[str, torch.Tensor]:
+def linear_probe_predictions(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets, C: float = 1.0,
+                             max_iter: int = 1000, progress: EvalProgress = NO_PROGRESS) -> Dict[str, torch.Tensor]:
     """The logistic-regression class of every image of each of ``sets``, one
     fit on the standardised ``train_f`` (the standardisation uses its
     statistics only)."""
@@ -121,15 +140,15 @@ def linear_probe_predictions(train_f: torch.Tensor, train_y: torch.Tensor, sets:
     mean, std = train_f.mean(dim=0), train_f.std(dim=0).clamp_min(1e-6)
     train_y = train_y.to(train_f.device)
     weight, bias = fit_logistic_regression((train_f - mean) / std, train_y, _classes(train_y, sets), C=C,
-                                           max_iter=max_iter)
+                                           max_iter=max_iter, progress=progress)
     return {name: (((f.double().to(train_f.device) - mean) / std) @ weight.T + bias).argmax(dim=1)
             for name, (f, _) in sets.items()}
 
 
 def linear_probe_scores(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets,
-                        C: float = 1.0, max_iter: int = 1000) -> Dict[str, float]:
+                        C: float = 1.0, max_iter: int = 1000, progress: EvalProgress = NO_PROGRESS) -> Dict[str, float]:
     """Logistic-regression accuracy (%) on each of ``sets`` (:func:`linear_probe_predictions`)."""
-    preds = linear_probe_predictions(train_f, train_y, sets, C=C, max_iter=max_iter)
+    preds = linear_probe_predictions(train_f, train_y, sets, C=C, max_iter=max_iter, progress=progress)
     return {name: _accuracy(preds[name], y) for name, (_, y) in sets.items()}
 
 
@@ -147,15 +166,17 @@ def mlp_probe_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: tor
 
 
 def mlp_probe_scores(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets, *, epochs: int = 100,
-                     batch_size: int = 256, hidden: int = 512, seed: int = 0) -> Dict[str, float]:
+                     batch_size: int = 256, hidden: int = 512, seed: int = 0,
+                     progress: EvalProgress = NO_PROGRESS) -> Dict[str, float]:
     """2-layer MLP probe accuracy (%) on each of ``sets`` (:func:`mlp_probe_predictions`)."""
     preds = mlp_probe_predictions(train_f, train_y, sets, epochs=epochs, batch_size=batch_size, hidden=hidden,
-                                  seed=seed)
+                                  seed=seed, progress=progress)
     return {name: _accuracy(preds[name], y) for name, (_, y) in sets.items()}
 
 
 def mlp_probe_predictions(train_f: torch.Tensor, train_y: torch.Tensor, sets: EvalSets, *, epochs: int = 100,
-                          batch_size: int = 256, hidden: int = 512, seed: int = 0) -> Dict[str, torch.Tensor]:
+                          batch_size: int = 256, hidden: int = 512, seed: int = 0,
+                          progress: EvalProgress = NO_PROGRESS) -> Dict[str, torch.Tensor]:
     """The 2-layer MLP probe's class of every image of each of ``sets``, one
     training run with its own seeded generator."""
     device = train_f.device
@@ -177,15 +198,17 @@ def mlp_probe_predictions(train_f: torch.Tensor, train_y: torch.Tensor, sets: Ev
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     head.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(train_f), generator=gen).to(device)
-        for i in range(len(train_f) // batch_size):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            loss = F.cross_entropy(head(train_f[idx]), train_y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+    with progress.stage("MLP probe", epochs, "epochs") as shown:
+        for _ in range(epochs):
+            order = torch.randperm(len(train_f), generator=gen).to(device)
+            for i in range(len(train_f) // batch_size):
+                idx = order[i * batch_size : (i + 1) * batch_size]
+                loss = F.cross_entropy(head(train_f[idx]), train_y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            shown.update()
     head.eval()
     preds = {}
     with torch.no_grad():
@@ -199,29 +222,32 @@ PROBES = ("linear", "mlp", "knn")
 
 
 def evaluate_encoder(encoder: nn.Module, splits, to_input, *, knn_k: int = 20, knn_temperature: float = 0.07,
-                     probe_epochs: int = 100, seed: int = 0, precision: str = "fp32") -> Dict[str, object]:
+                     probe_epochs: int = 100, seed: int = 0, precision: str = "fp32",
+                     progress: EvalProgress = NO_PROGRESS) -> Dict[str, object]:
     """Accuracies (%) of the frozen ``encoder``: ``{"linear", "mlp", "knn"}``
     on the test images and ``"val"``: the same three on the validation
     images (None without a validation split). ``splits`` is a
-    :class:`train.splits.ProbeSplits`. ``"predictions"``:
-    ``{split: {probe: int64 array}}``, every image's predicted class
-    (``split`` "test", and "val" with a validation split), in the order of
-    ``splits.<split>.indices``: the per-image record that paired tests over
-    images need (:mod:`train.predictions`)."""
+    :class:`train.splits.ProbeSplits`; ``progress`` shows each stage.
+    ``"predictions"``: ``{split: {probe: int64 array}}``, every image's
+    predicted class (``split`` "test", and "val" with a validation split), in
+    the order of ``splits.<split>.indices``: the per-image record that paired
+    tests over images need (:mod:`train.predictions`)."""
     device = next(encoder.parameters()).device
 
-    def features(split):
-        return extract_features(encoder, split.images, to_input, precision=precision), split.labels.to(device)
+    def features(split, what):
+        return (extract_features(encoder, split.images, to_input, precision=precision, progress=progress, what=what),
+                split.labels.to(device))
 
-    train_f, train_y = features(splits.train)
-    sets = {"test": features(splits.test)}
+    train_f, train_y = features(splits.train, "probe-train images")
+    sets = {"test": features(splits.test, "test images")}
     if splits.val is not None:
-        sets["val"] = features(splits.val)
+        sets["val"] = features(splits.val, "validation images")
     classes = _classes(train_y, sets)
     preds = {
-        "linear": linear_probe_predictions(train_f, train_y, sets),
-        "mlp": mlp_probe_predictions(train_f, train_y, sets, epochs=probe_epochs, seed=seed),
-        "knn": {name: knn_predictions(train_f, train_y, f, k=knn_k, temperature=knn_temperature, classes=classes)
+        "linear": linear_probe_predictions(train_f, train_y, sets, progress=progress),
+        "mlp": mlp_probe_predictions(train_f, train_y, sets, epochs=probe_epochs, seed=seed, progress=progress),
+        "knn": {name: knn_predictions(train_f, train_y, f, k=knn_k, temperature=knn_temperature, classes=classes,
+                                      progress=progress, what={"test": "test", "val": "validation"}[name])
                 for name, (f, _) in sets.items()},
     }
     acc = {probe: {name: _accuracy(preds[probe][name], y) for name, (_, y) in sets.items()} for probe in PROBES}
@@ -231,10 +257,13 @@ def evaluate_encoder(encoder: nn.Module, splits, to_input, *, knn_k: int = 20, k
 
 
 def knn_monitor(encoder: nn.Module, splits, to_input, *, k: int = 20, temperature: float = 0.07,
-                precision: str = "fp32") -> float:
+                precision: str = "fp32", progress: EvalProgress = NO_PROGRESS) -> float:
     """kNN accuracy (%) on the validation images (the test images when there
     is no validation split), for the per-epoch monitor."""
-    target = splits.val if splits.val is not None else splits.test
-    train_f = extract_features(encoder, splits.train.images, to_input, precision=precision)
-    f = extract_features(encoder, target.images, to_input, precision=precision)
-    return knn_accuracy(train_f, splits.train.labels, f, target.labels, k=k, temperature=temperature)
+    target, what = (splits.val, "validation") if splits.val is not None else (splits.test, "test")
+    train_f = extract_features(encoder, splits.train.images, to_input, precision=precision, progress=progress,
+                               what="probe-train images")
+    f = extract_features(encoder, target.images, to_input, precision=precision, progress=progress,
+                         what=f"{what} images")
+    return knn_accuracy(train_f, splits.train.labels, f, target.labels, k=k, temperature=temperature,
+                        progress=progress, what=what)

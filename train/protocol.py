@@ -4,7 +4,8 @@ Output folder of a method run::
 
     config.json      the resolved config
     metrics.csv      one row per epoch: loss and its terms, lr, time, images/s (kNN if monitored)
-    checkpoint.pt    the last finished epoch (see train.checkpoint)
+    checkpoint.pt    the last finished epoch, or the step where a stop signal ended the run (train.checkpoint)
+    checkpoint.previous.pt  the checkpoint before it (a damaged last one costs one epoch, not the run)
     results.json     linear / MLP / kNN accuracy on test and on validation, the features' geometry,
                      budget, timings, seed, code (git commit)
     results.md       the same as a markdown table
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -29,11 +31,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import TwoViews, view_specs
-from .checkpoint import atomic_write_json, load_checkpoint, restore, save_checkpoint
+from . import cpu_threads, stopping
+from .checkpoint import (atomic_write_json, load_newest_checkpoint, position, previous_path, restore,
+                         save_checkpoint)
 from .config import Config, for_method, method_names
 from .datasets import DATASETS, ImageData, load_dataset
+from .embedding import GEOMETRY_KEYS
 from .embedding import measure as measure_geometry
-from .engine import EpochStats, Trainer, TrainingDiverged
+from .engine import EpochStats, Trainer, TrainingDiverged, TrainingStopped
 from .errors import RunError
 from .evaluate import evaluate_encoder, knn_monitor
 from .methods import METHODS
@@ -41,10 +46,13 @@ from .models import resnet18_encoder
 from .optim import build_optimizer, build_scheduler, change_base_lrs
 from .parallel.context import current as parallel_job
 from .predictions import PREDICTIONS, write_predictions
+from .progress import EvalProgress
 from .provenance import code_state
 from .results import read_results, write_combined, write_method_results, write_metrics_csv
 from .run_lock import hold_run_folder
 from .splits import ProbeSplits, probe_splits
+from .tensorboard_log import FOLDER as TENSORBOARD_FOLDER
+from .tensorboard_log import open_board
 
 CHECKPOINT = "checkpoint.pt"
 __all__ = ["CHECKPOINT", "RunError", "run_method", "run_protocol", "random_init_reference"]
@@ -64,7 +72,7 @@ def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         label = torch.cuda.get_device_name(device)
     else:
-        label = f"cpu ({torch.get_num_threads()} threads)"
+        label = f"cpu ({cpu_threads.label() or f'{torch.get_num_threads()} threads'})"
     job = parallel_job()
     return label if job is None else f"{job.world} processes ({job.backend}), each {label}"
 
@@ -87,10 +95,13 @@ def check_out_dirs(cfg: Config) -> None:
         return
     if cfg.overwrite:
         for d in method_dirs(cfg).values():
-            for name in (CHECKPOINT, "results.json", "results.md", "metrics.csv", PREDICTIONS):
+            for name in (CHECKPOINT, previous_path(Path(CHECKPOINT)).name, "results.json", "results.md",
+                         "metrics.csv", PREDICTIONS):
                 (d / name).unlink(missing_ok=True)
+            shutil.rmtree(d / TENSORBOARD_FOLDER, ignore_errors=True)
         return
-    taken = [d for d in method_dirs(cfg).values() if (d / CHECKPOINT).exists() or (d / "results.json").exists()]
+    taken = [d for d in method_dirs(cfg).values()
+             if any((d / name).exists() for name in (CHECKPOINT, previous_path(Path(CHECKPOINT)).name, "results.json"))]
     if taken:
         raise RunError(
             f"{taken[0]} already holds a run. Pass --resume to continue it (finished methods are kept), "
@@ -149,11 +160,11 @@ def run_method(cfg: Config, data: ImageData, may_change=()) -> Dict:
 
     ``may_change``: training fields a resumed run may change (the flags the
     user gave explicitly, among ``Config.RESUME_MAY_CHANGE``)."""
-    with hold_run_folder(cfg.out, log=log):
-        return _run_method(cfg, data, tuple(may_change))
+    with hold_run_folder(cfg.out, log=log), contextlib.ExitStack() as closing:
+        return _run_method(cfg, data, tuple(may_change), closing)
 
 
-def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
+def _run_method(cfg: Config, data: ImageData, may_change: tuple, closing: contextlib.ExitStack) -> Dict:
     out = Path(cfg.out)
     signature = cfg.training_signature()
     previous = read_results(out) if cfg.resume else None
@@ -183,20 +194,25 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
 
     checkpoint_path = out / CHECKPOINT
     start_epoch, metrics, changes = 0, [], []
+    saved_at = (0, 0)  # (finished epochs, steps of the next one) of the newest checkpoint on disk
     if cfg.resume:
         fresh_base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-        state = load_checkpoint(checkpoint_path, signature, may_change)
+        state, used = load_newest_checkpoint(checkpoint_path, signature, may_change, log=log)
         if state is not None:
             restore(state, method=method, optimizer=optimizer, scheduler=scheduler, generators=trainer.generators)
             trainer.load_state_dict(state.get("trainer", {}))
             start_epoch, metrics, changes = state["epoch"], state["metrics"], list(state.get("resume_changes", []))
+            partial = trainer.in_progress
+            saved_at = (start_epoch, 0 if partial is None else partial.done)
             changed = _changed(state["signature"], signature, may_change)
             if "lr" in changed:
                 change_base_lrs(optimizer, scheduler, fresh_base_lrs)
             if changed:
-                changes.append({"after_epoch": start_epoch, **changed})
+                at = {} if partial is None else {"and_steps": partial.done}
+                changes.append({"after_epoch": start_epoch, **at, **changed})
             how = "".join(f"; --{k.replace('_', '-')} changes from {a!r} to {b!r}" for k, (a, b) in changed.items())
-            log(f"{cfg.method}: resuming after epoch {start_epoch} from {checkpoint_path}{how}")
+            newest = "" if used == checkpoint_path else " (the newest intact checkpoint)"
+            log(f"{cfg.method}: resuming {position(state)} from {used}{newest}{how}")
         else:
             log(f"{cfg.method}: --resume found no checkpoint at {checkpoint_path}; starting from scratch")
     record = cfg.to_dict()
@@ -209,43 +225,65 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         log(f"{cfg.method}: pretraining epochs {start_epoch + 1}-{cfg.epochs}, {steps_per_epoch} steps of "
             f"{batch_size} images each, on {cfg.device}{spread} -> {out}")
 
+    resumed_at = saved_at[0] * steps_per_epoch + saved_at[1]
+    board = closing.enter_context(open_board(out, resumed_at)) if cfg.tensorboard else None  # closed by run_method
+    if board is not None:
+        trainer.on_check = lambda step, loss, lr: board.scalars("train", {"loss": loss, "lr": lr}, step)
+
+    def save(epoch: int) -> None:
+        nonlocal saved_at
+        save_checkpoint(checkpoint_path, method=method, optimizer=optimizer, scheduler=scheduler,
+                        epoch=epoch, step=epoch * steps_per_epoch, metrics=metrics,
+                        generators=trainer.generators, signature=signature,
+                        extra={"trainer": trainer.state_dict(), "resume_changes": changes})
+        saved_at = (epoch, 0 if trainer.in_progress is None else trainer.in_progress.done)
+
     def on_epoch_end(s: EpochStats) -> None:
         row = s.row()
         if cfg.knn_every and s.epoch % cfg.knn_every == 0:
             row["knn"] = knn_monitor(method.backbone, splits, views.plain, k=cfg.knn_k,
-                                     temperature=cfg.knn_temperature, precision=cfg.precision)
+                                     temperature=cfg.knn_temperature, precision=cfg.precision,
+                                     progress=EvalProgress(f"{cfg.method} epoch {s.epoch} kNN monitor",
+                                                           cfg.progress_every))
         metrics.append(row)
         write_metrics_csv(out / "metrics.csv", metrics)
+        if board is not None:
+            board.scalars("epoch", {k: v for k, v in row.items() if k != "epoch"}, s.epoch * steps_per_epoch)
+            board.flush()
         if s.epoch % cfg.checkpoint_every == 0 or s.epoch == cfg.epochs:
-            save_checkpoint(checkpoint_path, method=method, optimizer=optimizer, scheduler=scheduler,
-                            epoch=s.epoch, step=s.epoch * steps_per_epoch, metrics=metrics,
-                            generators=trainer.generators, signature=signature,
-                            extra={"trainer": trainer.state_dict(), "resume_changes": changes})
+            save(s.epoch)
         terms = " ".join(f"{k} {v:.4f}" for k, v in s.terms.items() if len(s.terms) > 1)
         knn = f" knn {row['knn']:.2f}%" if "knn" in row else ""
         log(f"{cfg.method} epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f} {terms}{knn} "
             f"({s.seconds:.1f} s, {s.images_per_second:.0f} img/s)")
 
     try:
-        trainer.fit(start_epoch, on_epoch_end)
+        with stopping.deferred():
+            trainer.fit(start_epoch, on_epoch_end)
     except TrainingDiverged as exc:
         done = metrics[-1]["epoch"] if metrics else 0
         raise RunError(f"{cfg.method}: {exc}; {_advice(cfg, checkpoint_path, done)}") from exc
+    except TrainingStopped as stop:
+        finished = stop.epoch - 1
+        if (finished, stop.done) != saved_at:
+            save(finished)
+        where = (f"at step {stop.done}/{stop.steps} of epoch {stop.epoch}/{cfg.epochs}" if stop.done
+                 else f"after epoch {finished}/{cfg.epochs}")
+        saved = f"saved in {checkpoint_path}" if saved_at != (0, 0) else "nothing was trained yet"
+        raise stopping.RunStopped(stop.signum, f"{cfg.method} stopped {where}, {saved}") from None
+    except stopping.RunStopped as exc:  # asked for while the last epoch's checkpoint was written
+        exc.detail = exc.detail or (f"{cfg.method} stopped after its pretraining (epoch {cfg.epochs}/{cfg.epochs}, "
+                                    f"saved in {checkpoint_path}), before its evaluation")
+        raise
 
     pretrain_seconds = sum(m["seconds"] for m in metrics)
     eval_start = time.perf_counter()
-    scores = {"linear": None, "mlp": None, "knn": None, "val": None}
-    geometry = None
-    if cfg.eval:
-        log(f"{cfg.method}: evaluating the frozen encoder (linear and MLP probes, {cfg.probe_epochs} epochs, "
-            f"kNN k={cfg.knn_k}) on {len(splits.train)} train / {len(splits.val) if splits.val else 0} validation / "
-            f"{len(splits.test)} test labelled images")
-        scores = evaluate_encoder(method.backbone, splits, views.plain, knn_k=cfg.knn_k,
-                                  knn_temperature=cfg.knn_temperature, probe_epochs=cfg.probe_epochs,
-                                  seed=cfg.seed, precision=cfg.precision)
-        write_predictions(out, scores["predictions"], splits)
-        geometry = measure_geometry(method.backbone, data, cfg.dataset, cfg.image_size, cfg.geometry_points,
-                                    cfg.precision, validation=splits.val).record
+    try:
+        scores, geometry = _evaluate(cfg, data, method, splits, views)
+    except stopping.RunStopped as exc:
+        exc.detail = exc.detail or (f"{cfg.method} stopped during its evaluation; its pretraining is finished "
+                                    f"and saved in {checkpoint_path}")
+        raise
     eval_seconds = time.perf_counter() - eval_start
     result = {
         "method": cfg.method,
@@ -278,6 +316,11 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         **({"resume_changes": changes} if changes else {}),
         "code": code_state(),
     }
+    if board is not None and cfg.eval:
+        last = steps_per_epoch * cfg.epochs
+        board.scalars("eval/test", {k: scores[k] for k in ("linear", "mlp", "knn")}, last)
+        board.scalars("eval/val", scores["val"] or {}, last)
+        board.scalars("geometry", {k: geometry.get(k) for k in GEOMETRY_KEYS}, last)
     write_method_results(out, result)
     if cfg.eval:
         log(f"{cfg.method}: linear {result['linear']:.2f}%  MLP {result['mlp']:.2f}%  kNN {result['knn']:.2f}%  "
@@ -286,6 +329,24 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         log(f"{cfg.method}: pretrained in {pretrain_seconds:.1f} s (median epoch {result['epoch_seconds_median']:.2f} s), "
             f"no evaluation (--no-eval) -> {out}")
     return result
+
+
+def _evaluate(cfg: Config, data: ImageData, method, splits: ProbeSplits, views: TwoViews):
+    """The probes' scores and the features' geometry of the pretrained
+    encoder (no scores and no geometry with --no-eval)."""
+    if not cfg.eval:
+        return {"linear": None, "mlp": None, "knn": None, "val": None}, None
+    log(f"{cfg.method}: evaluating the frozen encoder (linear and MLP probes, {cfg.probe_epochs} epochs, "
+        f"kNN k={cfg.knn_k}) on {len(splits.train)} train / {len(splits.val) if splits.val else 0} validation / "
+        f"{len(splits.test)} test labelled images")
+    progress = EvalProgress(cfg.method, cfg.progress_every)
+    scores = evaluate_encoder(method.backbone, splits, views.plain, knn_k=cfg.knn_k,
+                              knn_temperature=cfg.knn_temperature, probe_epochs=cfg.probe_epochs,
+                              seed=cfg.seed, precision=cfg.precision, progress=progress)
+    write_predictions(cfg.out, scores["predictions"], splits)
+    geometry = measure_geometry(method.backbone, data, cfg.dataset, cfg.image_size, cfg.geometry_points,
+                                cfg.precision, validation=splits.val, progress=progress).record
+    return scores, geometry
 
 
 def require_two_per_batch(cfg: Config, pretrain_images: int) -> None:
@@ -330,12 +391,15 @@ def random_init_reference(cfg: Config, data: ImageData, out=None) -> Dict:
     to_input = TwoViews(view_specs("simclr", cfg.image_size), mean, std).plain
     start = time.perf_counter()
     encoder = encoder.to(device)
+    progress = EvalProgress("random init", cfg.progress_every)
+    log("random init: evaluating an untrained encoder (the floor pretraining has to beat)")
     scores = evaluate_encoder(encoder, splits, to_input, knn_k=cfg.knn_k, knn_temperature=cfg.knn_temperature,
-                              probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision)
+                              probe_epochs=cfg.probe_epochs, seed=cfg.seed, precision=cfg.precision,
+                              progress=progress)
     if out is not None:
         write_predictions(out, scores["predictions"], splits)
     geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision,
-                                validation=splits.val)
+                                validation=splits.val, progress=progress)
     log(f"random init (no pretraining): linear {scores['linear']:.2f}%  MLP {scores['mlp']:.2f}%  kNN {scores['knn']:.2f}%")
     return {"method": "random init", "dataset": cfg.dataset, "dataset_label": dataset_label(data),
             **rounded_scores(scores), "geometry": geometry.record, "knn_k": cfg.knn_k, "epochs": 0,
@@ -362,6 +426,11 @@ def _run_protocol(cfg: Config) -> List[Dict]:
 
 def _run_methods(cfg: Config) -> List[Dict]:
     check_out_dirs(cfg)
+    with cpu_threads.chosen(cfg.cpu_threads, cfg.device, log):
+        return _run_methods_on(cfg)
+
+
+def _run_methods_on(cfg: Config) -> List[Dict]:
     # --lr given on the command line (not a method's default) may change on --resume
     may_change = tuple(k for k in Config.RESUME_MAY_CHANGE if getattr(cfg, k) is not None) if cfg.resume else ()
     log(f"loading {cfg.dataset} from {cfg.data_dir if cfg.dataset != 'digits' else 'scikit-learn'} ...")

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from .catalog import DATASETS
 from .errors import RunError
 from .storage import atomic_write_json, atomic_write_text
 
@@ -36,16 +37,70 @@ def lookup(record: Dict, path: str):
     return value
 
 
+FLOOR = "random init"  # the untrained encoder's row of a --method all table
+PROBES = ("linear", "mlp", "knn")
+PROBE_NAMES = {"linear": "linear", "mlp": "MLP", "knn": "kNN"}
+BELOW = "(below untrained)"
+
+
+def below_floor(results: Sequence[Dict]) -> Dict[str, List[str]]:
+    """The probes (``linear``, ``mlp``, ``knn``, test) on which each
+    pretrained method scores less than the untrained encoder's row."""
+    floor = next((r for r in results if r.get("method") == FLOOR), None)
+    if floor is None:
+        return {}
+    below = {}
+    for r in results:
+        probes = [k for k in PROBES if r is not floor and r.get(k) is not None and floor.get(k) is not None
+                  and r[k] < floor[k]]
+        if probes:
+            below[r["method"]] = probes
+    return below
+
+
+def table_notes(results: Sequence[Dict]) -> List[str]:
+    """What a table with the untrained encoder's row shows: the dataset's own
+    note (the digits demo is a pipeline check), what that row is and what the
+    flags mean. None for a table without it."""
+    if not any(r.get("method") == FLOOR for r in results):
+        return []
+    notes = []
+    first = results[0]
+    spec = DATASETS.get(first.get("dataset", ""))
+    if spec is not None and spec.table_note:
+        notes.append(spec.table_note.format(epochs=lookup(first, "budget.epochs"),
+                                            images=f"{lookup(first, 'budget.pretrain_images') or 0:,}"))
+    flagged = below_floor(results)
+    text = ("The last row probes the untrained encoder (random weights, no pretraining): the floor pretraining has "
+            f"to beat. {BELOW} marks a test accuracy below it")
+    if flagged:
+        which = "; ".join(f"{method}: {', '.join(PROBE_NAMES[p] for p in probes)}" for method, probes in flagged.items())
+        text += f": at this budget, pretraining gave that probe worse features than random weights ({which})"
+    return notes + [text + "."]
+
+
 def markdown_table(results: Sequence[Dict], title: Optional[str] = None) -> str:
     """Test accuracies (linear, MLP, kNN), the validation linear probe, and the
-    geometry of the features (uniformity, effective rank: train/geometry.py)."""
+    geometry of the features (uniformity, effective rank: train/geometry.py),
+    then :func:`table_notes`; accuracies below the untrained encoder's are
+    flagged."""
     lines = [f"### {title}", ""] if title else []
     lines.append("| " + " | ".join(h for _, h, _ in COLUMNS) + " |")
     lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+    flagged = below_floor(results)
     for r in results:
-        cells = [fmt.format(lookup(r, key)) if lookup(r, key) is not None else "-" for key, _, fmt in COLUMNS]
+        cells = []
+        for key, _, fmt in COLUMNS:
+            value = lookup(r, key)
+            cell = fmt.format(value) if value is not None else "-"
+            if key in flagged.get(r.get("method"), ()):
+                cell += f" {BELOW}"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = table_notes(results)
+    if notes:
+        lines += [""] + [f"{n}\n" for n in notes]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def table_title(result: Dict) -> str:

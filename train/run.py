@@ -11,7 +11,9 @@
 The arguments are parsed before torch is imported, so ``--help`` and
 argument errors answer at once. Errors the user can act on (a missing
 dataset, a folder in use, a full disk, a corrupt checkpoint, a diverged run)
-end in one ``error:`` line and exit status 1.
+end in one ``error:`` line and exit status 1. SIGTERM and SIGINT stop the run
+at a step boundary with a checkpoint (:mod:`train.stopping`): one
+``stopped by ...`` line, exit status 143 or 130.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from train.errors import TrainerError  # noqa: E402  (light: no torch)
+from train.stopping import RunStopped, handle_stop_signals, stopped_line  # noqa: E402
 from train.storage import describe_os_error  # noqa: E402
 
 
@@ -49,6 +52,15 @@ def line_buffered_output() -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     line_buffered_output()
+    with handle_stop_signals():
+        try:
+            return _main(argv)
+        except RunStopped as exc:  # before a run began (parsing, importing): nothing to save
+            print(stopped_line(exc, "no run had started"), file=sys.stderr)
+            return exc.exit_status
+
+
+def _main(argv) -> int:
     if protocol_of(argv) == "paper":
         from train.paper.cli import main as paper_main
 
@@ -83,9 +95,11 @@ def run_single(cfg) -> int:
     except OSError as exc:
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with the same command plus --resume (out: {cfg.out})", file=sys.stderr)
-        return 130
+    except RunStopped as exc:
+        kept = " (finished methods are kept)" if cfg.method == "all" else ""
+        print(stopped_line(exc, f"continue with the same command plus --resume{kept} (out: {cfg.out})"),
+              file=sys.stderr)
+        return exc.exit_status
     return 0
 
 

@@ -6,6 +6,8 @@
   new one, never a torn one. The temporary file is created with mode 0666
   minus the umask (0644 under the usual 022), like any file a program
   writes, not ``tempfile``'s private 0600.
+* With ``keep_previous`` the file being replaced is kept under a second
+  name first (a hard link: no copy), for the checkpoints' previous one.
 * A temporary file left by a kill between the write and the rename is
   removed by :func:`remove_stale_temporaries` when the next run takes the
   folder (it holds the folder's lock then, see :mod:`train.run_lock`, so no
@@ -24,6 +26,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -104,8 +107,47 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` atomically; on failure the old file is untouched."""
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of ``source``: a second name for the same
+    file (a hard link) where the file system has them, else a copy."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        shutil.copyfile(source, target)
+
+
+def keep_as(path: Path, previous: Path) -> None:
+    """Make ``previous`` hold what ``path`` holds now, atomically (the old
+    ``previous`` stays whole until the new one replaces it)."""
+    try:
+        if previous.exists() and os.path.samefile(path, previous):
+            return  # already two names of one file (the last save did not get as far as replacing ``path``)
+    except OSError:
+        pass
+    tmp = temporary_name(previous)
+    try:
+        _link_or_copy(path, tmp)
+        os.replace(tmp, previous)
+        tmp.unlink(missing_ok=True)  # rename() between two links of one file leaves both
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot keep {path} as {previous.name}: {reason(exc)}; {path.name} and the "
+                               f"previous {previous.name} are unchanged. Free some space or fix the folder and "
+                               "continue (--resume; the paper protocol: the same command)") from exc
+        raise
+
+
+def atomic_write_bytes(path, data: bytes, keep_previous: Optional[Path] = None) -> None:
+    """Replace ``path`` by ``data`` atomically; on failure the old file is
+    untouched. ``keep_previous``: once ``data`` is safely on disk, and before
+    it replaces ``path``, the old ``path`` is kept under this name (so that
+    at every moment both names hold a whole file)."""
     path = Path(path)
     ensure_folder(path.parent)  # the run folder (or one inside it) named by --out
     existed = path.exists()
@@ -118,6 +160,8 @@ def atomic_write_bytes(path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             _write_and_sync(f, data)
+        if keep_previous is not None and existed:
+            keep_as(path, keep_previous)
         os.replace(tmp, path)
     except BaseException as exc:
         try:

@@ -13,6 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import TrainerError
+from ..stopping import RunStopped, stopped_line
 from ..storage import describe_os_error
 from .spec import ProtocolMismatch, parse_paper_config
 
@@ -49,7 +50,7 @@ def run_paper(pcfg) -> int:
     except OSError as exc:
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; run the same command again: finished cells are kept and the interrupted one "
-              f"resumes from its last checkpoint (out: {pcfg.out})", file=sys.stderr)
-        return 130
+    except RunStopped as exc:
+        print(stopped_line(exc, f"run the same command again: finished cells are kept and the stopped one resumes "
+                                f"from its checkpoint (out: {pcfg.out})"), file=sys.stderr)
+        return exc.exit_status

@@ -33,11 +33,13 @@ from typing import Callable, Dict, Optional
 
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write_json
+from .. import cpu_threads
+from ..checkpoint import atomic_write_json, previous_path
 from ..config import Config, resolved_device
 from ..datasets import DatasetError, ImageData, load_dataset
 from ..protocol import CHECKPOINT, RunError, random_init_reference, run_method
 from ..results import read_results, write_method_results
+from ..stopping import RunStopped
 from ..storage import append_text
 from .analysis import EMBEDDING_NPZ
 from .analysis import save_features as save_features_of
@@ -96,13 +98,17 @@ class PaperRunner:
         self.log(f"paper protocol: datasets {' '.join(p.datasets) or '-'}, methods {' '.join(p.methods)}, seeds "
                  f"{' '.join(map(str, p.seeds))}, sweeps {' '.join(p.sweeps) or '-'} on "
                  f"{' '.join(p.sweep_datasets) or '-'} -> {self.out}")
-        finished = False
+        event = "interrupted"
         try:
-            for dataset in p.all_datasets:
-                self.run_dataset(dataset)
-            finished = True
+            with cpu_threads.chosen(p.base.cpu_threads, resolved_device(p.base), self.log):
+                for dataset in p.all_datasets:
+                    self.run_dataset(dataset)
+            event = "end"
+        except RunStopped as exc:
+            event = f"stopped by {exc.name}"
+            raise
         finally:
-            self.session({"event": "end" if finished else "interrupted", "counts": dict(self.counts)})
+            self.session({"event": event, "counts": dict(self.counts)})
         self.log("cells: " + ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())))
         report = write_report(self.out, log=self.log)
         self.log(f"report: {report}")
@@ -162,7 +168,8 @@ def run_cell(cell: Cell, seed: int, cfg: Config, data: ImageData, log: Callable[
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path / CELL_JSON, cell_identity(cfg, cell))
     (path / FAILED_JSON).unlink(missing_ok=True)
-    status = "resumed" if (path / CHECKPOINT).is_file() else "ran"
+    started = (path / CHECKPOINT).is_file() or previous_path(path / CHECKPOINT).is_file()
+    status = "resumed" if started else "ran"
     start = time.perf_counter()
     try:
         if cell.method == RANDOM_INIT:

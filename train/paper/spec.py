@@ -46,7 +46,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..catalog import DATASETS, METHOD_NAMES
 from ..config import (SINKHORN_PLACEMENTS, SINKHORN_TERMS, Config, _cuda_available, _HelpFormatter,
-                      add_training_arguments, nonneg_float, nonneg_int, positive_float, resolved_device)
+                      add_training_arguments, nonneg_float, nonneg_int, positive_float, require_tensorboard,
+                      resolved_device)
 from ..storage import atomic_write_json
 
 PAPER_DATASETS = ("mnist", "cifar10", "cifar100", "stl10")
@@ -64,6 +65,7 @@ DEFAULT_OUT = "runs/paper"
 RUN_ONLY_FIELDS = (
     "dataset", "method", "seed", "out", "resume", "overwrite", "data_dir", "cache_dir", "download", "device",
     "num_workers", "check_every", "checkpoint_every", "compile", "sinkhorn_backend", "knn_every", "progress_every",
+    "cpu_threads", "tensorboard",
 )
 SELECTION_FIELDS = ("datasets", "methods", "seeds", "sweep_datasets", "sweeps", "lambdas", "epsilons", "sweep_on",
                     "sweep_terms")
@@ -213,6 +215,7 @@ def parse_paper_config(argv: Optional[Sequence[str]] = None) -> PaperConfig:
     base = Config(**{k: v for k, v in args.items() if k in known})
     if base.precision == "bf16" and resolved_device(base) == "cpu":
         parser.error("--precision bf16 needs --device cuda (CPU runs use fp32)")
+    require_tensorboard(base, parser)
     datasets = _unique(args["datasets"])
     if args["primary_dataset"] is not None and args["primary_dataset"] not in datasets:
         parser.error(f"--primary-dataset {args['primary_dataset']} is not in --datasets ({' '.join(datasets)})")

@@ -15,14 +15,14 @@ Two groups:
 
 A process that dies closes its sockets, so a gloo collective in the other
 processes fails at once ("Connection closed by peer"), and torchrun stops the
-others of its machine when one fails; :func:`lost_contact` turns that into a
-one-line error.
+others of its machine when one fails (SIGTERM, which :mod:`train.stopping`
+defers during training: the next collective then fails);
+:func:`lost_contact` turns that into a one-line error.
 """
 
 from __future__ import annotations
 
 import io
-import signal
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Optional
@@ -35,10 +35,6 @@ from .env import torchrun_local_rank, torchrun_rank, torchrun_world_size
 CONTROL_TIMEOUT = timedelta(days=7)
 
 _CURRENT: Optional["Context"] = None
-
-
-class Stopped(BaseException):
-    """SIGTERM: torchrun stops every process of the job when one of them failed."""
 
 
 @dataclass
@@ -80,10 +76,6 @@ def current() -> Optional[Context]:
     return _CURRENT
 
 
-def _raise_stopped(signum, frame):
-    raise Stopped()
-
-
 def start(device: str, timeout_minutes: float) -> Context:
     """Join the torchrun job: the default group for ``device`` ("cuda": NCCL,
     one GPU per process, ``LOCAL_RANK``; "cpu": gloo) and the control group."""
@@ -98,7 +90,6 @@ def start(device: str, timeout_minutes: float) -> Context:
     backend = "nccl" if device == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
     control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
-    signal.signal(signal.SIGTERM, _raise_stopped)
     _CURRENT = Context(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, backend=backend,
                        control=control)
     if _CURRENT.world != torchrun_world_size():
@@ -107,10 +98,8 @@ def start(device: str, timeout_minutes: float) -> Context:
 
 
 def finish() -> None:
-    """Leave the job. A SIGTERM from here on (torchrun stopping the job after
-    this process already said why it stops) just ends the process."""
+    """Leave the job."""
     global _CURRENT
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if dist.is_initialized():
         dist.destroy_process_group()
     _CURRENT = None

@@ -4,7 +4,15 @@
 ``WORLD_SIZE > 1``. Exit statuses: the driver's is the command's; a worker
 returns 0 when the driver finished (even with an error: the driver printed
 it), 1 when it lost contact with the others or could not do its part, 143
-when torchrun stopped it (SIGTERM), 130 on Ctrl-C.
+(SIGTERM) or 130 (SIGINT) when it was told to stop (:mod:`train.stopping`;
+the driver says where the job stopped).
+
+A stop signal reaches every process (torchrun passes on what it gets). During
+training the ranks agree at the next divergence check (``--check-every``
+steps) to stop at the same step, the driver saves the checkpoint with every
+rank's generators, and the workers go back to wait for the driver, which
+tells them to stop. A worker defers the signal all the time: outside
+training it waits for the driver's next message.
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ import sys
 from typing import Callable
 
 from ..errors import TrainerError
-from .context import Stopped, finish, first_line, lost_contact, start
+from ..stopping import RunStopped, stopped_line
+from .context import finish, first_line, lost_contact, start
 from .worker import serve
 
 RESUME = "continue with the same torchrun command plus --resume (the driver's last checkpoint is kept)"
@@ -30,14 +39,10 @@ def run_distributed(device: str, timeout_minutes: float, driver: Callable[[], in
                 ctx.send(("stop",))
             return status
         return serve(ctx)
-    except Stopped:
-        print(f"error: {ctx.who()}: stopped by SIGTERM (torchrun stops every process of the job when one of them "
-              f"fails: its error is above); {RESUME}", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
+    except RunStopped as exc:  # outside a run (the driver reports the stops inside one), or a second signal
         if ctx.is_driver:
-            print(f"\ninterrupted; {RESUME}", file=sys.stderr)
-        return 130
+            print(stopped_line(exc, RESUME), file=sys.stderr)
+        return exc.exit_status
     except TrainerError as exc:  # a worker that cannot do its part (its data is missing, ...)
         print(f"error: {ctx.who()}: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,11 @@ the first collective of the run).
   on resume the driver sends each worker the restored model, optimiser,
   schedule and its own generator states, so every rank continues exactly.
 * **Stopping**: the divergence checks read the loss and the first non-finite
-  step reduced over the ranks, so every rank stops at the same step.
+  step reduced over the ranks, so every rank stops at the same step. A stop
+  signal (:mod:`train.stopping`) is reduced there too: when any rank got
+  one, every rank stops before the step after that check, the ranks'
+  generator states are gathered as at an epoch's end, and the driver saves
+  the checkpoint.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..engine import EpochStats, Trainer, TrainingDiverged
+from .. import stopping
+from ..engine import EpochStats, Trainer, TrainingDiverged, TrainingStopped
 from ..errors import RunError, TrainerError
 from .context import Context
 from .model import make_data_parallel, shards_sinkhorn
@@ -55,16 +60,24 @@ class DistributedTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.ctx = ctx
         self.rank_generators: Optional[List[Dict[str, torch.Tensor]]] = None
+        self.agreed_stop: Optional[int] = None  # the stop signal every rank honours, decided at a check
 
     # ---------------------------------------------------------------- checkpoint part
 
     def train_epoch(self, epoch: int, first_step: int) -> EpochStats:
-        stats = super().train_epoch(epoch, first_step)
+        try:
+            stats = super().train_epoch(epoch, first_step)
+        except TrainingStopped:
+            self._gather_generators()
+            raise
+        self._gather_generators()
+        return stats
+
+    def _gather_generators(self) -> None:
         mine = {name: g.get_state() for name, g in self.generators.items()}
         every: List = [None] * self.ctx.world
         dist.all_gather_object(every, mine, group=self.ctx.control)
         self.rank_generators = every
-        return stats
 
     def state_dict(self) -> Dict:
         return {**super().state_dict(), "world_size": self.ctx.world, "rank_generators": self.rank_generators}
@@ -83,11 +96,18 @@ class DistributedTrainer(Trainer):
 
     # ---------------------------------------------------------------- the same decision everywhere
 
+    def stop_requested(self) -> Optional[int]:
+        return self.agreed_stop
+
     def _check(self, loss_sum, first_bad, window, done, step, epoch, worst=None, limits=None, epoch_worst=None):
         loss_sum = loss_sum.detach().clone()
-        first_bad = first_bad.clone()
         dist.all_reduce(loss_sum)
-        dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
+        signum = stopping.requested()
+        flags = torch.stack([first_bad, torch.full_like(first_bad, -1 if signum is None else signum)])
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        first_bad = flags[0]
+        agreed = int(flags[1])
+        self.agreed_stop = None if agreed < 0 else agreed
         if worst:  # convergence reports: the worst over the processes, so every rank warns alike
             names = list(worst)
             stacked = torch.stack([worst[k].detach().float().reshape(()) for k in names])
@@ -112,8 +132,8 @@ class DistributedTrainer(Trainer):
         self.ctx.job_open = True  # until the workers are out of this run with us
         try:
             stats = super().fit(start_epoch, on_epoch_end)
-        except TrainingDiverged:
-            self.ctx.job_open = False  # every rank stopped at the same check
+        except (TrainingDiverged, TrainingStopped):
+            self.ctx.job_open = False  # every rank stopped at the same step
             raise
         except RunError as exc:  # the paper protocol would go on to the next cell without the workers
             raise JobAborted(f"{exc} (the other processes were still in this run, so the whole job stops)") from exc

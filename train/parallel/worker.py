@@ -11,7 +11,7 @@ Messages from the driver (:meth:`train.parallel.context.Context.send`):
   when resuming). Another ``("train", ...)`` instead means the driver gave
   the announced run up before training (a corrupt checkpoint in the paper
   protocol): that run is dropped;
-* ``("stop",)``: the command is finished.
+* ``("stop",)``: the command is finished (or was stopped by a signal).
 
 A worker reads no output folder and writes nothing: the data comes from
 ``--data-dir`` on its own machine, without downloading (the driver
@@ -26,7 +26,8 @@ from typing import Dict, Tuple
 import torch
 
 from ..datasets import ImageData, load_dataset
-from ..engine import TrainingDiverged
+from .. import cpu_threads, stopping
+from ..engine import TrainingDiverged, TrainingStopped
 from ..protocol import build_trainer, seed_everything
 from .context import Context
 
@@ -44,6 +45,7 @@ def build(cfg, cache: Dict[Tuple, ImageData]):
     """The trainer the driver builds for ``cfg`` (same seed, same sequence as
     ``train.protocol._run_method``)."""
     data = load_data(cfg, cache)
+    cpu_threads.configure(cfg.cpu_threads, cfg.device)
     seed_everything(cfg.seed)
     images = data.with_pretrain_subset(cfg.train_subset, cfg.seed).pretrain.to(torch.device(cfg.device))
     mean, std = data.channel_stats()
@@ -51,7 +53,18 @@ def build(cfg, cache: Dict[Tuple, ImageData]):
 
 
 def serve(ctx: Context) -> int:
-    """The worker's life: returns its exit status (0 when told to stop)."""
+    """The worker's life: returns its exit status when the driver says stop
+    (0, or 128 + the signal when this process was told to stop too)."""
+    with stopping.deferred(raise_on_leave=False):
+        try:
+            _serve(ctx)
+        finally:
+            cpu_threads.reset()
+    signum = stopping.requested()
+    return 0 if signum is None else 128 + signum
+
+
+def _serve(ctx: Context) -> None:
     cache: Dict[Tuple, ImageData] = {}
     message = ctx.receive()
     while message[0] != "stop":
@@ -64,8 +77,7 @@ def serve(ctx: Context) -> int:
         _, start_epoch, state = message
         try:
             trainer.fit_with(start_epoch, state)
-        except TrainingDiverged:
-            pass  # every rank stopped at the same check; the driver reports it
+        except (TrainingDiverged, TrainingStopped):
+            pass  # every rank stopped at the same step; the driver reports it
         del trainer
         message = ctx.receive()
-    return 0
