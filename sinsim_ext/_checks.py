@@ -53,11 +53,22 @@ def _check_points(name: str, t) -> None:
         )
 
 
+def _scalar_of(name: str, value):
+    """A one-element tensor as a Python number. One that requires grad is
+    refused: the operator has no derivative in its options, and reading it
+    as a number would silently drop the gradient asked for."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.numel() != 1:
+        raise TypeError(f"{name} must be a number, got a tensor of shape {tuple(value.shape)}")
+    if value.requires_grad:
+        raise TypeError(f"{name} is a tensor that requires grad, but the operator has no derivative in {name}; "
+                        f"pass a number ({name}.item()) or {name}.detach()")
+    return value.item()
+
+
 def _check_number(name: str, value, *, positive: bool, allow_zero: bool = False) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise TypeError(f"{name} must be a number, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
+    value = _scalar_of(name, value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -143,13 +154,13 @@ def prepare(
         raise ValueError(f"x and y have no features (d = 0), shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if not isinstance(cost, str) or cost not in COSTS:
         raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
-    eps = _check_number("eps", eps, positive=True)
+    eps = check_eps(eps)
     if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
         raise TypeError(f"max_iter must be an int, got {type(max_iter).__name__}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if tol is not None:
-        tol = _check_number("tol", tol, positive=True)
+        tol = check_tol(tol)
     scaling = check_scaling(scaling)
 
     out_dtype = torch.promote_types(x.dtype, y.dtype)
@@ -172,12 +183,22 @@ def prepare(
     return Problem(x3, y3, a2, b2, batched, eps, cost, int(max_iter), tol, out_dtype, scaling, bool(check_finite))
 
 
+def check_eps(eps) -> float:
+    """``eps`` as a positive finite float (a number, or a one-element tensor without grad)."""
+    return _check_number("eps", eps, positive=True)
+
+
+def check_tol(tol) -> float:
+    """``tol`` as a positive finite float (a number, or a one-element tensor without grad)."""
+    return _check_number("tol", tol, positive=True)
+
+
 def check_scaling(scaling) -> Optional[float]:
     """``None`` (plain iterations) or the eps-scaling ratio, a number strictly between 0 and 1."""
     if scaling is None:
         return None
     if isinstance(scaling, torch.Tensor) and scaling.numel() == 1:
-        scaling = scaling.item()
+        scaling = _scalar_of("scaling", scaling)
     if isinstance(scaling, bool) or not isinstance(scaling, numbers.Real):
         raise TypeError(f"scaling must be None or a number in (0, 1), got {type(scaling).__name__}")
     scaling = float(scaling)

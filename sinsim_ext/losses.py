@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import reference
-from ._checks import check_scaling
+from ._checks import check_eps, check_scaling, check_tol
 from .convergence import threshold
 from .ops import backends, sinkhorn_cost
 
@@ -162,9 +162,9 @@ class SinkhornLoss(nn.Module):
         super().__init__()
         if backend not in self.BACKENDS:
             raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
-        self.tol = None if tol is None else float(tol)
+        self.tol = None if tol is None else check_tol(tol)
         self.scaling = check_scaling(scaling)
-        self.eps = float(eps)
+        self.eps = check_eps(eps)
         self.cost = cost
         self.normalize = bool(normalize)
         self.max_iter = int(max_iter)

@@ -132,3 +132,34 @@ def test_compiled_op_rejects_bad_arguments_itself(gen):
         op(x, points(gen, 1, 4, 2), a, b, 0.1, "sqeuclidean", 10, 0.0, False)
     with pytest.raises(TypeError, match="must be float32 or float64"):
         op(x.half(), y.half(), a.half(), b.half(), 0.1, "sqeuclidean", 10, 0.0, False)
+
+
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS + [sinsim_ext.transport_plan, sinsim_ext.SinkhornLoss],
+                         ids=lambda f: f"{f.__module__}.{f.__name__}")
+def test_eps_as_a_tensor_that_requires_grad_is_refused_not_detached(gen, fn):
+    """The operator has no derivative in eps: a tensor eps that asks for one
+    is refused, naming eps, instead of being read as a number (its gradient
+    silently never arriving). A tensor eps without grad is still a number."""
+    x, y = points(gen, 5, 3), points(gen, 4, 3)
+    eps = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    if fn is sinsim_ext.transport_plan:
+        res = sinsim_ext.sinkhorn(x, y, eps=0.5)
+        call = lambda e: fn(x, y, res.f, res.g, eps=e)  # noqa: E731
+    elif fn is sinsim_ext.SinkhornLoss:
+        call = lambda e: fn(eps=e, normalize=False)(x, y)  # noqa: E731
+    else:
+        call = lambda e: fn(x, y, eps=e)  # noqa: E731
+    with pytest.raises(TypeError, match=r"eps is a tensor that requires grad.*no derivative in eps.*eps\.item\(\)"):
+        call(eps)
+    detached, number = call(eps.detach()), call(0.5)
+    if isinstance(number, sinsim_ext.SinkhornResult):
+        detached, number = detached.f, number.f
+    assert torch.equal(detached, number)
+
+
+def test_tol_and_scaling_tensors_that_require_grad_are_refused(gen):
+    x, y = points(gen, 5, 3), points(gen, 4, 3)
+    for name in ("tol", "scaling"):
+        value = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+        with pytest.raises(TypeError, match=rf"{name} is a tensor that requires grad"):
+            sinsim_ext.sinkhorn_cost(x, y, eps=0.5, **{name: value})
