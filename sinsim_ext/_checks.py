@@ -22,6 +22,7 @@ from ._modes import functorch_active, is_compiling
 from .convergence import warn_unconverged
 
 COSTS = ("sqeuclidean", "cosine")
+MAX_ITER_LIMIT = 2**63 - 1  # the compiled op's int64 argument
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,9 @@ def prepare(
         raise TypeError(f"max_iter must be an int, got {type(max_iter).__name__}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if max_iter > MAX_ITER_LIMIT:
+        raise ValueError(f"max_iter must be at most 2**63 - 1 (the operator counts in 64-bit integers), got "
+                         f"{max_iter}; to run until convergence pass a tol with a large max_iter")
     if tol is not None:
         tol = check_tol(tol)
     scaling = check_scaling(scaling)

@@ -163,3 +163,31 @@ def test_tol_and_scaling_tensors_that_require_grad_are_refused(gen):
         value = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
         with pytest.raises(TypeError, match=rf"{name} is a tensor that requires grad"):
             sinsim_ext.sinkhorn_cost(x, y, eps=0.5, **{name: value})
+
+
+def test_transport_plan_names_potentials_of_the_wrong_shape(gen):
+    """f has one entry per point of x, g one per point of y: swapped (or
+    batched differently) they are refused by name, not by a reshape error."""
+    x, y = points(gen, 5, 3), points(gen, 7, 3)
+    res = sinsim_ext.sinkhorn(x, y, eps=0.5)
+    with pytest.raises(ValueError, match=re.escape("f must have shape (5,) (one entry per point of x), got (7,)")):
+        sinsim_ext.transport_plan(x, y, res.g, res.f, eps=0.5)
+    with pytest.raises(ValueError, match=re.escape("g must have shape (7,) (one entry per point of y), got (1, 7)")):
+        sinsim_ext.transport_plan(x, y, res.f, res.g[None], eps=0.5)
+    with pytest.raises(TypeError, match="f must be a torch.Tensor"):
+        sinsim_ext.transport_plan(x, y, res.f.tolist(), res.g, eps=0.5)
+    xb, yb = points(gen, 2, 5, 3), points(gen, 2, 7, 3)
+    rb = sinsim_ext.sinkhorn(xb, yb, eps=0.5)
+    with pytest.raises(ValueError, match=re.escape("f must have shape (2, 5) (one entry per point of x)")):
+        sinsim_ext.transport_plan(xb, yb, rb.f[0], rb.g, eps=0.5)
+    plan = sinsim_ext.transport_plan(xb, yb, rb.f, rb.g, eps=0.5)
+    assert plan.shape == (2, 5, 7) and torch.allclose(plan.sum(-1), torch.full((2, 5), 0.2, dtype=plan.dtype))
+
+
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS, ids=lambda f: f"{f.__module__}.{f.__name__}")
+def test_max_iter_beyond_a_64_bit_integer_is_refused_by_name(gen, fn):
+    x, y = points(gen, 5, 3), points(gen, 4, 3)
+    for too_many in (2**63, 2**64):
+        with pytest.raises(ValueError, match=r"max_iter must be at most 2\*\*63 - 1 .*got " + str(too_many)):
+            fn(x, y, eps=0.5, max_iter=too_many, tol=1e-6)
+    fn(x, y, eps=0.5, max_iter=2**63 - 1, tol=1e-6)  # the largest: tol stops it
