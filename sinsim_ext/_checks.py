@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 
 from ._modes import functorch_active, is_compiling
+from . import resolution
 from .convergence import warn_unconverged
 
 COSTS = ("sqeuclidean", "cosine")
@@ -268,9 +269,10 @@ def _check_values_vmap(info, in_dims, x, y, a, b, has_a, has_b, cost):
 check_values.register_vmap(_check_values_vmap)
 
 
-def warn_if_unconverged(error: torch.Tensor, pb: Problem, stacklevel: int = 4) -> None:
+def warn_if_unconverged(error: torch.Tensor, pb: Problem, debias: bool = False, stacklevel: int = 4) -> None:
     """:class:`~sinsim_ext.convergence.SinkhornConvergenceWarning` when some
-    problem ended above its threshold (see :mod:`sinsim_ext.convergence`)."""
+    problem ended above its threshold, or is beyond what its dtype resolves
+    (see :mod:`sinsim_ext.convergence`, :mod:`sinsim_ext.resolution`)."""
     warn_unconverged(
         error,
         tol=pb.tol,
@@ -278,16 +280,17 @@ def warn_if_unconverged(error: torch.Tensor, pb: Problem, stacklevel: int = 4) -
         scaling=pb.scaling,
         check_finite=pb.check_finite,
         stacklevel=stacklevel,
-        cost_ratio=(lambda: cost_ratio_bound(pb)) if pb.x.dtype == torch.float32 else None,
+        resolution=lambda: resolution_ratios(pb, debias),
+        dtype=pb.x.dtype,
     )
 
 
-def cost_ratio_bound(pb: Problem) -> torch.Tensor:
-    """An upper bound on ``max_ij C_ij / eps`` from the points alone (one pass
-    over them, no host read): ``(max |x_i| + max |y_j|)^2`` for the squared
-    Euclidean cost, 2 for the cosine cost."""
-    if pb.cost == "cosine":
-        return torch.tensor(2.0 / pb.eps)
-    with torch.no_grad():
-        reach = pb.x.detach().norm(dim=-1).amax() + pb.y.detach().norm(dim=-1).amax()
-        return reach.double() ** 2 / pb.eps
+def resolution_ratios(pb: Problem, debias: bool = False) -> torch.Tensor:
+    """:func:`sinsim_ext.resolution.ratios` of the problems (``(2, B)``, no host read)."""
+    return resolution.ratios(pb.x, pb.y, pb.a, pb.b, pb.eps, pb.cost, debias)
+
+
+def error_or_unknown(error: torch.Tensor, pb: Problem, debias: bool = False) -> torch.Tensor:
+    """The returned marginal error (``(B,)``), NaN for the problems the compute
+    dtype cannot resolve: there the error reads small on a wrong plan."""
+    return resolution.mark_unresolved(error, resolution_ratios(pb, debias), pb.x.dtype)

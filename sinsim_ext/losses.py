@@ -220,8 +220,9 @@ class SinkhornLoss(nn.Module):
     @_without_autocast
     def value_and_error(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(value, error)``: the loss and its final marginal error (a detached
-        device tensor, the worst of the problems with ``debias``); no warning
-        and no device synchronisation."""
+        device tensor, the worst of the problems with ``debias``; NaN where
+        the dtype cannot resolve the solve, see :func:`sinsim_ext.sinkhorn_cost`);
+        no warning and no device synchronisation."""
         return self._solve(x, y, return_error=True)
 
     def extra_repr(self) -> str:
