@@ -5,8 +5,9 @@ target network), the optimiser and scheduler states, the number of finished
 epochs and steps, the per-epoch metrics so far, every random-number generator
 (Python, NumPy, torch CPU and CUDA, and the run's own generators for
 shuffling and augmentation), the trainer's divergence reference, the
-learning-rate changes made on resume, and the config's training fields,
-checked on resume.
+learning-rate changes made on resume, and the config's training fields and
+the fingerprint of the images trained on (:data:`DATA_KEY`), checked on
+resume, with the images' source.
 
 Integrity: the file is the zip archive ``torch.save`` writes, whose archive
 comment (the last field of a zip file; ``torch.load`` and ``zipfile`` ignore
@@ -97,6 +98,12 @@ class CheckpointMismatch(TrainerError):
     """The checkpoint was written by a run with different training settings."""
 
 
+DATA_KEY = "data_fingerprint"
+"""The signature's entry for the images a run trains on
+(:attr:`train.datasets.ImageData.fingerprint`); the checkpoint keeps their
+source (``data_source``) for the message."""
+
+
 def save_checkpoint(path: Path, *, method, optimizer, scheduler, epoch: int, step: int, metrics: list,
                     generators: Dict[str, torch.Generator], signature: Dict[str, Any],
                     extra: Optional[Dict[str, Any]] = None) -> None:
@@ -140,11 +147,15 @@ def read_checkpoint(path: Path) -> Dict[str, Any]:
                             f"{' '.join(str(exc).split())[:200]})") from exc
 
 
-def load_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[str] = ()) -> Optional[Dict[str, Any]]:
+def load_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[str] = (),
+                    data_source: Optional[str] = None) -> Optional[Dict[str, Any]]:
     """The checkpoint at ``path`` (None when there is none), after checking
     its checksum and that it belongs to a run with this training
     ``signature``; the fields in ``may_change`` may differ (the caller
-    applies and records the change)."""
+    applies and records the change). With :data:`DATA_KEY` in ``signature``
+    the images must be the same too (``data_source``: where this run read
+    them, for the message); a checkpoint that predates the fingerprint is
+    not checked for them."""
     path = Path(path)
     if not path.exists():
         return None
@@ -157,7 +168,9 @@ def load_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[
             "the augmentations depend on the number of processes. Resume with the same number (torchrun "
             "--nnodes x --nproc-per-node, or plain python for 1), or use another --out"
         )
-    diff = {k: (saved.get(k), v) for k, v in signature.items() if saved.get(k) != v and k not in set(may_change)}
+    _check_data(path, state, signature, data_source)
+    diff = {k: (saved.get(k), v) for k, v in signature.items()
+            if saved.get(k) != v and k not in set(may_change) and k != DATA_KEY}
     if diff:
         details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
         raise CheckpointMismatch(
@@ -165,6 +178,17 @@ def load_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[
             "resume with the same flags, or use another --out"
         )
     return state
+
+
+def _check_data(path: Path, state: Dict[str, Any], signature: Dict[str, Any], data_source: Optional[str]) -> None:
+    now, saved = signature.get(DATA_KEY), state.get("signature", {}).get(DATA_KEY)
+    if now is None or saved is None or now == saved:
+        return
+    raise CheckpointMismatch(
+        f"{path} was trained on other images than this run loaded: {state.get('data_source') or 'its source'} "
+        f"(fingerprint {saved}) then, {data_source or 'this --data-dir'} (fingerprint {now}) now. Resume with the "
+        "--dataset and --data-dir of that run, or use another --out"
+    )
 
 
 def restore(state: Dict[str, Any], *, method, optimizer, scheduler, generators: Dict[str, torch.Generator]) -> None:

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import TwoViews, view_specs
-from .checkpoint import atomic_write_json, load_checkpoint, restore, save_checkpoint
+from .checkpoint import DATA_KEY, atomic_write_json, load_checkpoint, restore, save_checkpoint
 from .config import Config, for_method, method_names
 from .datasets import DATASETS, ImageData, load_dataset
 from .embedding import measure as measure_geometry
@@ -154,12 +154,16 @@ def run_method(cfg: Config, data: ImageData, may_change=()) -> Dict:
 
 def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     out = Path(cfg.out)
-    signature = cfg.training_signature()
+    signature = {**cfg.training_signature(), DATA_KEY: data.fingerprint}
     previous = read_results(out) if cfg.resume else None
     if previous is not None:
         kept = {k: v for k, v in signature.items() if k not in may_change}
         kept.setdefault("world_size", 1)  # a result of several processes is not one process's, and vice versa
         saved = {"world_size": 1, **previous.get("signature", {})}
+        if DATA_KEY not in saved:
+            log(f"note: {out / 'results.json'} does not record the fingerprint of its images (written before it was "
+                f"recorded): cannot check that it was made from {data.source}")
+            saved[DATA_KEY] = signature[DATA_KEY]
         if all(saved.get(k) == v for k, v in kept.items()):
             changed = _changed(previous.get("signature", {}), signature, may_change)
             note = (" (" + ", ".join(f"--{k} {b!r}" for k, (a, b) in changed.items()) + " does not change a finished run)"
@@ -184,8 +188,11 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     start_epoch, metrics, changes = 0, [], []
     if cfg.resume:
         fresh_base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-        state = load_checkpoint(checkpoint_path, signature, may_change)
+        state = load_checkpoint(checkpoint_path, signature, may_change, data_source=data.source)
         if state is not None:
+            if DATA_KEY not in state["signature"]:
+                log(f"note: {checkpoint_path} does not record the fingerprint of its images (written before it was "
+                    f"recorded): cannot check that it was trained on {data.source}")
             restore(state, method=method, optimizer=optimizer, scheduler=scheduler, generators=trainer.generators)
             trainer.load_state_dict(state.get("trainer", {}))
             start_epoch, metrics, changes = state["epoch"], state["metrics"], list(state.get("resume_changes", []))
@@ -219,7 +226,8 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
             save_checkpoint(checkpoint_path, method=method, optimizer=optimizer, scheduler=scheduler,
                             epoch=s.epoch, step=s.epoch * steps_per_epoch, metrics=metrics,
                             generators=trainer.generators, signature=signature,
-                            extra={"trainer": trainer.state_dict(), "resume_changes": changes})
+                            extra={"trainer": trainer.state_dict(), "resume_changes": changes,
+                                   "data_source": data.source})
         terms = " ".join(f"{k} {v:.4f}" for k, v in s.terms.items() if len(s.terms) > 1)
         knn = f" knn {row['knn']:.2f}%" if "knn" in row else ""
         log(f"{cfg.method} epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f} {terms}{knn} "

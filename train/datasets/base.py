@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -44,6 +47,17 @@ class ImageData:
         for images, labels in ((self.train_images, self.train_labels), (self.test_images, self.test_labels)):
             if len(images) != len(labels):
                 raise ValueError(f"{self.name}: {len(images)} images but {len(labels)} labels")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The first 16 hex digits of the SHA-256 of the class names, images
+        and labels of every split: what a run was trained on, whatever the
+        path it was read from (a copy of the same files has the same one)."""
+        h = hashlib.sha256(json.dumps(list(self.classes)).encode())
+        for t in (self.pretrain, self.train_images, self.train_labels, self.test_images, self.test_labels):
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.contiguous().numpy().data)
+        return h.hexdigest()[:16]
 
     @property
     def channels(self) -> int:
