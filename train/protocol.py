@@ -371,6 +371,9 @@ def _run_methods(cfg: Config) -> List[Dict]:
                         download=cfg.download, num_workers=cfg.num_workers)
     for note in data.notes:
         log(f"note: {note}")
+    for channel, value in data.constant_channels().items():
+        log(f"note: channel {channel} of the pretraining images is constant (every pixel {value}): it is "
+            "normalised to 0, and carries no information")
     subset = f" (a random {cfg.train_subset} of them with --train-subset)" if cfg.train_subset else ""
     log(f"{data.name}: {len(data.pretrain)} pretraining images{subset}, {len(data.train_images)} train / "
         f"{len(data.test_images)} test labelled, {data.num_classes} classes, {cfg.image_size} px, device {cfg.device}")

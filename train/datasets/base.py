@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -74,7 +74,9 @@ class ImageData:
     def channel_stats(self, chunk: int = 1024) -> tuple:
         """Per-channel mean and std of the pretraining images, in [0, 1] units
         (accumulated in float64 over chunks: STL-10's 105,000 images would
-        not fit in memory as floats)."""
+        not fit in memory as floats). A constant channel (:meth:`constant_channels`)
+        gets std 1, as scikit-learn's ``StandardScaler`` gives a constant
+        feature: standardised, it is 0 rather than 0/0 (or a rounding residue)."""
         total = torch.zeros(self.channels, dtype=torch.float64)
         squares = torch.zeros(self.channels, dtype=torch.float64)
         for part in self.pretrain.split(chunk):
@@ -84,7 +86,19 @@ class ImageData:
         count = self.pretrain.numel() // self.channels
         mean = total / count
         std = ((squares - count * mean.square()) / (count - 1)).clamp_min(0).sqrt()
+        for c, value in self.constant_channels().items():
+            mean[c], std[c] = value / 255.0, 1.0
         return tuple(mean.tolist()), tuple(std.tolist())
+
+    def constant_channels(self, chunk: int = 1024) -> Dict[int, int]:
+        """``{channel: value}`` for the channels that hold one value in every pretraining pixel."""
+        low = torch.full((self.channels,), 255, dtype=torch.uint8)
+        high = torch.zeros(self.channels, dtype=torch.uint8)
+        for part in self.pretrain.split(chunk):
+            flat = part.transpose(0, 1).reshape(self.channels, -1)
+            low = torch.minimum(low, flat.amin(dim=1))
+            high = torch.maximum(high, flat.amax(dim=1))
+        return {c: int(low[c]) for c in range(self.channels) if low[c] == high[c]}
 
     def resized(self, size: int) -> "ImageData":
         """The same data with every image resized to ``size`` x ``size`` once
