@@ -160,3 +160,55 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cap
     assert all(torch.isfinite(t).all() for t in state["method"].values() if t.is_floating_point())
     assert not (out / "results.json").exists()
     assert protocol.CHECKPOINT == "checkpoint.pt"
+
+
+# ------------------------------------------------- nothing of an old run is lost to a run that cannot start
+
+OLD_RUN = ("checkpoint.pt", "results.json", "results.md", "metrics.csv")
+NO_EVAL = TINY + ["--method", "simclr", "--epochs", "1", "--train-subset", "128", "--no-eval"]
+
+
+def _an_old_run(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in OLD_RUN:
+        (folder / name).write_text(f"old {name}")
+
+
+@pytest.mark.parametrize("bad,message", [
+    (["--dataset", "folder", "--data-dir", "MISSING"], "image folder not found"),
+    (["--train-subset", "5000"], "--train-subset 5000 is larger than the 1347 pretraining images"),
+    (["--val-fraction", "0.999", "--eval"], "cannot carve the probes' splits"),
+])
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(tmp_path, capsys, bad, message):
+    """--overwrite discards the old run only once the new one has loaded its
+    data and passed its checks: a bad --data-dir leaves the old run, not
+    nothing."""
+    out = tmp_path / "run"
+    _an_old_run(out)
+    argv = [a.replace("MISSING", str(tmp_path / "missing")) for a in NO_EVAL + bad + ["--overwrite", "--out", str(out)]]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err, err
+    for name in OLD_RUN:
+        assert (out / name).read_text() == f"old {name}", name
+
+
+def test_an_interrupted_method_all_overwrite_leaves_no_stale_combined_table(tmp_path, capsys, monkeypatch):
+    """--method all --overwrite discards the old combined results.json and
+    results.md with the method folders' runs, so a run interrupted before
+    its new table is written leaves no table contradicting the folders."""
+    out = tmp_path / "all"
+    for name in METHODS:
+        _an_old_run(out / name)
+    (out / "results.json").write_text("[old combined]")
+    (out / "results.md").write_text("| old combined table |")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(protocol, "run_method", interrupted)
+    argv = [a if a != "simclr" else "all" for a in NO_EVAL] + ["--eval", "--overwrite", "--out", str(out)]
+    assert main(argv) == 130
+    assert not (out / "results.json").exists() and not (out / "results.md").exists()
+    for name in METHODS:
+        assert not any((out / name / f).exists() for f in OLD_RUN), name

@@ -80,14 +80,10 @@ def method_dirs(cfg: Config) -> Dict[str, Path]:
 
 
 def check_out_dirs(cfg: Config) -> None:
-    """Refuse to start over a finished or interrupted run without a word;
-    with ``--overwrite``, clear the old run's state first."""
-    if cfg.resume:
-        return
-    if cfg.overwrite:
-        for d in method_dirs(cfg).values():
-            for name in (CHECKPOINT, "results.json", "results.md", "metrics.csv"):
-                (d / name).unlink(missing_ok=True)
+    """Refuse to start over a finished or interrupted run without a word
+    (``--overwrite`` clears it with :func:`clear_previous_run`, once the new
+    run has passed :func:`check_can_start`)."""
+    if cfg.resume or cfg.overwrite:
         return
     taken = [d for d in method_dirs(cfg).values() if (d / CHECKPOINT).exists() or (d / "results.json").exists()]
     if taken:
@@ -95,6 +91,31 @@ def check_out_dirs(cfg: Config) -> None:
             f"{taken[0]} already holds a run. Pass --resume to continue it (finished methods are kept), "
             "--overwrite to start again, or another --out"
         )
+
+
+RUN_STATE = (CHECKPOINT, "results.json", "results.md", "metrics.csv")
+
+
+def clear_previous_run(cfg: Config) -> None:
+    """``--overwrite``: delete the old run's state in every method folder and,
+    for ``--method all``, its combined ``results.json`` and ``results.md``
+    (a table of the old run must not outlive it)."""
+    folders = list(method_dirs(cfg).values())
+    if cfg.method == "all":
+        folders.append(Path(cfg.out))
+    for d in folders:
+        for name in RUN_STATE:
+            (d / name).unlink(missing_ok=True)
+
+
+def check_can_start(cfg: Config, data: ImageData) -> ProbeSplits:
+    """What would stop the run after it started (a batch of one, a
+    --train-subset larger than the data, probe splits or geometry points it
+    cannot carve), checked before anything in the output folder changes.
+    Returns the probes' splits."""
+    require_two_per_batch(cfg, min(len(data.pretrain), cfg.train_subset or len(data.pretrain)))
+    data.with_pretrain_subset(cfg.train_subset, cfg.seed)
+    return probe_data(cfg, data)
 
 
 def _configure_backends(device: torch.device) -> None:
@@ -377,10 +398,11 @@ def _run_methods(cfg: Config) -> List[Dict]:
     subset = f" (a random {cfg.train_subset} of them with --train-subset)" if cfg.train_subset else ""
     log(f"{data.name}: {len(data.pretrain)} pretraining images{subset}, {len(data.train_images)} train / "
         f"{len(data.test_images)} test labelled, {data.num_classes} classes, {cfg.image_size} px, device {cfg.device}")
-    require_two_per_batch(cfg, min(len(data.pretrain), cfg.train_subset or len(data.pretrain)))
-    probed = probe_data(cfg, data).budget()
+    probed = check_can_start(cfg, data).budget()
     log(f"probes: {probed['probe_train_images']} train / {probed['val_images']} validation (choices) / "
         f"{probed['probe_test_images']} test (final numbers) images")
+    if cfg.overwrite:
+        clear_previous_run(cfg)  # only now: a run that cannot start leaves the old one as it was
     if cfg.method == "all":
         atomic_write_json(Path(cfg.out) / "config.json", cfg.to_dict())
     results = [run_method(for_method(cfg, name, str(path)), data, may_change)
