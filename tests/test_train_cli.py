@@ -212,3 +212,65 @@ def test_an_interrupted_method_all_overwrite_leaves_no_stale_combined_table(tmp_
     assert not (out / "results.json").exists() and not (out / "results.md").exists()
     for name in METHODS:
         assert not any((out / name / f).exists() for f in OLD_RUN), name
+
+
+# ------------------------------------------------- probes and geometry that cannot be measured are refused up front
+
+
+@pytest.mark.parametrize("flag", ["--probe-train-subset", "--geometry-points"])
+def test_probe_and_geometry_counts_of_one_are_refused_by_the_parser(flag, capsys):
+    """One image trains no MLP probe (BatchNorm) and one point has no
+    uniformity: refused before anything runs, not by a traceback after
+    pretraining."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config([flag, "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: '1' is not an integer >= 2" in err and "Traceback" not in err
+
+
+def test_a_probe_train_split_of_one_image_is_refused_before_pretraining(tmp_path, capsys):
+    """Two labelled train images and a validation fraction leave one image
+    to train the probes on: the run says so before it pretrains."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from runs import folder_args, write_image_folder
+
+    source = write_image_folder(tmp_path / "two", train_per_class=1)
+    out = tmp_path / "run"
+    assert main(folder_args(source, out, "--eval", "--val-fraction", "0.1", "--probe-epochs", "1")) == 1
+    captured = capsys.readouterr()
+    assert "the probes' train split holds 1 labelled image" in captured.err and "--no-eval" in captured.err
+    assert "pretraining epochs" not in captured.out and not (out / "checkpoint.pt").exists()
+
+
+def test_a_single_class_dataset_is_not_probed(tmp_path, capsys):
+    """With one class every probe scores 100 % whatever the features: the run
+    refuses to probe it (before pretraining), and pretrains it with --no-eval."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from runs import folder_args, write_image_folder
+
+    source = write_image_folder(tmp_path / "ants", classes=("ant",))
+    out = tmp_path / "run"
+    assert main(folder_args(source, out, "--eval", "--probe-epochs", "1")) == 1
+    captured = capsys.readouterr()
+    line = [x for x in captured.err.splitlines() if x.startswith("error: ")]
+    assert len(line) == 1 and "1 class (ant)" in line[0] and "100 %" in line[0] and "--no-eval" in line[0]
+    assert not (out / "checkpoint.pt").exists()
+    assert main(folder_args(source, out, "--no-eval")) == 0
+
+
+def test_a_test_split_of_one_image_is_refused_before_pretraining(tmp_path, capsys):
+    """The geometry is measured on the test split: one image has no
+    uniformity, so a run that would end there is refused before it starts."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from runs import folder_args, write_image_folder
+
+    source = write_image_folder(tmp_path / "one-test", test_per_class=1)
+    shutil.rmtree(source / "test" / "bee")  # bee: no test images (a note), ant: one
+    out = tmp_path / "run"
+    assert main(folder_args(source, out, "--eval", "--probe-epochs", "1")) == 1
+    captured = capsys.readouterr()
+    assert "--geometry-points: the test split of folder holds 1 image" in captured.err
+    assert "pretraining epochs" not in captured.out

@@ -325,12 +325,39 @@ def require_two_per_batch(cfg: Config, pretrain_images: int) -> None:
 
 
 def probe_data(cfg: Config, data: ImageData) -> ProbeSplits:
-    """The probes' fixed probe-train / validation / test images (train/splits.py)."""
+    """The probes' fixed probe-train / validation / test images (train/splits.py),
+    refused when the probes or the geometry could not be measured on them."""
     try:
-        return probe_splits(data, cfg.val_fraction, cfg.probe_train_subset, cfg.probe_test_subset)
+        splits = probe_splits(data, cfg.val_fraction, cfg.probe_train_subset, cfg.probe_test_subset)
     except ValueError as exc:
         raise RunError(f"{data.name}: cannot carve the probes' splits ({exc}); change --val-fraction "
                        "(0 for no validation split) or use more labelled images") from exc
+    if cfg.eval or cfg.knn_every:
+        check_probes(cfg, data, splits)
+    return splits
+
+
+def check_probes(cfg: Config, data: ImageData, splits: ProbeSplits) -> None:
+    """Refuse probes that would fail or mean nothing: fewer than two
+    probe-train images (the MLP probe's BatchNorm), a single class (every
+    probe scores 100 %), fewer than two geometry points."""
+    n = len(splits.train)
+    pretrain_only = "or pretrain only with --no-eval"
+    if n < 2:
+        raise RunError(f"{data.name}: the probes' train split holds {n} labelled image(s) and the probes need 2 or "
+                       "more; raise --probe-train-subset, lower --val-fraction, use more labelled images, "
+                       + pretrain_only)
+    present = sorted(set(splits.train.labels.tolist()))
+    if len(present) < 2:
+        subset = f" of --probe-train-subset {cfg.probe_train_subset}" if cfg.probe_train_subset else ""
+        raise RunError(f"{data.name}: the probes' train split{subset} holds 1 class ({data.classes[present[0]]}), so "
+                       "every probe would score 100 % whatever the features; use a dataset of two or more classes"
+                       + (", a larger --probe-train-subset" if subset else "") + ", " + pretrain_only)
+    points = min(cfg.geometry_points, len(data.test_images))
+    if cfg.eval and points < 2:
+        raise RunError(f"--geometry-points: the test split of {data.name} holds {len(data.test_images)} image(s) "
+                       "and the geometry (uniformity, effective rank) needs 2 or more points; add test images, "
+                       + pretrain_only)
 
 
 def probe_budget(splits: ProbeSplits) -> Dict:
