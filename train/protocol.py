@@ -41,7 +41,7 @@ from .models import resnet18_encoder
 from .optim import build_optimizer, build_scheduler, change_base_lrs
 from .parallel.context import current as parallel_job
 from .provenance import git_state
-from .results import read_results, write_combined, write_method_results, write_metrics_csv
+from .results import UnreadableResults, read_results, write_combined, write_method_results, write_metrics_csv
 from .run_lock import hold_run_folder
 from .splits import ProbeSplits, probe_splits
 
@@ -176,7 +176,7 @@ def run_method(cfg: Config, data: ImageData, may_change=()) -> Dict:
 def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
     out = Path(cfg.out)
     signature = {**cfg.training_signature(), DATA_KEY: data.fingerprint}
-    previous = read_results(out) if cfg.resume else None
+    previous = previous_results(out) if cfg.resume else None
     if previous is not None:
         kept = {k: v for k, v in signature.items() if k not in may_change}
         kept.setdefault("world_size", 1)  # a result of several processes is not one process's, and vice versa
@@ -313,6 +313,19 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         log(f"{cfg.method}: pretrained in {pretrain_seconds:.1f} s (median epoch {result['epoch_seconds_median']:.2f} s), "
             f"no evaluation (--no-eval) -> {out}")
     return result
+
+
+def previous_results(out: Path):
+    """The ``results.json`` a resumed method run may keep (None: none, or one
+    that cannot be read but can be rebuilt from the final checkpoint)."""
+    try:
+        return read_results(out)
+    except UnreadableResults as exc:
+        if not (out / CHECKPOINT).is_file():
+            raise RunError(f"{exc}, and there is no checkpoint to rebuild it from; start this run again with "
+                           "--overwrite, or pass another --out") from exc
+        log(f"note: {exc}; rebuilding it from {out / CHECKPOINT}")
+        return None
 
 
 def require_two_per_batch(cfg: Config, pretrain_images: int) -> None:
