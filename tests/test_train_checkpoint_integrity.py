@@ -119,6 +119,21 @@ def test_a_kill_between_writing_and_renaming_is_cleaned_up_on_resume(tmp_path):
     assert read_checkpoint(out / "checkpoint.pt")["epoch"] == 2
 
 
+def test_resume_with_no_epoch_left_rebuilds_a_damaged_metrics_csv(finished_run, tmp_path, capsys):
+    """Killed after its last checkpoint (no results.json yet) with metrics.csv
+    damaged: --resume has no epoch left to train, and still writes
+    metrics.csv again from the rows the checkpoint keeps."""
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    (out / "results.json").unlink()
+    (out / "metrics.csv").write_text("epoch,lo")  # cut short
+    assert main([*TINY, "--epochs", "1", "--out", str(out), "--resume"]) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    kept = read_checkpoint(out / "checkpoint.pt")["metrics"]
+    assert len(rows) == len(kept) == 1
+    assert {k: float(v) for k, v in rows[0].items()} == pytest.approx({k: float(v) for k, v in kept[0].items()})
+
+
 def test_an_unreadable_results_json_is_rebuilt_from_the_final_checkpoint(finished_run, tmp_path, capsys):
     """results.json is derived from the final checkpoint: when it cannot be
     read, --resume evaluates the checkpoint again and rewrites it, instead of

@@ -217,6 +217,9 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
             restore(state, method=method, optimizer=optimizer, scheduler=scheduler, generators=trainer.generators)
             trainer.load_state_dict(state.get("trainer", {}))
             start_epoch, metrics, changes = state["epoch"], state["metrics"], list(state.get("resume_changes", []))
+            # the checkpoint's rows, also when no epoch is left to train (a kill during the evaluation
+            # may have damaged the file); rows of epochs after the checkpoint are dropped
+            write_metrics_csv(out / "metrics.csv", metrics)
             changed = _changed(state["signature"], signature, may_change)
             if "lr" in changed:
                 change_base_lrs(optimizer, scheduler, fresh_base_lrs)
