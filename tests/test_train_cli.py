@@ -274,3 +274,19 @@ def test_a_test_split_of_one_image_is_refused_before_pretraining(tmp_path, capsy
     captured = capsys.readouterr()
     assert "--geometry-points: the test split of folder holds 1 image" in captured.err
     assert "pretraining epochs" not in captured.out
+
+
+def test_resuming_a_finished_run_names_the_evaluation_flags_it_does_not_apply(tmp_path, capsys):
+    """A finished run is kept on --resume; evaluation flags that differ from
+    the ones it was evaluated with do not change it, and the run says so
+    instead of presenting the old numbers as evaluated with the new flags."""
+    out = str(tmp_path / "run")
+    args = TINY + ["--method", "simclr", "--epochs", "1", "--train-subset", "128", "--probe-epochs", "2", "--out", out]
+    assert main(args) == 0
+    first = json.loads((Path(out) / "results.json").read_text())
+    capsys.readouterr()
+    assert main(args + ["--resume", "--probe-epochs", "3", "--knn-k", "5"]) == 0
+    said = capsys.readouterr().out
+    assert "finished earlier" in said and "--probe-epochs 3 (it was evaluated with 2)" in said
+    assert "--knn-k 5 (it was evaluated with 20)" in said
+    assert json.loads((Path(out) / "results.json").read_text()) == first

@@ -108,6 +108,11 @@ class Config:
         "sinkhorn_iters", "sinkhorn_term", "precision",
     )
 
+    # Fields that change the evaluation's numbers but not the trained weights:
+    # a finished run kept on --resume says which of them it does not apply.
+    EVALUATION_FIELDS = ("eval", "probe_epochs", "probe_train_subset", "probe_test_subset", "knn_k",
+                         "knn_temperature", "val_fraction", "geometry_points")
+
     # Training fields a resumed run may change when the flag is given
     # explicitly (the change is applied from the resumed epoch on and
     # recorded in config.json and results.json). The other training fields

@@ -18,6 +18,7 @@ untrained (random-init) encoder: the floor pretraining has to beat.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import statistics
 import time
@@ -189,7 +190,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
             changed = _changed(previous.get("signature", {}), signature, may_change)
             note = (" (" + ", ".join(f"--{k} {b!r}" for k, (a, b) in changed.items()) + " does not change a finished run)"
                     if changed else "")
-            log(f"{cfg.method}: finished earlier, keeping {out / 'results.json'}{note}")
+            log(f"{cfg.method}: finished earlier, keeping {out / 'results.json'}{note}{_not_applied(cfg, out)}")
             return previous
     wall_start = time.perf_counter()
 
@@ -316,6 +317,23 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple) -> Dict:
         log(f"{cfg.method}: pretrained in {pretrain_seconds:.1f} s (median epoch {result['epoch_seconds_median']:.2f} s), "
             f"no evaluation (--no-eval) -> {out}")
     return result
+
+
+def _not_applied(cfg: Config, out: Path) -> str:
+    """The evaluation flags that differ from those a kept run was evaluated
+    with (its config.json), as a sentence for the log ("" when none)."""
+    try:
+        recorded = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(recorded, dict):
+        return ""
+    differ = [f"--{k.replace('_', '-')} {getattr(cfg, k)!r} (it was evaluated with {recorded[k]!r})"
+              for k in Config.EVALUATION_FIELDS if k in recorded and recorded[k] != getattr(cfg, k)]
+    if not differ:
+        return ""
+    return ("; its numbers are those of its own evaluation, not of " + ", ".join(differ)
+            + ": --overwrite (or another --out) trains and evaluates again")
 
 
 def previous_results(out: Path):
