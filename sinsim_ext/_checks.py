@@ -18,8 +18,8 @@ from typing import Optional
 
 import torch
 
-from ._modes import functorch_active, is_compiling
 from . import resolution
+from ._modes import functorch_active, is_compiling
 from .convergence import warn_unconverged
 
 COSTS = ("sqeuclidean", "cosine")
