@@ -51,7 +51,7 @@ def test_sinkhorn_eps_beyond_float32_warns_and_logs_an_unknown_error(tmp_path):
     not as a perfect 0.0."""
     out = tmp_path / "run"
     args = [*SINSIM, "--epochs", "1", "--check-every", "2", "--sinkhorn-eps", "1e-9", "--out", str(out)]
-    with pytest.warns(SinkhornConvergenceWarning, match=r"sinkhorn_error could not be measured .* up to step 2 "
+    with pytest.warns(SinkhornConvergenceWarning, match=r"sinkhorn_error could not be measured .* up to step [24] "
                                                         r"\(epoch 1\).*cannot resolve.*--sinkhorn-eps"):
         assert main(args) == 0
     errors = _errors(out)
