@@ -18,10 +18,12 @@ from typing import Optional
 
 import torch
 
+from . import resolution
 from ._modes import functorch_active, is_compiling
 from .convergence import warn_unconverged
 
 COSTS = ("sqeuclidean", "cosine")
+MAX_ITER_LIMIT = 2**63 - 1  # the compiled op's int64 argument
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,22 @@ def _check_points(name: str, t) -> None:
         )
 
 
+def _scalar_of(name: str, value):
+    """A one-element tensor as a Python number. One that requires grad is
+    refused: the operator has no derivative in its options, and reading it
+    as a number would silently drop the gradient asked for."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.numel() != 1:
+        raise TypeError(f"{name} must be a number, got a tensor of shape {tuple(value.shape)}")
+    if value.requires_grad:
+        raise TypeError(f"{name} is a tensor that requires grad, but the operator has no derivative in {name}; "
+                        f"pass a number ({name}.item()) or {name}.detach()")
+    return value.item()
+
+
 def _check_number(name: str, value, *, positive: bool, allow_zero: bool = False) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise TypeError(f"{name} must be a number, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
+    value = _scalar_of(name, value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -143,13 +156,16 @@ def prepare(
         raise ValueError(f"x and y have no features (d = 0), shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if not isinstance(cost, str) or cost not in COSTS:
         raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
-    eps = _check_number("eps", eps, positive=True)
+    eps = check_eps(eps)
     if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
         raise TypeError(f"max_iter must be an int, got {type(max_iter).__name__}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if max_iter > MAX_ITER_LIMIT:
+        raise ValueError(f"max_iter must be at most 2**63 - 1 (the operator counts in 64-bit integers), got "
+                         f"{max_iter}; to run until convergence pass a tol with a large max_iter")
     if tol is not None:
-        tol = _check_number("tol", tol, positive=True)
+        tol = check_tol(tol)
     scaling = check_scaling(scaling)
 
     out_dtype = torch.promote_types(x.dtype, y.dtype)
@@ -172,12 +188,22 @@ def prepare(
     return Problem(x3, y3, a2, b2, batched, eps, cost, int(max_iter), tol, out_dtype, scaling, bool(check_finite))
 
 
+def check_eps(eps) -> float:
+    """``eps`` as a positive finite float (a number, or a one-element tensor without grad)."""
+    return _check_number("eps", eps, positive=True)
+
+
+def check_tol(tol) -> float:
+    """``tol`` as a positive finite float (a number, or a one-element tensor without grad)."""
+    return _check_number("tol", tol, positive=True)
+
+
 def check_scaling(scaling) -> Optional[float]:
     """``None`` (plain iterations) or the eps-scaling ratio, a number strictly between 0 and 1."""
     if scaling is None:
         return None
     if isinstance(scaling, torch.Tensor) and scaling.numel() == 1:
-        scaling = scaling.item()
+        scaling = _scalar_of("scaling", scaling)
     if isinstance(scaling, bool) or not isinstance(scaling, numbers.Real):
         raise TypeError(f"scaling must be None or a number in (0, 1), got {type(scaling).__name__}")
     scaling = float(scaling)
@@ -243,9 +269,10 @@ def _check_values_vmap(info, in_dims, x, y, a, b, has_a, has_b, cost):
 check_values.register_vmap(_check_values_vmap)
 
 
-def warn_if_unconverged(error: torch.Tensor, pb: Problem, stacklevel: int = 4) -> None:
+def warn_if_unconverged(error: torch.Tensor, pb: Problem, debias: bool = False, stacklevel: int = 4) -> None:
     """:class:`~sinsim_ext.convergence.SinkhornConvergenceWarning` when some
-    problem ended above its threshold (see :mod:`sinsim_ext.convergence`)."""
+    problem ended above its threshold, or is beyond what its dtype resolves
+    (see :mod:`sinsim_ext.convergence`, :mod:`sinsim_ext.resolution`)."""
     warn_unconverged(
         error,
         tol=pb.tol,
@@ -253,16 +280,17 @@ def warn_if_unconverged(error: torch.Tensor, pb: Problem, stacklevel: int = 4) -
         scaling=pb.scaling,
         check_finite=pb.check_finite,
         stacklevel=stacklevel,
-        cost_ratio=(lambda: cost_ratio_bound(pb)) if pb.x.dtype == torch.float32 else None,
+        resolution=lambda: resolution_ratios(pb, debias),
+        dtype=pb.x.dtype,
     )
 
 
-def cost_ratio_bound(pb: Problem) -> torch.Tensor:
-    """An upper bound on ``max_ij C_ij / eps`` from the points alone (one pass
-    over them, no host read): ``(max |x_i| + max |y_j|)^2`` for the squared
-    Euclidean cost, 2 for the cosine cost."""
-    if pb.cost == "cosine":
-        return torch.tensor(2.0 / pb.eps)
-    with torch.no_grad():
-        reach = pb.x.detach().norm(dim=-1).amax() + pb.y.detach().norm(dim=-1).amax()
-        return reach.double() ** 2 / pb.eps
+def resolution_ratios(pb: Problem, debias: bool = False) -> torch.Tensor:
+    """:func:`sinsim_ext.resolution.ratios` of the problems (``(2, B)``, no host read)."""
+    return resolution.ratios(pb.x, pb.y, pb.a, pb.b, pb.eps, pb.cost, debias)
+
+
+def error_or_unknown(error: torch.Tensor, pb: Problem, debias: bool = False) -> torch.Tensor:
+    """The returned marginal error (``(B,)``), NaN for the problems the compute
+    dtype cannot resolve: there the error reads small on a wrong plan."""
+    return resolution.mark_unresolved(error, resolution_ratios(pb, debias), pb.x.dtype)

@@ -19,6 +19,11 @@ loss (the trainer does, every ``--check-every`` steps). No warning is issued
 while ``torch.compile`` traces the call (the check would need the value) or
 inside ``torch.func.vmap`` of the reference; read the returned error there.
 
+A small marginal error means a converged plan only when the dtype resolves
+the problem: with eps far below or far above the costs it reads small (even
+0) on a wrong result. Those problems warn that they cannot be resolved
+instead, and their returned error is NaN (:mod:`sinsim_ext.resolution`).
+
 The default threshold, 1e-3, comes from measurements
 (docs/performance/convergence.md): on 2-d Gaussian data at ``eps = 0.01`` a final
 marginal error of 1e-3 leaves the gradient 0.7 % from the converged one, and
@@ -35,17 +40,17 @@ from typing import Callable, Optional
 import torch
 
 from ._modes import in_vmap, is_compiling
+from .resolution import limits, value_rounding
 
 __all__ = ["CONVERGENCE_TOL", "SinkhornConvergenceWarning", "is_converged", "warn_unconverged"]
 
 CONVERGENCE_TOL = 1e-3
 """Marginal error (L1) below which a result counts as converged when no ``tol`` is given."""
 
-FLOAT32_COST_RATIO = 2.0**21 / 1.4426950408889634
-"""Largest ``max C / eps`` float32 resolves: the kernels hold ``K = -log2(e) C / eps``,
-which float32 rounds by up to ``|K| 2^-24``, i.e. 1/8 in the exponent of
-every plan entry (a factor 2^(1/8) = 9 %) at ``|K| = 2^21``. Beyond it the
-marginal error itself is unreliable (it can read 0 on a wrong plan)."""
+FLOAT32_COST_RATIO = limits(torch.float32).plan
+"""Largest ``max C / eps`` float32 resolves (:mod:`sinsim_ext.resolution`):
+beyond it float32 rounds each plan entry by more than 9 % and the marginal
+error itself is unreliable (it can read 0 on a wrong plan)."""
 
 
 class SinkhornConvergenceWarning(UserWarning, RuntimeWarning):
@@ -88,6 +93,30 @@ def advice(worst: float, tol: Optional[float], max_iter: int, scaling: Optional[
     )
 
 
+def unresolved_advice(measured, dtype: torch.dtype, worst: float) -> Optional[str]:
+    """The message for a solve ``dtype`` cannot resolve (``measured``: the
+    largest of each row of :func:`sinsim_ext.resolution.ratios`), else None."""
+    name = str(dtype).replace("torch.", "")
+    lim = limits(dtype)
+    in_float32 = dtype == torch.float32
+    small, large = measured
+    if not small <= lim.plan:
+        return (
+            f"Sinkhorn in {name} cannot resolve this plan: max cost / eps is up to {small:.3g}, above {lim.plan:.3g}, "
+            f"so {name} rounds each exp(-C/eps) by more than 9 % and the marginal error ({worst:.3g}) cannot be "
+            "trusted. To fix: " + ("pass float64 inputs, or " if in_float32 else "") + "raise eps, or rescale the points."
+        )
+    if not large <= lim.value:
+        return (
+            f"Sinkhorn in {name} cannot resolve this value: eps is {large:.3g} times the mean cost <a b^T, C>, above "
+            f"{lim.value:.3g}, so the eps-sized potentials carry rounding errors of about "
+            f"{value_rounding(dtype, large):.2g} times the mean cost (the value OT_eps tends to as eps grows) and "
+            f"neither the value nor the marginal error ({worst:.3g}) can be trusted. To fix: lower eps"
+            + (", or pass float64 inputs." if in_float32 else ".")
+        )
+    return None
+
+
 def warn_unconverged(
     error: torch.Tensor,
     *,
@@ -96,7 +125,8 @@ def warn_unconverged(
     scaling: Optional[float] = None,
     check_finite: bool = True,
     stacklevel: int = 3,
-    cost_ratio: Optional[Callable[[], torch.Tensor]] = None,
+    resolution: Optional[Callable[[], torch.Tensor]] = None,
+    dtype: torch.dtype = torch.float32,
 ) -> None:
     """Warn (:class:`SinkhornConvergenceWarning`) when some problem's final error is not below the threshold.
 
@@ -104,28 +134,22 @@ def warn_unconverged(
     compiled operator's vmap rule checks the whole batch instead), and for
     GPU tensors when the check would add the only device synchronisation of
     the call (``check_finite=False`` and no ``tol``): see the module docstring.
-    ``cost_ratio``: for float32 problems, a function giving a bound on
-    ``max C / eps`` (called only when the check runs; read in the same
-    transfer); above :data:`FLOAT32_COST_RATIO` the warning says
-    that float32 cannot resolve the plan.
+    ``resolution``: a function giving :func:`sinsim_ext.resolution.ratios`
+    of the problems (called only when the check runs; read in the same
+    transfer); past the limits of the compute ``dtype`` the warning says that
+    the solve cannot be resolved instead (:mod:`sinsim_ext.resolution`).
     """
     if is_compiling() or in_vmap() or error.numel() == 0:
         return
     if error.device.type != "cpu" and not check_finite and tol is None:
         return
-    values = [error.detach().max().double()]
-    if cost_ratio is not None:
-        values.append(cost_ratio().detach().double().to(error.device))
-    read = torch.stack(values).tolist()
+    values = [error.detach().max().double().reshape(1)]
+    if resolution is not None:
+        values.append(resolution().detach().double().amax(dim=1).to(error.device))
+    read = torch.cat(values).tolist()
     worst = read[0]
-    if cost_ratio is not None and not read[1] <= FLOAT32_COST_RATIO:
-        warnings.warn(
-            f"Sinkhorn in float32 cannot resolve this plan: max cost / eps is up to {read[1]:.3g}, above "
-            f"{FLOAT32_COST_RATIO:.3g}, so float32 rounds each exp(-C/eps) by more than 9 % and the marginal "
-            f"error ({worst:.3g}) cannot be trusted. To fix: pass float64 inputs, or raise eps, or rescale the points.",
-            SinkhornConvergenceWarning,
-            stacklevel=stacklevel,
-        )
-        return
-    if not worst < threshold(tol):
-        warnings.warn(advice(worst, tol, max_iter, scaling), SinkhornConvergenceWarning, stacklevel=stacklevel)
+    message = unresolved_advice(read[1:], dtype, worst) if resolution is not None else None
+    if message is None and not worst < threshold(tol):
+        message = advice(worst, tol, max_iter, scaling)
+    if message is not None:
+        warnings.warn(message, SinkhornConvergenceWarning, stacklevel=stacklevel)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import reference
-from ._checks import check_scaling
+from ._checks import check_eps, check_scaling, check_tol
 from .convergence import threshold
 from .ops import backends, sinkhorn_cost
 
@@ -55,6 +55,17 @@ def _without_autocast(loss_fn):
             return loss_fn(self, first, *args, **kwargs)
 
     return wrapper
+
+
+def _check_views(loss: str, first: torch.Tensor, second: torch.Tensor, names=("z1", "z2"), *,
+                 min_batch: int = 1, why: str = "") -> None:
+    """Row ``i`` of both views comes from image ``i``: they must be ``(N, d)``
+    tensors of one shape, with ``N >= min_batch`` (``why`` says what needs it)."""
+    if first.dim() != 2 or first.shape != second.shape:
+        raise ValueError(f"{loss}: {names[0]} and {names[1]} must both be (N, d) with the same N and d (row i of "
+                         f"each comes from image i), got {tuple(first.shape)} and {tuple(second.shape)}")
+    if first.shape[0] < min_batch:
+        raise ValueError(f"{loss} needs a batch of {min_batch} or more pairs ({why}), got {first.shape[0]}")
 
 
 def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
@@ -89,9 +100,9 @@ class NTXentLoss(nn.Module):
 
     @_without_autocast
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        # one pair: its positive is the only other embedding, so the loss is exactly 0
+        _check_views("NT-Xent", z1, z2, min_batch=2, why="the others are the negatives")
         n = z1.shape[0]
-        if n < 2:  # one pair: its positive is the only other embedding, so the loss is exactly 0
-            raise ValueError(f"NT-Xent needs a batch of 2 or more pairs (the others are the negatives), got {n}")
         u = F.normalize(torch.cat([z1, z2]).float(), dim=1)
         logits = (u @ u.T) / self.temperature
         self_pairs = torch.eye(2 * n, dtype=torch.bool, device=u.device)
@@ -162,9 +173,9 @@ class SinkhornLoss(nn.Module):
         super().__init__()
         if backend not in self.BACKENDS:
             raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
-        self.tol = None if tol is None else float(tol)
+        self.tol = None if tol is None else check_tol(tol)
         self.scaling = check_scaling(scaling)
-        self.eps = float(eps)
+        self.eps = check_eps(eps)
         self.cost = cost
         self.normalize = bool(normalize)
         self.max_iter = int(max_iter)
@@ -209,8 +220,9 @@ class SinkhornLoss(nn.Module):
     @_without_autocast
     def value_and_error(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(value, error)``: the loss and its final marginal error (a detached
-        device tensor, the worst of the problems with ``debias``); no warning
-        and no device synchronisation."""
+        device tensor, the worst of the problems with ``debias``; NaN where
+        the dtype cannot resolve the solve, see :func:`sinsim_ext.sinkhorn_cost`);
+        no warning and no device synchronisation."""
         return self._solve(x, y, return_error=True)
 
     def extra_repr(self) -> str:
@@ -260,8 +272,9 @@ class SinSimLoss(nn.Module):
         :meth:`SinkhornLoss.value_and_error`)."""
         s1 = z1 if s1 is None else s1
         s2 = z2 if s2 is None else s2
+        ntxent = self.ntxent(z1, z2)  # first: it checks that the views pair up
         value, error = self.sinkhorn.value_and_error(s1, s2)
-        return {"ntxent": self.ntxent(z1, z2), "sinkhorn": value, "sinkhorn_error": error}
+        return {"ntxent": ntxent, "sinkhorn": value, "sinkhorn_error": error}
 
     def combine(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
         return terms["ntxent"] + self.weight * terms["sinkhorn"]
@@ -285,6 +298,7 @@ class BYOLLoss(nn.Module):
 
     @_without_autocast
     def forward(self, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        _check_views("BYOLLoss", p, z, names=("p", "z"))
         p = F.normalize(p.float(), dim=-1)
         z = F.normalize(z.detach().float(), dim=-1)
         return (2 - 2 * (p * z).sum(dim=-1)).mean()
@@ -342,6 +356,8 @@ class VICRegLoss(nn.Module):
 
     @_without_autocast
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> Dict[str, torch.Tensor]:
+        # one pair: its unbiased variances are 0/0 (NaN)
+        _check_views("VICRegLoss", z1, z2, min_batch=2, why="it takes variances and covariances over the batch")
         z1, z2 = z1.float(), z2.float()
         return {
             "invariance": F.mse_loss(z1, z2),
@@ -392,6 +408,8 @@ class BarlowTwinsLoss(nn.Module):
 
     @_without_autocast
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        # one pair: every standardised entry is 0, a constant loss with zero gradient
+        _check_views("BarlowTwinsLoss", z1, z2, min_batch=2, why="it standardises each dimension over the batch")
         z1, z2 = self.standardize(z1.float()), self.standardize(z2.float())
         c = (z1.T @ z2) / z1.shape[0]
         on_diag = (1 - torch.diagonal(c)).pow(2).sum()

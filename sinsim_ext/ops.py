@@ -55,7 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
 
 from . import _cuda_kernel
 from ._batching import fold, unfold
-from ._checks import Problem, prepare, warn_if_unconverged
+from ._checks import Problem, error_or_unknown, prepare, warn_if_unconverged
 from .convergence import warn_unconverged
 from ._modes import derivatives_wanted, functorch_active, has_tangent, is_compiling, refuse_nested_forward_mode
 from .costs import cost_matrix, cost_vjp
@@ -450,7 +450,10 @@ def sinkhorn_cost(
             error)``, ``error`` shaped like the value (the worst of the three
             problems with ``debias``), a device tensor; no warning is issued
             then (the caller reads the error when it wants, e.g. a training
-            loop, without a device synchronisation per step).
+            loop, without a device synchronisation per step). The error is
+            NaN (unknown) for a problem the compute dtype cannot resolve, eps
+            far below or far above its costs (:mod:`sinsim_ext.resolution`),
+            where the marginal error would read small on a wrong result.
         cost_mode: ``"stored"`` keeps the ``(n, m)`` cost matrix for the
             iterations (and the ``(B, n, m)`` plan for the backward);
             ``"online"`` recomputes the cost in blocks of rows at every pass
@@ -489,7 +492,7 @@ def sinkhorn_cost(
     )
     out = _Outputs(*_value_op(pb, debias, cost_mode=cost_mode))
     if not return_error:
-        warn_if_unconverged(out.error, pb)
+        warn_if_unconverged(out.error, pb, debias)
     value = out.value.to(pb.out_dtype)
     guard = _double_backward_guard(x, y, a, b) if is_compiling() else None
     if guard is not None:
@@ -497,7 +500,7 @@ def sinkhorn_cost(
     if not pb.batched:
         value = value[0]
     if return_error:
-        error = out.error.detach().amax(0)
+        error = error_or_unknown(out.error.detach().amax(0), pb, debias)
         return value, (error if pb.batched else error[0])
     return value
 

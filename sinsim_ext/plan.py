@@ -37,7 +37,20 @@ def transport_plan(
     NaN from ``log 0``).
     """
     pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b)
-    f2 = f.reshape(pb.a.shape).to(pb.x.dtype)
-    g2 = g.reshape(pb.b.shape).to(pb.x.dtype)
+    f2 = _potential("f", f, pb.a.shape, pb.batched, "x").to(pb.x.dtype)
+    g2 = _potential("g", g, pb.b.shape, pb.batched, "y").to(pb.x.dtype)
     P = plan(cost_matrix(pb.x, pb.y, pb.cost), f2, g2, pb.a, pb.b, pb.eps)
     return P if pb.batched else P[0]
+
+
+def _potential(name: str, t, shape: torch.Size, batched: bool, points: str) -> torch.Tensor:
+    """``t`` as the ``(B, count)`` potential of ``points``; it must have the
+    shape :func:`sinsim_ext.sinkhorn` returns, ``(count,)`` or ``(B, count)``."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (from sinsim_ext.sinkhorn), got {type(t).__name__}")
+    expected = tuple(shape) if batched else (shape[-1],)
+    if tuple(t.shape) != expected:
+        raise ValueError(f"{name} must have shape {expected} (one entry per point of {points}), got "
+                         f"{tuple(t.shape)}; pass the potentials of sinsim_ext.sinkhorn(x, y, ...) as f, g in "
+                         "that order")
+    return t.reshape(shape)

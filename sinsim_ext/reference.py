@@ -42,7 +42,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._checks import Problem, prepare, warn_if_unconverged
+from ._checks import Problem, error_or_unknown, prepare, warn_if_unconverged
 from .costs import cost_matrix
 from .result import SinkhornResult
 
@@ -213,7 +213,7 @@ def sinkhorn_cost(
     if not pb.batched:
         value = value[0]
     if return_error:
-        error = errors.detach().amax(0)
+        error = error_or_unknown(errors.detach().amax(0), pb, debias)
         return value, (error if pb.batched else error[0])
-    warn_if_unconverged(errors, pb)
+    warn_if_unconverged(errors, pb, debias)
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -229,3 +230,29 @@ def test_losses_are_not_rounded_by_a_surrounding_autocast(gen, loss_cls):
         got = loss(z1, z2)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", [BarlowTwinsLoss(), VICRegLoss()], ids=lambda l: type(l).__name__)
+def test_batch_statistics_losses_refuse_a_single_pair(loss):
+    """Barlow Twins standardises over the batch (one image: every entry 0, a
+    constant loss with zero gradient) and VICReg takes batch variances (one
+    image: NaN): both need two or more pairs and say so."""
+    with pytest.raises(ValueError, match=rf"{type(loss).__name__} needs a batch of 2 or more pairs.*got 1"):
+        loss(T([[0.3, -1.2, 0.5]]), T([[2.0, 0.5, -0.1]]))
+    z1 = T([[0.3, -1.2, 0.5], [1.0, 0.0, 0.2]], requires_grad=True)
+    value = loss(z1, T([[2.0, 0.5, -0.1], [0.0, 1.0, 0.4]]))
+    value.backward()
+    assert torch.isfinite(value) and z1.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("loss", [NTXentLoss(0.5), BYOLLoss(), VICRegLoss(), BarlowTwinsLoss(),
+                                  SinSimLoss(temperature=0.5)], ids=lambda l: type(l).__name__)
+def test_the_two_views_must_have_the_same_shape(loss):
+    """Row i of both views comes from image i: views of different batch sizes
+    (or widths) are refused, naming both arguments, not a matmul error."""
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(4, 8, generator=g)
+    for z2 in (torch.randn(5, 8, generator=g), torch.randn(4, 6, generator=g), torch.randn(4, 8, 1, generator=g)):
+        shapes = re.escape(f"got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        with pytest.raises(ValueError, match=r"must both be \(N, d\) with the same N and d.*" + shapes):
+            loss(z1, z2)

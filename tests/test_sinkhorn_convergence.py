@@ -115,3 +115,96 @@ def test_no_warning_and_no_graph_break_under_compile(gen):
         warnings.simplefilter("error", SinkhornConvergenceWarning)
         value, error = fn(x, y)
     assert torch.isfinite(value) and float(error) > CONVERGENCE_TOL
+
+
+def _gaussian_clouds(gen, dtype, n=64, d=8):
+    return points(gen, n, d, dtype=dtype), points(gen, n, d, dtype=dtype) + 0.3
+
+
+def _max_cost(x, y):
+    return float(((x.double()[:, None] - y.double()[None]) ** 2).sum(-1).max())
+
+
+def _mean_cost(x, y):
+    return float(((x.double()[:, None] - y.double()[None]) ** 2).sum(-1).mean())
+
+
+COST_SOLVERS = {"kernel": sinsim_ext.sinkhorn_cost, "reference": reference.sinkhorn_cost}
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_float64_far_below_the_cost_scale_warns_unresolved(gen, solver):
+    """At eps = 1e-19 max C, float64 rounds every -C/eps by more than the
+    plan can bear: the marginal error reads 0 on a plan whose value is 10 %
+    low. It warns as float32 does past its own limit, instead of reporting
+    convergence."""
+    x, y = _gaussian_clouds(gen, torch.float64)
+    eps = 1e-19 * _max_cost(x, y)
+    with pytest.warns(SinkhornConvergenceWarning, match=r"float64 cannot resolve this plan: max cost / eps"):
+        SOLVERS[solver](x, y, eps=eps, tol=1e-9, max_iter=500)
+
+
+@pytest.mark.parametrize("solver", list(COST_SOLVERS))
+def test_a_resolved_float64_small_eps_is_not_called_unresolved(gen, solver):
+    """At eps = 1e-3 max C float64 resolves the plan: whatever the iterations
+    reach is reported as (non-)convergence, not as a precision limit."""
+    x, y = _gaussian_clouds(gen, torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        COST_SOLVERS[solver](x, y, eps=1e-3 * _max_cost(x, y), max_iter=100)
+    assert not any("cannot resolve" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("debias", [False, True])
+@pytest.mark.parametrize("solver", list(COST_SOLVERS))
+def test_eps_far_above_the_costs_warns_that_the_value_is_unresolved(gen, solver, debias):
+    """At eps = 1e8 the float32 potentials are eps-sized and rounded by about
+    eps * 2^-23: the value comes out as -11.9 where it is about the mean cost
+    (1.9 here, the limit of OT_eps as eps grows), and the marginal error is 0.
+    It warns, and a returned error is NaN (unknown), not 0."""
+    x, y = _gaussian_clouds(gen, torch.float32, d=2)
+    mean_cost = _mean_cost(x, y)
+    with pytest.warns(SinkhornConvergenceWarning, match=r"float32 cannot resolve this value: eps is .* times the "
+                                                        r"mean cost.*lower eps.*float64"):
+        COST_SOLVERS[solver](x, y, eps=1e8, debias=debias)
+    value, error = COST_SOLVERS[solver](x, y, eps=1e8, debias=debias, return_error=True)
+    assert torch.isnan(error)
+    # float64 resolves the same problem: silent, and the value is the mean cost
+    # (the divergence: its large-eps limit, the squared distance of the means)
+    x64, y64 = x.double(), y.double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SinkhornConvergenceWarning)
+        value64 = COST_SOLVERS[solver](x64, y64, eps=1e8, debias=debias)
+    limit = float((x64.mean(0) - y64.mean(0)).square().sum()) if debias else mean_cost
+    assert float(value64) == pytest.approx(limit, rel=1e-3)
+
+
+@pytest.mark.parametrize("solver", list(COST_SOLVERS))
+def test_eps_well_above_the_costs_within_float32_is_silent_and_right(gen, solver):
+    """eps = 100 x the mean cost is large but resolved: no warning, and the
+    float32 value matches float64 to 1e-4 of the mean cost."""
+    x, y = _gaussian_clouds(gen, torch.float32)
+    eps = 100 * _mean_cost(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SinkhornConvergenceWarning)
+        value, error = COST_SOLVERS[solver](x, y, eps=eps, return_error=True)
+        value64 = COST_SOLVERS[solver](x.double(), y.double(), eps=eps)
+    assert torch.isfinite(error) and float(error) < CONVERGENCE_TOL
+    assert abs(float(value) - float(value64)) < 1e-4 * _mean_cost(x, y)
+
+
+@pytest.mark.parametrize("solver", list(COST_SOLVERS))
+def test_return_error_is_nan_where_float32_cannot_resolve_the_plan(gen, solver):
+    """A training step reads the error instead of a warning: at eps = 1e-9 on
+    unit vectors (max C / eps up to 4e9) the marginal error reads 0 on a wrong
+    plan, so the returned error is NaN (unknown), per problem of a batch."""
+    x = unit_points(gen, 2, 64, 16, dtype=torch.float32)
+    y = unit_points(gen, 2, 64, 16, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SinkhornConvergenceWarning)
+        _, error = COST_SOLVERS[solver](x, y, eps=1e-9, return_error=True)
+        _, resolved = COST_SOLVERS[solver](x, y, eps=0.5, return_error=True)
+        _, mixed = COST_SOLVERS[solver](torch.stack([x[0], 1e-4 * x[1]]), torch.stack([y[0], 1e-4 * y[1]]),
+                                        eps=1e-6, return_error=True)
+    assert torch.isnan(error).all() and torch.isfinite(resolved).all()
+    assert torch.isnan(mixed[0]) and torch.isfinite(mixed[1])  # the second problem's costs are 1e8 times smaller

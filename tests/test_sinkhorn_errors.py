@@ -132,3 +132,62 @@ def test_compiled_op_rejects_bad_arguments_itself(gen):
         op(x, points(gen, 1, 4, 2), a, b, 0.1, "sqeuclidean", 10, 0.0, False)
     with pytest.raises(TypeError, match="must be float32 or float64"):
         op(x.half(), y.half(), a.half(), b.half(), 0.1, "sqeuclidean", 10, 0.0, False)
+
+
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS + [sinsim_ext.transport_plan, sinsim_ext.SinkhornLoss],
+                         ids=lambda f: f"{f.__module__}.{f.__name__}")
+def test_eps_as_a_tensor_that_requires_grad_is_refused_not_detached(gen, fn):
+    """The operator has no derivative in eps: a tensor eps that asks for one
+    is refused, naming eps, instead of being read as a number (its gradient
+    silently never arriving). A tensor eps without grad is still a number."""
+    x, y = points(gen, 5, 3), points(gen, 4, 3)
+    eps = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    if fn is sinsim_ext.transport_plan:
+        res = sinsim_ext.sinkhorn(x, y, eps=0.5)
+        call = lambda e: fn(x, y, res.f, res.g, eps=e)  # noqa: E731
+    elif fn is sinsim_ext.SinkhornLoss:
+        call = lambda e: fn(eps=e, normalize=False)(x, y)  # noqa: E731
+    else:
+        call = lambda e: fn(x, y, eps=e)  # noqa: E731
+    with pytest.raises(TypeError, match=r"eps is a tensor that requires grad.*no derivative in eps.*eps\.item\(\)"):
+        call(eps)
+    detached, number = call(eps.detach()), call(0.5)
+    if isinstance(number, sinsim_ext.SinkhornResult):
+        detached, number = detached.f, number.f
+    assert torch.equal(detached, number)
+
+
+def test_tol_and_scaling_tensors_that_require_grad_are_refused(gen):
+    x, y = points(gen, 5, 3), points(gen, 4, 3)
+    for name in ("tol", "scaling"):
+        value = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+        with pytest.raises(TypeError, match=rf"{name} is a tensor that requires grad"):
+            sinsim_ext.sinkhorn_cost(x, y, eps=0.5, **{name: value})
+
+
+def test_transport_plan_names_potentials_of_the_wrong_shape(gen):
+    """f has one entry per point of x, g one per point of y: swapped (or
+    batched differently) they are refused by name, not by a reshape error."""
+    x, y = points(gen, 5, 3), points(gen, 7, 3)
+    res = sinsim_ext.sinkhorn(x, y, eps=0.5)
+    with pytest.raises(ValueError, match=re.escape("f must have shape (5,) (one entry per point of x), got (7,)")):
+        sinsim_ext.transport_plan(x, y, res.g, res.f, eps=0.5)
+    with pytest.raises(ValueError, match=re.escape("g must have shape (7,) (one entry per point of y), got (1, 7)")):
+        sinsim_ext.transport_plan(x, y, res.f, res.g[None], eps=0.5)
+    with pytest.raises(TypeError, match="f must be a torch.Tensor"):
+        sinsim_ext.transport_plan(x, y, res.f.tolist(), res.g, eps=0.5)
+    xb, yb = points(gen, 2, 5, 3), points(gen, 2, 7, 3)
+    rb = sinsim_ext.sinkhorn(xb, yb, eps=0.5)
+    with pytest.raises(ValueError, match=re.escape("f must have shape (2, 5) (one entry per point of x)")):
+        sinsim_ext.transport_plan(xb, yb, rb.f[0], rb.g, eps=0.5)
+    plan = sinsim_ext.transport_plan(xb, yb, rb.f, rb.g, eps=0.5)
+    assert plan.shape == (2, 5, 7) and torch.allclose(plan.sum(-1), torch.full((2, 5), 0.2, dtype=plan.dtype))
+
+
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS, ids=lambda f: f"{f.__module__}.{f.__name__}")
+def test_max_iter_beyond_a_64_bit_integer_is_refused_by_name(gen, fn):
+    x, y = points(gen, 5, 3), points(gen, 4, 3)
+    for too_many in (2**63, 2**64):
+        with pytest.raises(ValueError, match=r"max_iter must be at most 2\*\*63 - 1 .*got " + str(too_many)):
+            fn(x, y, eps=0.5, max_iter=too_many, tol=1e-6)
+    fn(x, y, eps=0.5, max_iter=2**63 - 1, tol=1e-6)  # the largest: tol stops it

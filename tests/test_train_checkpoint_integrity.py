@@ -5,7 +5,9 @@ permissions."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import io
 import os
 import shutil
@@ -115,3 +117,44 @@ def test_a_kill_between_writing_and_renaming_is_cleaned_up_on_resume(tmp_path):
     assert "resuming after epoch 1" in resumed.stdout
     assert not leftovers[0].exists() and not any(p.name.endswith(".tmp") for p in out.iterdir())
     assert read_checkpoint(out / "checkpoint.pt")["epoch"] == 2
+
+
+def test_resume_with_no_epoch_left_rebuilds_a_damaged_metrics_csv(finished_run, tmp_path, capsys):
+    """Killed after its last checkpoint (no results.json yet) with metrics.csv
+    damaged: --resume has no epoch left to train, and still writes
+    metrics.csv again from the rows the checkpoint keeps."""
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    (out / "results.json").unlink()
+    (out / "metrics.csv").write_text("epoch,lo")  # cut short
+    assert main([*TINY, "--epochs", "1", "--out", str(out), "--resume"]) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    kept = read_checkpoint(out / "checkpoint.pt")["metrics"]
+    assert len(rows) == len(kept) == 1
+    assert {k: float(v) for k, v in rows[0].items()} == pytest.approx({k: float(v) for k, v in kept[0].items()})
+
+
+def test_an_unreadable_results_json_is_rebuilt_from_the_final_checkpoint(finished_run, tmp_path, capsys):
+    """results.json is derived from the final checkpoint: when it cannot be
+    read, --resume evaluates the checkpoint again and rewrites it, instead of
+    advising --overwrite (which would discard the checkpoint). Without a
+    checkpoint to rebuild from, the advice is --overwrite."""
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    good = json.loads((out / "results.json").read_text())
+    checkpoint = (out / "checkpoint.pt").read_bytes()
+    (out / "results.json").write_text('{"method": "sim')  # cut short
+    capsys.readouterr()
+    assert main([*TINY, "--epochs", "1", "--out", str(out), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert f"{out / 'results.json'} cannot be read" in captured.out and "rebuilding it from" in captured.out
+    rebuilt = json.loads((out / "results.json").read_text())
+    for key in ("method", "epochs", "final_loss", "budget", "signature"):
+        assert rebuilt[key] == good[key], key
+    assert (out / "checkpoint.pt").read_bytes() == checkpoint
+
+    (out / "results.json").write_text("not json")
+    (out / "checkpoint.pt").unlink()
+    assert main([*TINY, "--epochs", "1", "--out", str(out), "--resume"]) == 1
+    line = error_line(capsys.readouterr().err)
+    assert f"{out / 'results.json'} cannot be read" in line and "no checkpoint" in line and "--overwrite" in line

@@ -189,3 +189,135 @@ def test_sinkhorn_tol_reaches_the_loss_and_the_training_signature():
     assert METHODS["sinsim"](backbone, dim, cfg).loss.sinkhorn.tol == 1e-4
     huge = next(b for b in (2 ** k for k in range(8, 20)) if gathered_sinkhorn_bytes(b, False) > AUTO_SHARD_BYTES)
     assert shards_sinkhorn("auto", huge, False) and not shards_sinkhorn("auto", huge, False, tol=1e-4)
+
+
+# ------------------------------------------------- nothing of an old run is lost to a run that cannot start
+
+OLD_RUN = ("checkpoint.pt", "results.json", "results.md", "metrics.csv")
+NO_EVAL = TINY + ["--method", "simclr", "--epochs", "1", "--train-subset", "128", "--no-eval"]
+
+
+def _an_old_run(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in OLD_RUN:
+        (folder / name).write_text(f"old {name}")
+
+
+@pytest.mark.parametrize("bad,message", [
+    (["--dataset", "folder", "--data-dir", "MISSING"], "image folder not found"),
+    (["--train-subset", "5000"], "--train-subset 5000 is larger than the 1347 pretraining images"),
+    (["--val-fraction", "0.999", "--eval"], "cannot carve the probes' splits"),
+])
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(tmp_path, capsys, bad, message):
+    """--overwrite discards the old run only once the new one has loaded its
+    data and passed its checks: a bad --data-dir leaves the old run, not
+    nothing."""
+    out = tmp_path / "run"
+    _an_old_run(out)
+    argv = [a.replace("MISSING", str(tmp_path / "missing")) for a in NO_EVAL + bad + ["--overwrite", "--out", str(out)]]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err, err
+    for name in OLD_RUN:
+        assert (out / name).read_text() == f"old {name}", name
+
+
+def test_an_interrupted_method_all_overwrite_leaves_no_stale_combined_table(tmp_path, capsys, monkeypatch):
+    """--method all --overwrite discards the old combined results.json and
+    results.md with the method folders' runs, so a run interrupted before
+    its new table is written leaves no table contradicting the folders."""
+    out = tmp_path / "all"
+    for name in METHODS:
+        _an_old_run(out / name)
+    (out / "results.json").write_text("[old combined]")
+    (out / "results.md").write_text("| old combined table |")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(protocol, "run_method", interrupted)
+    argv = [a if a != "simclr" else "all" for a in NO_EVAL] + ["--eval", "--overwrite", "--out", str(out)]
+    assert main(argv) == 130
+    assert not (out / "results.json").exists() and not (out / "results.md").exists()
+    for name in METHODS:
+        assert not any((out / name / f).exists() for f in OLD_RUN), name
+
+
+# ------------------------------------------------- probes and geometry that cannot be measured are refused up front
+
+
+@pytest.mark.parametrize("flag", ["--probe-train-subset", "--geometry-points"])
+def test_probe_and_geometry_counts_of_one_are_refused_by_the_parser(flag, capsys):
+    """One image trains no MLP probe (BatchNorm) and one point has no
+    uniformity: refused before anything runs, not by a traceback after
+    pretraining."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config([flag, "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: '1' is not an integer >= 2" in err and "Traceback" not in err
+
+
+def test_a_probe_train_split_of_one_image_is_refused_before_pretraining(tmp_path, capsys):
+    """Two labelled train images and a validation fraction leave one image
+    to train the probes on: the run says so before it pretrains."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from runs import folder_args, write_image_folder
+
+    source = write_image_folder(tmp_path / "two", train_per_class=1)
+    out = tmp_path / "run"
+    assert main(folder_args(source, out, "--eval", "--val-fraction", "0.1", "--probe-epochs", "1")) == 1
+    captured = capsys.readouterr()
+    assert "the probes' train split holds 1 labelled image" in captured.err and "--no-eval" in captured.err
+    assert "pretraining epochs" not in captured.out and not (out / "checkpoint.pt").exists()
+
+
+def test_a_single_class_dataset_is_not_probed(tmp_path, capsys):
+    """With one class every probe scores 100 % whatever the features: the run
+    refuses to probe it (before pretraining), and pretrains it with --no-eval."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from runs import folder_args, write_image_folder
+
+    source = write_image_folder(tmp_path / "ants", classes=("ant",))
+    out = tmp_path / "run"
+    assert main(folder_args(source, out, "--eval", "--probe-epochs", "1")) == 1
+    captured = capsys.readouterr()
+    line = [x for x in captured.err.splitlines() if x.startswith("error: ")]
+    assert len(line) == 1 and "1 class (ant)" in line[0] and "100 %" in line[0] and "--no-eval" in line[0]
+    assert not (out / "checkpoint.pt").exists()
+    assert main(folder_args(source, out, "--no-eval")) == 0
+
+
+@pytest.mark.parametrize("split,flags", [("validation", ["--val-fraction", "0.01"]),
+                                         ("test", ["--val-fraction", "0"])])
+def test_a_geometry_split_of_one_image_is_refused_before_pretraining(tmp_path, capsys, split, flags):
+    """The geometry is measured on the validation split (the test split without one): one image has no
+    uniformity, so a run that would end there is refused before it starts."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from runs import folder_args, write_image_folder
+
+    source = write_image_folder(tmp_path / "one-test", test_per_class=1)
+    shutil.rmtree(source / "test" / "bee")  # bee: no test images (a note), ant: one
+    out = tmp_path / "run"
+    assert main(folder_args(source, out, "--eval", "--probe-epochs", "1", *flags)) == 1
+    captured = capsys.readouterr()
+    assert f"--geometry-points: the {split} split of folder holds 1 image" in captured.err
+    assert "pretraining epochs" not in captured.out
+
+
+def test_resuming_a_finished_run_names_the_evaluation_flags_it_does_not_apply(tmp_path, capsys):
+    """A finished run is kept on --resume; evaluation flags that differ from
+    the ones it was evaluated with do not change it, and the run says so
+    instead of presenting the old numbers as evaluated with the new flags."""
+    out = str(tmp_path / "run")
+    args = TINY + ["--method", "simclr", "--epochs", "1", "--train-subset", "128", "--probe-epochs", "2", "--out", out]
+    assert main(args) == 0
+    first = json.loads((Path(out) / "results.json").read_text())
+    capsys.readouterr()
+    assert main(args + ["--resume", "--probe-epochs", "3", "--knn-k", "5"]) == 0
+    said = capsys.readouterr().out
+    assert "finished earlier" in said and "--probe-epochs 3 (it was evaluated with 2)" in said
+    assert "--knn-k 5 (it was evaluated with 20)" in said
+    assert json.loads((Path(out) / "results.json").read_text()) == first

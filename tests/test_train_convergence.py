@@ -5,6 +5,7 @@ about when above the limit, and written to metrics.csv."""
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import warnings
 
@@ -41,3 +42,17 @@ def test_converged_sinkhorn_term_is_silent(tmp_path):
         assert main([*SINSIM, "--epochs", "1", "--check-every", "2", "--out", str(out)]) == 0
     errors = _errors(out)
     assert len(errors) == 1 and 0 <= errors[0] < CONVERGENCE_TOL
+
+
+def test_sinkhorn_eps_beyond_float32_warns_and_logs_an_unknown_error(tmp_path):
+    """At --sinkhorn-eps 1e-9 (normalised embeddings: max C / eps up to 4e9)
+    float32 cannot resolve the plan and its marginal error reads 0 on a wrong
+    plan. The run says so and metrics.csv logs the error as unknown (NaN),
+    not as a perfect 0.0."""
+    out = tmp_path / "run"
+    args = [*SINSIM, "--epochs", "1", "--check-every", "2", "--sinkhorn-eps", "1e-9", "--out", str(out)]
+    with pytest.warns(SinkhornConvergenceWarning, match=r"sinkhorn_error could not be measured .* up to step [24] "
+                                                        r"\(epoch 1\).*cannot resolve.*--sinkhorn-eps"):
+        assert main(args) == 0
+    errors = _errors(out)
+    assert len(errors) == 1 and math.isnan(errors[0])

@@ -323,3 +323,43 @@ def test_shared_cifar_jpeg_archives(tmp_path, name, classes, first):
     assert torch.bincount(data.train_labels).tolist() == [50000 // classes] * classes
     assert data.train_images.shape[1:] == (3, 32, 32)
     assert any("JPEG copy" in note for note in data.notes)
+
+
+# ------------------------------------------------- channel statistics
+
+
+def test_a_constant_channel_normalises_to_zero_not_to_nan():
+    """Per-channel standardisation divides by the channel's std: a channel
+    that is the same value in every image (std 0) is centred and left at
+    scale 1 (it becomes 0), as scikit-learn's StandardScaler does, instead of
+    0/0 = NaN in every view."""
+    from train.augment import TwoViews, view_specs
+    from train.datasets.base import ImageData
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 3, 8, 8)).astype(np.uint8)
+    images[:, 1] = 200  # green: constant
+    t = torch.from_numpy(images)
+    data = ImageData("const", t, t, torch.zeros(32, dtype=torch.int64), t[:4], torch.zeros(4, dtype=torch.int64),
+                     classes=["a"])
+    mean, std = data.channel_stats()
+    assert mean[1] == pytest.approx(200 / 255, rel=1e-6) and std[1] == 1.0
+    assert std[0] == pytest.approx(images[:, 0].astype(np.float64).std(ddof=1) / 255, rel=1e-6)
+    plain = TwoViews(view_specs("simclr", 8), mean, std).plain(t)
+    assert torch.isfinite(plain).all() and torch.all(plain[:, 1] == 0)
+
+
+def test_a_dataset_with_a_constant_colour_channel_trains(tmp_path, capsys):
+    """A folder of images whose blue channel is 0 everywhere: the run trains
+    (finite losses), and says which channel is constant."""
+    import csv
+
+    from runs import folder_args, write_image_folder
+    from train.run import main
+
+    source = write_image_folder(tmp_path / "no-blue", constant_channel=2)
+    out = tmp_path / "run"
+    assert main(folder_args(source, out)) == 0, capsys.readouterr().err
+    assert "channel 2 of the pretraining images is constant" in capsys.readouterr().out
+    losses = [float(r["loss"]) for r in csv.DictReader((out / "metrics.csv").open())]
+    assert losses and all(np.isfinite(losses))

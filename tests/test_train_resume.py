@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,3 +54,48 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
     assert wa["epoch"] == wb["epoch"] == 4 and wa["step"] == wb["step"]
     for name, tensor in wa["method"].items():
         assert torch.equal(tensor, wb["method"][name]), name
+
+
+def _interrupt_from_epoch(monkeypatch, epoch):
+    """Ctrl-C as epoch ``epoch`` starts (the run keeps the checkpoint of the one before)."""
+    from train.engine import Trainer
+
+    real = Trainer.train_epoch
+
+    def train_epoch(self, e, first_step):
+        if e >= epoch:
+            raise KeyboardInterrupt
+        return real(self, e, first_step)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
+def test_resume_on_other_data_is_refused_and_a_copy_of_the_same_data_resumes(tmp_path, monkeypatch, capsys):
+    """The checkpoint records what it was trained on (the images' fingerprint):
+    --resume with a --data-dir holding other images is refused, naming both
+    sources, instead of switching datasets mid-run; the same images at
+    another path (a copy) resume."""
+    sys.path.insert(0, str(ROOT))
+    from runs import folder_args, write_image_folder
+    from train.run import main
+
+    first = write_image_folder(tmp_path / "first", seed=0)
+    other = write_image_folder(tmp_path / "other", seed=1)
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupt_from_epoch(m, 2)
+        assert main(folder_args(first, out, "--epochs", "2")) == 130
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    capsys.readouterr()
+
+    assert main(folder_args(other, out, "--epochs", "2", "--resume")) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'checkpoint.pt'} was trained on other images" in err, err
+    assert str(first) in err and str(other) in err and "--data-dir" in err
+    assert not (out / "results.json").exists()
+
+    copy = shutil.copytree(first, tmp_path / "copy")
+    assert main(folder_args(copy, out, "--epochs", "2", "--resume")) == 0
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    result = json.loads((out / "results.json").read_text())
+    assert result["data_source"].startswith(str(copy)) and result["epochs"] == 2

@@ -126,3 +126,24 @@ def test_a_process_that_works_for_the_owner_may_take_folders_inside(tmp_path):
         _delegated.clear()
         owner.kill()
         owner.wait()
+
+
+def test_a_run_removes_only_its_own_leftover_temporaries_even_when_it_refuses(tmp_path, capsys):
+    """Taking the folder removes what an interrupted write of the trainer left
+    (``.<name>.<pid>-<hex>.tmp``), never a user's dot-file that merely ends
+    in .tmp, also when the run then refuses to start."""
+    from train.run import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("{}")  # a run is there: without --resume the start is refused
+    theirs = [".notes.tmp", ".results.json.tmp", ".draft.v2.tmp", ".checkpoint.pt.backup.tmp"]
+    for name in theirs:
+        (out / name).write_text("not the trainer's")
+    leftover = out / ".checkpoint.pt.4242-0a1b2c3d.tmp"
+    leftover.write_bytes(b"x" * 100)
+    assert main(command(out, "--epochs", "1")[2:]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    for name in theirs:
+        assert (out / name).read_text() == "not the trainer's", name
+    assert not leftover.exists()

@@ -5,8 +5,9 @@ target network), the optimiser and scheduler states, the number of finished
 epochs and steps, the per-epoch metrics so far, every random-number generator
 (Python, NumPy, torch CPU and CUDA, and the run's own generators for
 shuffling and augmentation), the trainer's divergence reference, the
-learning-rate changes made on resume, and the config's training fields,
-checked on resume.
+learning-rate changes made on resume, and the config's training fields and
+the fingerprint of the images trained on (:data:`DATA_KEY`), checked on
+resume, with the images' source.
 
 Integrity: the file is the zip archive ``torch.save`` writes, whose archive
 comment (the last field of a zip file; ``torch.load`` and ``zipfile`` ignore
@@ -127,6 +128,12 @@ class CheckpointMismatch(TrainerError):
     """The checkpoint was written by a run with different training settings."""
 
 
+DATA_KEY = "data_fingerprint"
+"""The signature's entry for the images a run trains on
+(:attr:`train.datasets.ImageData.fingerprint`); the checkpoint keeps their
+source (``data_source``) for the message."""
+
+
 def save_checkpoint(path: Path, *, method, optimizer, scheduler, epoch: int, step: int, metrics: list,
                     generators: Dict[str, torch.Generator], signature: Dict[str, Any],
                     extra: Optional[Dict[str, Any]] = None) -> None:
@@ -170,22 +177,28 @@ def read_checkpoint(path: Path) -> Dict[str, Any]:
                             f"{' '.join(str(exc).split())[:200]})") from exc
 
 
-def load_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[str] = ()) -> Optional[Dict[str, Any]]:
+def load_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[str] = (),
+                    data_source: Optional[str] = None) -> Optional[Dict[str, Any]]:
     """The checkpoint at ``path`` (None when there is none), after checking
     its checksum and that it belongs to a run with this training
     ``signature``; the fields in ``may_change`` may differ (the caller
-    applies and records the change)."""
+    applies and records the change). With :data:`DATA_KEY` in ``signature``
+    the images must be the same too (``data_source``: where this run read
+    them, for the message); a checkpoint that predates the fingerprint is
+    not checked for them."""
     path = Path(path)
     if not path.exists():
         return None
     state = read_checkpoint(path)
-    check_signature(path, state, signature, may_change)
+    check_signature(path, state, signature, may_change, data_source)
     return state
 
 
-def check_signature(path: Path, state: Dict[str, Any], signature: Dict[str, Any], may_change: Iterable[str] = ()) -> None:
+def check_signature(path: Path, state: Dict[str, Any], signature: Dict[str, Any], may_change: Iterable[str] = (),
+                    data_source: Optional[str] = None) -> None:
     """Raise :class:`CheckpointMismatch` unless the checkpoint ``state`` (read
-    from ``path``) belongs to a run with this training ``signature``."""
+    from ``path``) belongs to a run with this training ``signature``
+    (``data_source``: where this run read its images, for the message)."""
     saved = state.get("signature", {})
     saved_world, world = saved.get("world_size", 1), signature.get("world_size", 1)
     if saved_world != world:
@@ -194,7 +207,9 @@ def check_signature(path: Path, state: Dict[str, Any], signature: Dict[str, Any]
             "the augmentations depend on the number of processes. Resume with the same number (torchrun "
             "--nnodes x --nproc-per-node, or plain python for 1), or use another --out"
         )
-    diff = {k: (saved.get(k), v) for k, v in signature.items() if saved.get(k) != v and k not in set(may_change)}
+    _check_data(path, state, signature, data_source)
+    diff = {k: (saved.get(k), v) for k, v in signature.items()
+            if saved.get(k) != v and k not in set(may_change) and k != DATA_KEY}
     if diff:
         details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
         raise CheckpointMismatch(
@@ -217,7 +232,8 @@ def _steps_done(state: Dict[str, Any]) -> int:
 
 
 def load_newest_checkpoint(path: Path, signature: Dict[str, Any], may_change: Iterable[str] = (),
-                           log=print) -> Tuple[Optional[Dict[str, Any]], Optional[Path]]:
+                           log=print, data_source: Optional[str] = None
+                           ) -> Tuple[Optional[Dict[str, Any]], Optional[Path]]:
     """``(state, its path)`` of the newest intact checkpoint among ``path``
     and :func:`previous_path` of it, checked as :func:`load_checkpoint`
     does; ``(None, None)`` when there is none. A damaged one is named in a
@@ -243,8 +259,19 @@ def load_newest_checkpoint(path: Path, signature: Dict[str, Any], may_change: It
     state, used = max(found, key=lambda f: (_steps_done(f[0]), f[1] == path))
     for _, exc in problems:
         log(f"note: {exc.what}; resuming from {used} instead")
-    check_signature(used, state, signature, may_change)
+    check_signature(used, state, signature, may_change, data_source)
     return state, used
+
+
+def _check_data(path: Path, state: Dict[str, Any], signature: Dict[str, Any], data_source: Optional[str]) -> None:
+    now, saved = signature.get(DATA_KEY), state.get("signature", {}).get(DATA_KEY)
+    if now is None or saved is None or now == saved:
+        return
+    raise CheckpointMismatch(
+        f"{path} was trained on other images than this run loaded: {state.get('data_source') or 'its source'} "
+        f"(fingerprint {saved}) then, {data_source or 'this --data-dir'} (fingerprint {now}) now. Resume with the "
+        "--dataset and --data-dir of that run, or use another --out"
+    )
 
 
 def restore(state: Dict[str, Any], *, method, optimizer, scheduler, generators: Dict[str, torch.Generator]) -> None:

@@ -111,6 +111,11 @@ class Config:
         "sinkhorn_iters", "sinkhorn_tol", "sinkhorn_term", "precision",
     )
 
+    # Fields that change the evaluation's numbers but not the trained weights:
+    # a finished run kept on --resume says which of them it does not apply.
+    EVALUATION_FIELDS = ("eval", "probe_epochs", "probe_train_subset", "probe_test_subset", "knn_k",
+                         "knn_temperature", "val_fraction", "geometry_points")
+
     # Training fields a resumed run may change when the flag is given
     # explicitly (the change is applied from the resumed epoch on and
     # recorded in config.json and results.json). The other training fields
@@ -160,6 +165,9 @@ def cpu_threads(text: str) -> str:
         return text if text == "auto" else str(int(text))
     raise argparse.ArgumentTypeError(f"{text!r} is not auto or a positive integer")
 at_least_two = _typed(int, lambda v: v >= 2, "an integer >= 2 (a self-supervised batch compares two or more images)")
+# The MLP probe's BatchNorm needs two images, a probe two classes; uniformity compares pairs of points.
+probe_images = _typed(int, lambda v: v >= 2, "an integer >= 2 (the probes train on two or more labelled images)")
+geometry_points = _typed(int, lambda v: v >= 2, "an integer >= 2 (the geometry compares pairs of points)")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -266,7 +274,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval", action=argparse.BooleanOptionalAction, default=d.eval,
                    help="probe the encoder after pretraining (--no-eval: timing runs)")
     g.add_argument("--probe-epochs", type=positive_int, default=d.probe_epochs, help="MLP probe epochs")
-    g.add_argument("--probe-train-subset", type=positive_int, metavar="K",
+    g.add_argument("--probe-train-subset", type=probe_images, metavar="K",
                    help="probes (linear, MLP, kNN) train on K labelled images, a fixed random subset (seed 0, the same "
                    "for every run) of the train split minus validation (default: all of them)")
     g.add_argument("--val-fraction", type=unit_interval, default=d.val_fraction, metavar="F",
@@ -278,7 +286,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--knn-k", type=positive_int, default=d.knn_k, help="neighbours of the kNN classifier")
     g.add_argument("--knn-every", type=nonneg_int, default=d.knn_every,
                    help="kNN monitor (on the validation images) every N epochs (0: off)")
-    g.add_argument("--geometry-points", type=positive_int, default=d.geometry_points, metavar="K",
+    g.add_argument("--geometry-points", type=geometry_points, default=d.geometry_points, metavar="K",
                    help="alignment, uniformity, effective rank and silhouette of the encoder features on K test "
                    "images (a fixed random subsample, seed 0), recorded in results.json")
 

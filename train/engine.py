@@ -29,7 +29,10 @@ names in ``convergence_limits()`` (``sinkhorn_error``, the final marginal
 error of each step's solve) are kept as their running maximum on the device,
 read in the same transfer, and a step whose solve ended above its limit gives
 a :class:`sinsim_ext.SinkhornConvergenceWarning` naming the steps and what to
-change. ``metrics.csv`` gets the epoch's maximum as a column.
+change. An error of NaN means unknown (the solve is beyond what its float
+precision resolves at this eps, :mod:`sinsim_ext.resolution`): it warns too,
+saying so. ``metrics.csv`` gets the epoch's maximum as a column (NaN if any
+step's was).
 
 Progress within an epoch is shown by :class:`train.progress.EpochProgress`.
 
@@ -347,18 +350,25 @@ class Trainer:
     def _report_convergence(values: Dict[str, float], limits: Dict[str, float],
                             epoch_worst: Optional[Dict[str, float]], steps: int, step: int, epoch: int) -> None:
         for name, value in values.items():
-            if epoch_worst is not None:
-                epoch_worst[name] = max(epoch_worst.get(name, value), value)
-            if not value < limits[name]:
-                from sinsim_ext import SinkhornConvergenceWarning
+            if epoch_worst is not None:  # NaN (unknown) wins: it is worse than any number
+                before = epoch_worst.get(name, value)
+                epoch_worst[name] = value if math.isnan(value) else max(before, value)
+            if value < limits[name]:
+                continue
+            from sinsim_ext import SinkhornConvergenceWarning
 
-                warnings.warn(
-                    f"{name} reached {value:.3g} (above {limits[name]:g}) in the {steps} steps up to step "
-                    f"{step + 1} (epoch {epoch}): the Sinkhorn term did not converge, so its value and gradient "
-                    "are those of an unconverged plan. Raise --sinkhorn-iters, or raise --sinkhorn-eps.",
-                    SinkhornConvergenceWarning,
-                    stacklevel=2,
-                )
+            where = f"in the {steps} steps up to step {step + 1} (epoch {epoch})"
+            if math.isnan(value):
+                message = (f"{name} could not be measured (NaN) {where}: the Sinkhorn solve cannot resolve its plan "
+                           "or value in its floating-point precision at this --sinkhorn-eps (eps far below or far "
+                           "above the costs, sinsim_ext.resolution), so the term's value and gradient cannot be "
+                           "trusted. Choose --sinkhorn-eps nearer the costs' scale (with --sinkhorn-normalize the "
+                           "costs lie in [0, 4], the default eps is 0.05)")
+            else:
+                message = (f"{name} reached {value:.3g} (above {limits[name]:g}) {where}: the Sinkhorn term did not "
+                           "converge, so its value and gradient are those of an unconverged plan. Raise "
+                           "--sinkhorn-iters, or raise --sinkhorn-eps.")
+            warnings.warn(message, SinkhornConvergenceWarning, stacklevel=2)
 
     def fit(self, start_epoch: int, on_epoch_end: Callable[[EpochStats], None]) -> List[EpochStats]:
         """Train epochs ``start_epoch + 1 .. epochs``, calling ``on_epoch_end``

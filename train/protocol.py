@@ -19,6 +19,7 @@ untrained (random-init) encoder: the floor pretraining has to beat.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import shutil
 import statistics
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .augment import TwoViews, view_specs
 from . import cpu_threads, stopping
-from .checkpoint import (atomic_write_json, load_newest_checkpoint, position, previous_path, restore,
+from .checkpoint import (DATA_KEY, atomic_write_json, load_newest_checkpoint, position, previous_path, restore,
                          save_checkpoint)
 from .config import Config, for_method, method_names
 from .datasets import DATASETS, ImageData, load_dataset
@@ -48,7 +49,7 @@ from .parallel.context import current as parallel_job
 from .predictions import PREDICTIONS, write_predictions
 from .progress import EvalProgress
 from .provenance import code_state
-from .results import read_results, write_combined, write_method_results, write_metrics_csv
+from .results import UnreadableResults, read_results, write_combined, write_method_results, write_metrics_csv
 from .run_lock import hold_run_folder
 from .splits import ProbeSplits, probe_splits
 from .tensorboard_log import FOLDER as TENSORBOARD_FOLDER
@@ -89,16 +90,10 @@ def method_dirs(cfg: Config) -> Dict[str, Path]:
 
 
 def check_out_dirs(cfg: Config) -> None:
-    """Refuse to start over a finished or interrupted run without a word;
-    with ``--overwrite``, clear the old run's state first."""
-    if cfg.resume:
-        return
-    if cfg.overwrite:
-        for d in method_dirs(cfg).values():
-            for name in (CHECKPOINT, previous_path(Path(CHECKPOINT)).name, "results.json", "results.md",
-                         "metrics.csv", PREDICTIONS):
-                (d / name).unlink(missing_ok=True)
-            shutil.rmtree(d / TENSORBOARD_FOLDER, ignore_errors=True)
+    """Refuse to start over a finished or interrupted run without a word
+    (``--overwrite`` clears it with :func:`clear_previous_run`, once the new
+    run has passed :func:`check_can_start`)."""
+    if cfg.resume or cfg.overwrite:
         return
     taken = [d for d in method_dirs(cfg).values()
              if any((d / name).exists() for name in (CHECKPOINT, previous_path(Path(CHECKPOINT)).name, "results.json"))]
@@ -107,6 +102,33 @@ def check_out_dirs(cfg: Config) -> None:
             f"{taken[0]} already holds a run. Pass --resume to continue it (finished methods are kept), "
             "--overwrite to start again, or another --out"
         )
+
+
+RUN_STATE = (CHECKPOINT, previous_path(Path(CHECKPOINT)).name, "results.json", "results.md", "metrics.csv",
+             PREDICTIONS)
+
+
+def clear_previous_run(cfg: Config) -> None:
+    """``--overwrite``: delete the old run's state in every method folder and,
+    for ``--method all``, its combined ``results.json`` and ``results.md``
+    (a table of the old run must not outlive it)."""
+    folders = list(method_dirs(cfg).values())
+    if cfg.method == "all":
+        folders.append(Path(cfg.out))
+    for d in folders:
+        for name in RUN_STATE:
+            (d / name).unlink(missing_ok=True)
+        shutil.rmtree(d / TENSORBOARD_FOLDER, ignore_errors=True)
+
+
+def check_can_start(cfg: Config, data: ImageData) -> ProbeSplits:
+    """What would stop the run after it started (a batch of one, a
+    --train-subset larger than the data, probe splits or geometry points it
+    cannot carve), checked before anything in the output folder changes.
+    Returns the probes' splits."""
+    require_two_per_batch(cfg, min(len(data.pretrain), cfg.train_subset or len(data.pretrain)))
+    data.with_pretrain_subset(cfg.train_subset, cfg.seed)
+    return probe_data(cfg, data)
 
 
 def _configure_backends(device: torch.device) -> None:
@@ -166,17 +188,21 @@ def run_method(cfg: Config, data: ImageData, may_change=()) -> Dict:
 
 def _run_method(cfg: Config, data: ImageData, may_change: tuple, closing: contextlib.ExitStack) -> Dict:
     out = Path(cfg.out)
-    signature = cfg.training_signature()
-    previous = read_results(out) if cfg.resume else None
+    signature = {**cfg.training_signature(), DATA_KEY: data.fingerprint}
+    previous = previous_results(out) if cfg.resume else None
     if previous is not None:
         kept = {k: v for k, v in signature.items() if k not in may_change}
         kept.setdefault("world_size", 1)  # a result of several processes is not one process's, and vice versa
         saved = {"world_size": 1, **previous.get("signature", {})}
+        if DATA_KEY not in saved:
+            log(f"note: {out / 'results.json'} does not record the fingerprint of its images (written before it was "
+                f"recorded): cannot check that it was made from {data.source}")
+            saved[DATA_KEY] = signature[DATA_KEY]
         if all(saved.get(k) == v for k, v in kept.items()):
             changed = _changed(previous.get("signature", {}), signature, may_change)
             note = (" (" + ", ".join(f"--{k} {b!r}" for k, (a, b) in changed.items()) + " does not change a finished run)"
                     if changed else "")
-            log(f"{cfg.method}: finished earlier, keeping {out / 'results.json'}{note}")
+            log(f"{cfg.method}: finished earlier, keeping {out / 'results.json'}{note}{_not_applied(cfg, out)}")
             return previous
     wall_start = time.perf_counter()
 
@@ -197,13 +223,20 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple, closing: contex
     saved_at = (0, 0)  # (finished epochs, steps of the next one) of the newest checkpoint on disk
     if cfg.resume:
         fresh_base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-        state, used = load_newest_checkpoint(checkpoint_path, signature, may_change, log=log)
+        state, used = load_newest_checkpoint(checkpoint_path, signature, may_change, log=log,
+                                             data_source=data.source)
         if state is not None:
+            if DATA_KEY not in state["signature"]:
+                log(f"note: {checkpoint_path} does not record the fingerprint of its images (written before it was "
+                    f"recorded): cannot check that it was trained on {data.source}")
             restore(state, method=method, optimizer=optimizer, scheduler=scheduler, generators=trainer.generators)
             trainer.load_state_dict(state.get("trainer", {}))
             start_epoch, metrics, changes = state["epoch"], state["metrics"], list(state.get("resume_changes", []))
             partial = trainer.in_progress
             saved_at = (start_epoch, 0 if partial is None else partial.done)
+            # the checkpoint's rows, also when no epoch is left to train (a kill during the evaluation
+            # may have damaged the file); rows of epochs after the checkpoint are dropped
+            write_metrics_csv(out / "metrics.csv", metrics)
             changed = _changed(state["signature"], signature, may_change)
             if "lr" in changed:
                 change_base_lrs(optimizer, scheduler, fresh_base_lrs)
@@ -235,7 +268,8 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple, closing: contex
         save_checkpoint(checkpoint_path, method=method, optimizer=optimizer, scheduler=scheduler,
                         epoch=epoch, step=epoch * steps_per_epoch, metrics=metrics,
                         generators=trainer.generators, signature=signature,
-                        extra={"trainer": trainer.state_dict(), "resume_changes": changes})
+                        extra={"trainer": trainer.state_dict(), "resume_changes": changes,
+                               "data_source": data.source})
         saved_at = (epoch, 0 if trainer.in_progress is None else trainer.in_progress.done)
 
     def on_epoch_end(s: EpochStats) -> None:
@@ -349,6 +383,36 @@ def _evaluate(cfg: Config, data: ImageData, method, splits: ProbeSplits, views: 
     return scores, geometry
 
 
+def _not_applied(cfg: Config, out: Path) -> str:
+    """The evaluation flags that differ from those a kept run was evaluated
+    with (its config.json), as a sentence for the log ("" when none)."""
+    try:
+        recorded = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(recorded, dict):
+        return ""
+    differ = [f"--{k.replace('_', '-')} {getattr(cfg, k)!r} (it was evaluated with {recorded[k]!r})"
+              for k in Config.EVALUATION_FIELDS if k in recorded and recorded[k] != getattr(cfg, k)]
+    if not differ:
+        return ""
+    return ("; its numbers are those of its own evaluation, not of " + ", ".join(differ)
+            + ": --overwrite (or another --out) trains and evaluates again")
+
+
+def previous_results(out: Path):
+    """The ``results.json`` a resumed method run may keep (None: none, or one
+    that cannot be read but can be rebuilt from the final checkpoint)."""
+    try:
+        return read_results(out)
+    except UnreadableResults as exc:
+        if not (out / CHECKPOINT).is_file():
+            raise RunError(f"{exc}, and there is no checkpoint to rebuild it from; start this run again with "
+                           "--overwrite, or pass another --out") from exc
+        log(f"note: {exc}; rebuilding it from {out / CHECKPOINT}")
+        return None
+
+
 def require_two_per_batch(cfg: Config, pretrain_images: int) -> None:
     """Refuse a batch of one image: NT-Xent with one has no negatives and is exactly 0."""
     batch = min(cfg.batch_size, pretrain_images)
@@ -359,12 +423,39 @@ def require_two_per_batch(cfg: Config, pretrain_images: int) -> None:
 
 
 def probe_data(cfg: Config, data: ImageData) -> ProbeSplits:
-    """The probes' fixed probe-train / validation / test images (train/splits.py)."""
+    """The probes' fixed probe-train / validation / test images (train/splits.py),
+    refused when the probes or the geometry could not be measured on them."""
     try:
-        return probe_splits(data, cfg.val_fraction, cfg.probe_train_subset, cfg.probe_test_subset)
+        splits = probe_splits(data, cfg.val_fraction, cfg.probe_train_subset, cfg.probe_test_subset)
     except ValueError as exc:
         raise RunError(f"{data.name}: cannot carve the probes' splits ({exc}); change --val-fraction "
                        "(0 for no validation split) or use more labelled images") from exc
+    if cfg.eval or cfg.knn_every:
+        check_probes(cfg, data, splits)
+    return splits
+
+
+def check_probes(cfg: Config, data: ImageData, splits: ProbeSplits) -> None:
+    """Refuse probes that would fail or mean nothing: fewer than two
+    probe-train images (the MLP probe's BatchNorm), a single class (every
+    probe scores 100 %), fewer than two geometry points."""
+    n = len(splits.train)
+    pretrain_only = "or pretrain only with --no-eval"
+    if n < 2:
+        raise RunError(f"{data.name}: the probes' train split holds {n} labelled image(s) and the probes need 2 or "
+                       "more; raise --probe-train-subset, lower --val-fraction, use more labelled images, "
+                       + pretrain_only)
+    present = sorted(set(splits.train.labels.tolist()))
+    if len(present) < 2:
+        subset = f" of --probe-train-subset {cfg.probe_train_subset}" if cfg.probe_train_subset else ""
+        raise RunError(f"{data.name}: the probes' train split{subset} holds 1 class ({data.classes[present[0]]}), so "
+                       "every probe would score 100 % whatever the features; use a dataset of two or more classes"
+                       + (", a larger --probe-train-subset" if subset else "") + ", " + pretrain_only)
+    split, images = ("validation", len(splits.val)) if splits.val is not None else ("test", len(data.test_images))
+    if cfg.eval and min(cfg.geometry_points, images) < 2:
+        raise RunError(f"--geometry-points: the {split} split of {data.name} holds {images} image(s) "
+                       f"and the geometry (uniformity, effective rank) needs 2 or more points; add {split} images, "
+                       + pretrain_only)
 
 
 def probe_budget(splits: ProbeSplits) -> Dict:
@@ -438,13 +529,17 @@ def _run_methods_on(cfg: Config) -> List[Dict]:
                         download=cfg.download, num_workers=cfg.num_workers)
     for note in data.notes:
         log(f"note: {note}")
+    for channel, value in data.constant_channels().items():
+        log(f"note: channel {channel} of the pretraining images is constant (every pixel {value}): it is "
+            "normalised to 0, and carries no information")
     subset = f" (a random {cfg.train_subset} of them with --train-subset)" if cfg.train_subset else ""
     log(f"{data.name}: {len(data.pretrain)} pretraining images{subset}, {len(data.train_images)} train / "
         f"{len(data.test_images)} test labelled, {data.num_classes} classes, {cfg.image_size} px, device {cfg.device}")
-    require_two_per_batch(cfg, min(len(data.pretrain), cfg.train_subset or len(data.pretrain)))
-    probed = probe_data(cfg, data).budget()
+    probed = check_can_start(cfg, data).budget()
     log(f"probes: {probed['probe_train_images']} train / {probed['val_images']} validation (choices) / "
         f"{probed['probe_test_images']} test (final numbers) images")
+    if cfg.overwrite:
+        clear_previous_run(cfg)  # only now: a run that cannot start leaves the old one as it was
     if cfg.method == "all":
         atomic_write_json(Path(cfg.out) / "config.json", cfg.to_dict())
     results = [run_method(for_method(cfg, name, str(path)), data, may_change)

@@ -117,15 +117,24 @@ def write_method_results(out: Path, result: Dict) -> None:
     atomic_write_text(Path(out) / "results.md", markdown_table([result], table_title(result)))
 
 
+class UnreadableResults(RunError):
+    """``results.json`` is there but cannot be read (damaged, truncated, not a run's record)."""
+
+
 def read_results(out: Path) -> Optional[Dict]:
+    """A method run's ``results.json`` (None when there is none); raises
+    :class:`UnreadableResults` when it cannot be read. It is derived from
+    the final checkpoint, so a resumed run rebuilds it from there."""
     path = Path(out) / "results.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise RunError(f"{path} cannot be read ({exc}); start this run again with --overwrite, "
-                       "or pass another --out") from exc
+        raise UnreadableResults(f"{path} cannot be read ({exc})") from exc
+    if not isinstance(record, dict):
+        raise UnreadableResults(f"{path} cannot be read (it holds a {type(record).__name__}, not a run's record)")
+    return record
 
 
 def write_combined(out: Path, results: List[Dict]) -> str:

@@ -11,7 +11,8 @@
 * A temporary file left by a kill between the write and the rename is
   removed by :func:`remove_stale_temporaries` when the next run takes the
   folder (it holds the folder's lock then, see :mod:`train.run_lock`, so no
-  live writer can own it).
+  live writer can own it). Only names of that exact form are removed, so a
+  file the trainer did not write is never deleted.
 * Every ``OSError`` becomes a :class:`~train.errors.StorageError` whose one
   line names the path, the reason (read-only, disk full, a file where a
   folder should be...) and what was kept.
@@ -44,7 +45,8 @@ _REASONS = {
     errno.ENAMETOOLONG: "the name is too long",
     errno.EFBIG: "the file is too large for this file system",
 }
-_TEMPORARY = re.compile(r"^\..+\.tmp$")
+# What temporary_name writes: .<name>.<pid>-<hex>.tmp (nothing else is ours to remove)
+_TEMPORARY = re.compile(r"^\..+\.[0-9]+-[0-9a-f]+\.tmp$")
 
 
 def reason(exc: OSError) -> str:
@@ -104,6 +106,8 @@ def _sync_folder(folder: Path) -> None:
 
 
 def temporary_name(path: Path) -> Path:
+    """``.<name>.<pid>-<8 hex digits>.tmp`` next to ``path`` (the pattern
+    :func:`remove_stale_temporaries` recognises, and no other)."""
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
@@ -197,9 +201,10 @@ def append_text(path, text: str) -> None:
 
 
 def remove_stale_temporaries(folder) -> List[str]:
-    """Delete the temporary files (``.<name>....tmp``) an interrupted write
-    left in ``folder``; returns their names. Call it only while holding the
-    folder's lock."""
+    """Delete the temporary files an interrupted write left in ``folder``
+    (named by :func:`temporary_name`, ``.<name>.<pid>-<hex>.tmp``; a user's
+    ``.notes.tmp`` is not one); returns their names. Call it only while
+    holding the folder's lock."""
     removed = []
     try:
         entries = list(os.scandir(folder))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
-from typing import List, Optional, Sequence
+from functools import cached_property
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +48,17 @@ class ImageData:
             if len(images) != len(labels):
                 raise ValueError(f"{self.name}: {len(images)} images but {len(labels)} labels")
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """The first 16 hex digits of the SHA-256 of the class names, images
+        and labels of every split: what a run was trained on, whatever the
+        path it was read from (a copy of the same files has the same one)."""
+        h = hashlib.sha256(json.dumps(list(self.classes)).encode())
+        for t in (self.pretrain, self.train_images, self.train_labels, self.test_images, self.test_labels):
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.contiguous().numpy().data)
+        return h.hexdigest()[:16]
+
     @property
     def channels(self) -> int:
         return self.train_images.shape[1]
@@ -60,7 +74,9 @@ class ImageData:
     def channel_stats(self, chunk: int = 1024) -> tuple:
         """Per-channel mean and std of the pretraining images, in [0, 1] units
         (accumulated in float64 over chunks: STL-10's 105,000 images would
-        not fit in memory as floats)."""
+        not fit in memory as floats). A constant channel (:meth:`constant_channels`)
+        gets std 1, as scikit-learn's ``StandardScaler`` gives a constant
+        feature: standardised, it is 0 rather than 0/0 (or a rounding residue)."""
         total = torch.zeros(self.channels, dtype=torch.float64)
         squares = torch.zeros(self.channels, dtype=torch.float64)
         for part in self.pretrain.split(chunk):
@@ -70,7 +86,19 @@ class ImageData:
         count = self.pretrain.numel() // self.channels
         mean = total / count
         std = ((squares - count * mean.square()) / (count - 1)).clamp_min(0).sqrt()
+        for c, value in self.constant_channels().items():
+            mean[c], std[c] = value / 255.0, 1.0
         return tuple(mean.tolist()), tuple(std.tolist())
+
+    def constant_channels(self, chunk: int = 1024) -> Dict[int, int]:
+        """``{channel: value}`` for the channels that hold one value in every pretraining pixel."""
+        low = torch.full((self.channels,), 255, dtype=torch.uint8)
+        high = torch.zeros(self.channels, dtype=torch.uint8)
+        for part in self.pretrain.split(chunk):
+            flat = part.transpose(0, 1).reshape(self.channels, -1)
+            low = torch.minimum(low, flat.amin(dim=1))
+            high = torch.maximum(high, flat.amax(dim=1))
+        return {c: int(low[c]) for c in range(self.channels) if low[c] == high[c]}
 
     def resized(self, size: int) -> "ImageData":
         """The same data with every image resized to ``size`` x ``size`` once

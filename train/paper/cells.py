@@ -31,8 +31,7 @@ RANDOM_INIT = "random-init"
 SINKHORN_FIELDS = ("sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
                    "sinkhorn_iters", "sinkhorn_tol", "sinkhorn_term")
 # Evaluation settings: not in the training signature, but they change the numbers.
-EVAL_FIELDS = ("eval", "probe_epochs", "probe_train_subset", "probe_test_subset", "knn_k", "knn_temperature",
-               "val_fraction", "geometry_points")
+EVAL_FIELDS = Config.EVALUATION_FIELDS
 
 
 @dataclass(frozen=True)

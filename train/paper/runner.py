@@ -38,7 +38,7 @@ from ..checkpoint import atomic_write_json, previous_path
 from ..config import Config, resolved_device
 from ..datasets import DatasetError, ImageData, load_dataset
 from ..protocol import CHECKPOINT, RunError, random_init_reference, run_method
-from ..results import read_results, write_method_results
+from ..results import UnreadableResults, read_results, write_method_results
 from ..stopping import RunStopped
 from ..storage import append_text
 from .analysis import EMBEDDING_NPZ
@@ -72,7 +72,12 @@ def is_finished(cfg: Config, cell: Cell) -> bool:
     if claimed is not None and claimed != identity:
         diff = ", ".join(f"{k}: {claimed.get(k)!r} there, {v!r} now" for k, v in identity.items() if claimed.get(k) != v)
         raise CellMismatch(f"{path} was started with other settings ({diff}); use the same flags or another --out")
-    return claimed is not None and read_results(path) is not None
+    if claimed is None:
+        return False
+    try:
+        return read_results(path) is not None
+    except UnreadableResults:  # derived from the final checkpoint: the resumed cell rebuilds it
+        return False
 
 
 class PaperRunner:
