@@ -6,7 +6,7 @@ date, load and source that the file gives.
 
 ``measurements`` (a JSON file of ``bench/measurements/``)::
 
-    ```{measurements} bench/measurements/cpu-kernel-2026-11-30.json
+    ```{measurements} bench/measurements/cpu-kernel-paths-2026-11-30.json
     :tables: one-thread, two-threads
     ```
 
