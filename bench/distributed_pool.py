@@ -23,11 +23,7 @@ Jobs:
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _trainer(job, rank, world):
@@ -89,7 +85,6 @@ def _sinkhorn(job, rank, world):
 
 
 def serve(rank: int, world: int, port: int, threads: int, jobs, answers) -> None:
-    sys.path.insert(0, str(ROOT))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import torch
     import torch.distributed as dist

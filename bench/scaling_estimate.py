@@ -33,10 +33,8 @@ Nothing here is measured on several GPUs. The inputs, each stated:
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 N = 8
 # per-GPU batch -> measured step seconds (H200, SimCLR, 32 px, bf16, eager; see the docstring)

@@ -18,7 +18,6 @@ campaign's K is chosen by this measurement.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -27,7 +26,6 @@ import torch
 import torch.multiprocessing as mp
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SETTINGS = {"cpu": dict(batch=32, size=16, precision="fp32", steps=3, warmup=1, ks=(1, 2), compile=(False,))}
 if torch.cuda.is_available():
@@ -38,7 +36,6 @@ CASES = [(device, k, c) for device, s in SETTINGS.items() for k in s["ks"] for c
 
 
 def _worker(device: str, s: dict, compiled: bool, barrier, results) -> None:
-    sys.path.insert(0, str(ROOT))
     torch.set_num_threads(1 if device == "cpu" else 2)
     from train.config import Config, for_method, resolve
     from train.protocol import build_trainer

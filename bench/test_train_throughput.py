@@ -16,18 +16,15 @@ Each entry's ``extra_info`` holds ``images_per_second`` (batch / median step).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import train`
 
-from train.config import Config, for_method, resolve  # noqa: E402
-from train.engine import Trainer, weight_norm  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.protocol import build_trainer  # noqa: E402
+from train.config import Config, for_method, resolve
+from train.engine import Trainer, weight_norm
+from train.methods import METHODS
+from train.protocol import build_trainer
 
 SETTINGS = {"cpu": dict(batch=32, size=16, precision="fp32", rounds=5)}
 if torch.cuda.is_available():

@@ -24,12 +24,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.config import Config, for_method, resolve  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.models import resnet18_encoder  # noqa: E402
-from train.parallel.model import make_data_parallel  # noqa: E402
+from train.config import Config, for_method, resolve
+from train.methods import METHODS
+from train.models import resnet18_encoder
+from train.parallel.model import make_data_parallel
 
 BATCH = 16
 CASES = [(name, sync, "never") for name in METHODS for sync in (True, False)]

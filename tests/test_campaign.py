@@ -15,15 +15,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from train.paper.campaign import registry  # noqa: E402
-from train.paper.campaign.cells import all_jobs  # noqa: E402
-from train.paper.campaign.plan import PlanError, read_plan  # noqa: E402
-from train.paper.campaign.registry import RegistrationError, register, require_registered  # noqa: E402
-from train.paper.campaign.rules import DECIDED, IN_PROGRESS, WAITING, evaluate  # noqa: E402
-from train.paper.campaign.store import ForeignCell, state, write_campaign_record  # noqa: E402
-from train.paper.cells import RANDOM_INIT  # noqa: E402
+from train.paper.campaign import registry
+from train.paper.campaign.cells import all_jobs
+from train.paper.campaign.plan import PlanError, read_plan
+from train.paper.campaign.registry import RegistrationError, register, require_registered
+from train.paper.campaign.rules import DECIDED, IN_PROGRESS, WAITING, evaluate
+from train.paper.campaign.store import ForeignCell, state, write_campaign_record
+from train.paper.cells import RANDOM_INIT
 
 TINY = """
 [settings]

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -16,15 +15,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from train import run  # noqa: E402
-from train.config import Config, for_method, resolve  # noqa: E402
-from train.datasets import load_dataset  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.paper import figures  # noqa: E402
-from train.paper.report import write_report  # noqa: E402
-from train.protocol import build_trainer  # noqa: E402
+from train import run
+from train.config import Config, for_method, resolve
+from train.datasets import load_dataset
+from train.methods import METHODS
+from train.paper import figures
+from train.paper.report import write_report
+from train.protocol import build_trainer
 
 # 8 cells per seed: 5 methods + the untrained floor (the grid's SinSim: the
 # entropic term on features), and the sweeps' lambda 0.5 and eps 0.5 with the

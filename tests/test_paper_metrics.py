@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +15,15 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from train.config import Config  # noqa: E402
-from train import geometry  # noqa: E402
-from train.paper.aggregate import format_summary, holm, paired_comparison, summarize  # noqa: E402
-from train.paper.cells import RANDOM_INIT, Cell, grid_sinsim_cell, method_cell, sinsim_cell  # noqa: E402
-from train.paper.comparisons import build_family  # noqa: E402
-from train.paper.report import ReportData  # noqa: E402
-from train.paper.report import write_report  # noqa: E402
-from train.paper.spec import PaperConfig, record_protocol  # noqa: E402
+from train.config import Config
+from train import geometry
+from train.paper.aggregate import format_summary, holm, paired_comparison, summarize
+from train.paper.cells import RANDOM_INIT, Cell, grid_sinsim_cell, method_cell, sinsim_cell
+from train.paper.comparisons import build_family
+from train.paper.report import ReportData
+from train.paper.report import write_report
+from train.paper.spec import PaperConfig, record_protocol
 
 T_975_DF2 = 4.302652729749464  # Student t quantile, 0.975, 2 degrees of freedom (tables)
 

@@ -15,9 +15,8 @@ import torch
 from processes import kill_when, signalled
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from train.config import Config  # noqa: E402
+from train.config import Config
 ARGS = ["--protocol", "paper", "--datasets", "digits", "--methods", "simclr", "sinsim", "--seeds", "0",
         "--epochs", "2", "--train-subset", "64", "--batch-size", "32", "--image-size", "8", "--probe-epochs", "2",
         "--probe-train-subset", "200", "--probe-test-subset", "100", "--geometry-points", "100",

@@ -13,13 +13,12 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repository root, for `import train`
 
-from train import protocol  # noqa: E402
-from train.config import parse_config  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.predictions import correct, read_predictions  # noqa: E402
-from train.run import main  # noqa: E402
+from train import protocol
+from train.config import parse_config
+from train.methods import METHODS
+from train.predictions import correct, read_predictions
+from train.run import main
 
 TINY = ["--dataset", "digits", "--train-subset", "256", "--batch-size", "64", "--image-size", "8", "--probe-epochs", "10"]
 
@@ -261,7 +260,6 @@ def test_probe_and_geometry_counts_of_one_are_refused_by_the_parser(flag, capsys
 def test_a_probe_train_split_of_one_image_is_refused_before_pretraining(tmp_path, capsys):
     """Two labelled train images and a validation fraction leave one image
     to train the probes on: the run says so before it pretrains."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from runs import folder_args, write_image_folder
 
     source = write_image_folder(tmp_path / "two", train_per_class=1)
@@ -275,7 +273,6 @@ def test_a_probe_train_split_of_one_image_is_refused_before_pretraining(tmp_path
 def test_a_single_class_dataset_is_not_probed(tmp_path, capsys):
     """With one class every probe scores 100 % whatever the features: the run
     refuses to probe it (before pretraining), and pretrains it with --no-eval."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from runs import folder_args, write_image_folder
 
     source = write_image_folder(tmp_path / "ants", classes=("ant",))
@@ -295,7 +292,6 @@ def test_a_geometry_split_of_one_image_is_refused_before_pretraining(tmp_path, c
     uniformity, so a run that would end there is refused before it starts."""
     import shutil
 
-    sys.path.insert(0, str(ROOT / "tests"))
     from runs import folder_args, write_image_folder
 
     source = write_image_folder(tmp_path / "one-test", test_per_class=1)

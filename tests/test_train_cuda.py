@@ -12,11 +12,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repository root, for `import train`
 
-from train.config import Config, for_method, resolve  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.protocol import build_trainer  # noqa: E402
+from train.config import Config, for_method, resolve
+from train.methods import METHODS
+from train.protocol import build_trainer
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import train`
 
-from train.config import Config, for_method, resolve  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.models import resnet18_encoder  # noqa: E402
-from train.optim import LARS, WarmupCosine, build_optimizer, parameter_groups  # noqa: E402
+from train.config import Config, for_method, resolve
+from train.methods import METHODS
+from train.models import resnet18_encoder
+from train.optim import LARS, WarmupCosine, build_optimizer, parameter_groups
 
 
 def tiny_config(name: str, **overrides) -> Config:

@@ -5,17 +5,15 @@ formulas say on a collapsed batch."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from sinsim_ext.losses import SinkhornLoss  # noqa: E402
-from train.run import main  # noqa: E402
+from sinsim_ext.losses import SinkhornLoss
+from train.run import main
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -45,7 +45,6 @@ import json
 import re
 import statistics
 import string
-import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -226,11 +225,7 @@ class PeersDirective(_TableDirective):
         missing = [k for k in REQUIRED if k != "title" and not meta.get(k)]
         if missing:
             raise self.error(f"{sidecar.name}: missing {', '.join(missing)}")
-        sys.path.insert(0, str(ROOT / "bench"))
-        try:
-            import peers_table
-        finally:
-            sys.path.pop(0)
+        from bench import peers_table  # docs/conf.py puts the repository root on the path
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         out: List[nodes.Node] = []
         for caption, header, body in peers_table.tables(rows):
@@ -321,11 +316,7 @@ class ResultsDirective(_TableDirective):
 
 class ScalingEstimateDirective(_TableDirective):
     def run(self) -> List[nodes.Node]:
-        sys.path.insert(0, str(ROOT / "bench"))
-        try:
-            import scaling_estimate
-        finally:
-            sys.path.pop(0)
+        from bench import scaling_estimate
         self.env.note_dependency(str(ROOT / "bench" / "scaling_estimate.py"))
         self.env.note_dependency(str(scaling_estimate.STEP_TIMES))
         params, bn_layers, rows = scaling_estimate.rows()
