@@ -19,13 +19,11 @@ campaign's K is chosen by this measurement.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-ROOT = Path(__file__).resolve().parents[1]
 
 SETTINGS = {"cpu": dict(batch=32, size=16, precision="fp32", steps=3, warmup=1, ks=(1, 2), compile=(False,))}
 if torch.cuda.is_available():
