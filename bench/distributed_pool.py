@@ -29,13 +29,12 @@ import time
 def _trainer(job, rank, world):
     import torch
 
-    from train.config import Config, for_method, resolve
-    from train.protocol import build_trainer
+    from train import build_trainer, run_config
 
     _, name, batch, size, _steps = job
     torch.manual_seed(0)
-    cfg = for_method(resolve(Config(dataset="cifar10", method=name, device="cpu", image_size=size,
-                                    batch_size=batch, precision="fp32")), name)
+    cfg = run_config(name, "cifar10", device="cpu", image_size=size, batch_size=batch, precision="fp32",
+                     sinkhorn_shard="never")
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     trainer = build_trainer(cfg, images, 3, (0.5,) * 3, (0.25,) * 3)
     shard = images[rank * batch // world : (rank + 1) * batch // world]
@@ -43,7 +42,7 @@ def _trainer(job, rank, world):
         from train.parallel.model import make_data_parallel
 
         trainer.step_fn = make_data_parallel(trainer.method, torch.device("cpu"), sync_bn=False,
-                                             shard_sinkhorn=False, local_rank=0)
+                                             global_batch=trainer.batch_size, local_rank=0)
     trainer.method.train()
     return (lambda: trainer._train_step(shard)), 0
 

@@ -153,11 +153,11 @@ def test_vicreg_by_hand():
 
 def test_the_trainers_vicreg_sums_the_views_variance_terms_as_its_cited_recipe():
     """train/methods/vicreg.py cites solo-learn's CIFAR recipe, whose loss adds v(Z) + v(Z')."""
-    from train.config import Config, for_method
+    from train import run_config
     from train.methods import METHODS
     from train.models import resnet18_encoder
 
-    cfg = for_method(Config(dataset="digits", image_size=8), "vicreg")
+    cfg = run_config("vicreg", image_size=8, device="cpu")
     backbone, dim = resnet18_encoder(1, 8)
     method = METHODS["vicreg"](backbone, dim, cfg)
     assert method.vicreg.variance_views == "sum"

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from processes import kill_when
-from runs import ROOT, RUN, command, error_line, run_cli
+from runs import RUN, command, error_line, run_cli
 
 from train.errors import FolderBusy
 from train.run_lock import LOCK_NAME, hold_run_folder

@@ -162,6 +162,9 @@ def chosen(choice: str, device: str, log) -> Iterator[None]:
         reset()
 
 
+chosen_cpu_threads = chosen  # its name in the trainer's public API (train/__init__.py)
+
+
 def label() -> Optional[str]:
     """The thread counts a run had under ``auto`` ("1-2 threads following
     the load"), for its results; None when the count was fixed."""

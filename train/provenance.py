@@ -67,6 +67,11 @@ FINGERPRINT_SUFFIXES = (".py", ".h", ".cpp", ".cu", ".cuh", ".toml", ".yaml", ".
 FINGERPRINT_EXCLUDED = ("train/paper",)
 
 
+def fingerprint_paths() -> list:
+    """The folders and files (relative to the repository root) the fingerprint covers, before exclusions."""
+    return list(FINGERPRINT_DIRS) + list(FINGERPRINT_FILES)
+
+
 def code_files(root: Path = ROOT) -> Dict[str, str]:
     """``{relative path: sha256 of its bytes}`` of the files the fingerprint covers."""
     paths = [root / f for f in FINGERPRINT_FILES if (root / f).is_file()]

@@ -12,9 +12,9 @@ held the entropic term; the report still reads them (``legacy_name``).
 
 Every cell's config is the protocol's shared :class:`~train.config.Config`
 with the cell's dataset, method, seed and Sinkhorn settings, resolved as a
-single run would be (dataset defaults, then the method's published recipe).
-The Sinkhorn fields of the other methods are reset to their defaults: they
-do not use them, and a baseline cell must not depend on them.
+single run would be (dataset defaults, then the method's published recipe;
+each method takes only its own hyper-parameters, so a baseline cell does not
+depend on SinSim's).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..config import Config, for_method, resolve
-from .spec import FIGURE_METHODS, PaperConfig
+from ..config import EVALUATION_FIELDS, Config, for_method, resolve
+from .spec import FIGURE_METHODS, GRID_SETTINGS, PaperConfig
 
 RANDOM_INIT = "random-init"
-SINKHORN_FIELDS = ("sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
-                   "sinkhorn_iters", "sinkhorn_tol", "sinkhorn_term")
+#: The settings a SinSim cell is named by.
+SINKHORN_FIELDS = GRID_SETTINGS
 # Evaluation settings: not in the training signature, but they change the numbers.
-EVAL_FIELDS = Config.EVALUATION_FIELDS
+EVAL_FIELDS = EVALUATION_FIELDS
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ def sinsim_cell(dataset: str, weight: float, eps: float, on: str, term: str) -> 
 
 
 def grid_sinsim_cell(pcfg: PaperConfig, dataset: str) -> Cell:
-    b = pcfg.base
-    return sinsim_cell(dataset, b.sinkhorn_weight, b.sinkhorn_eps, b.sinkhorn_on, b.sinkhorn_term)
+    s = pcfg.sinsim
+    return sinsim_cell(dataset, s.sinkhorn_weight, s.sinkhorn_eps, s.sinkhorn_on, s.sinkhorn_term)
 
 
 def variants(pcfg: PaperConfig) -> List[Tuple[str, str]]:
@@ -102,11 +102,11 @@ def grid_cells(pcfg: PaperConfig, dataset: str) -> List[Cell]:
 
 
 def lambda_points(pcfg: PaperConfig, dataset: str, on: str, term: str) -> List[Tuple[float, Cell]]:
-    return [(lam, sinsim_cell(dataset, lam, pcfg.base.sinkhorn_eps, on, term)) for lam in pcfg.lambdas]
+    return [(lam, sinsim_cell(dataset, lam, pcfg.sinsim.sinkhorn_eps, on, term)) for lam in pcfg.lambdas]
 
 
 def eps_points(pcfg: PaperConfig, dataset: str, on: str, term: str) -> List[Tuple[float, Cell]]:
-    return [(eps, sinsim_cell(dataset, pcfg.base.sinkhorn_weight, eps, on, term)) for eps in pcfg.epsilons]
+    return [(eps, sinsim_cell(dataset, pcfg.sinsim.sinkhorn_weight, eps, on, term)) for eps in pcfg.epsilons]
 
 
 def sweep_cells(pcfg: PaperConfig, dataset: str) -> List[Cell]:
@@ -132,14 +132,11 @@ def plan(pcfg: PaperConfig, dataset: str) -> List[Cell]:
 
 def cell_config(base: Config, cell: Cell, seed: int, out) -> Config:
     """The resolved run config of ``cell`` with ``seed``, writing to its folder."""
-    defaults = Config()
     changes: Dict[str, Any] = dict(dataset=cell.dataset, seed=seed, out=str(cell.path(out, seed)),
                                    resume=True, overwrite=False)
     method = "simclr" if cell.method == RANDOM_INIT else cell.method
-    if method != "sinsim":
-        changes.update({f: getattr(defaults, f) for f in SINKHORN_FIELDS})
-    changes.update(cell.settings)
-    cfg = resolve(dataclasses.replace(base, method=method, **changes))
+    params = {**base.params, **cell.settings}
+    cfg = resolve(dataclasses.replace(base, method=method, params=params, **changes))
     return for_method(cfg, method, changes["out"])
 
 
@@ -149,6 +146,4 @@ def cell_identity(cfg: Config, cell: Cell) -> Dict[str, Any]:
         training = {k: getattr(cfg, k) for k in ("dataset", "seed", "image_size", "precision")}
     else:
         training = cfg.training_signature()
-        if cell.method != "sinsim":  # unused by the baselines: their defaults may change without touching them
-            training = {k: v for k, v in training.items() if k not in SINKHORN_FIELDS}
     return {"cell": cell.name, **training, **{k: getattr(cfg, k) for k in EVAL_FIELDS}}

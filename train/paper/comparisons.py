@@ -190,7 +190,7 @@ def build_family(data) -> Family:
         for metric in ("linear", "mlp", "knn"):
             if not (d == p.primary_dataset and metric == "linear"):
                 add(d, sinsim, simclr, metric)
-    b = p.base
+    s = p.sinsim
     for d in p.sweep_datasets:
         simclr = method_cell(d, "simclr")
         for cell in sinsim_cells(data, d):
@@ -199,13 +199,13 @@ def build_family(data) -> Family:
         for on in p.sweep_on:
             if set(p.sweep_terms) >= {"entropic", "divergence"}:
                 for metric in ("linear", "knn"):
-                    add(d, sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, on, "divergence"),
-                        sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, on, "entropic"), metric)
-        for term in dict.fromkeys(p.sweep_terms + [b.sinkhorn_term]):
+                    add(d, sinsim_cell(d, s.sinkhorn_weight, s.sinkhorn_eps, on, "divergence"),
+                        sinsim_cell(d, s.sinkhorn_weight, s.sinkhorn_eps, on, "entropic"), metric)
+        for term in dict.fromkeys(p.sweep_terms + [s.sinkhorn_term]):
             if set(p.sweep_on) >= {"features", "projection"}:
                 for metric in ("linear", "knn"):
-                    add(d, sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, "projection", term),
-                        sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, "features", term), metric)
+                    add(d, sinsim_cell(d, s.sinkhorn_weight, s.sinkhorn_eps, "projection", term),
+                        sinsim_cell(d, s.sinkhorn_weight, s.sinkhorn_eps, "features", term), metric)
         chosen = chosen_on_validation(data, d)
         if chosen is not None:
             add(d, chosen[0], simclr, "linear")

@@ -187,7 +187,7 @@ def draw_sweep_figures(data: ReportData, dataset: str, figures: Figures, log: Ca
         series = {f"{term} on {on}": _series(data.lambda_sweep(dataset, on, term)) for term, on in variants(p)}
         rel = f"{FIGURES}/fig2-lambda-{dataset}.png"
         sweep_figure(data.out / rel, f"{title}: accuracy and geometry vs the Sinkhorn weight λ (ε = "
-                     f"{p.base.sinkhorn_eps:g}; λ = 0 is SimCLR); mean ± 1 std over seeds, dots: single seeds",
+                     f"{p.sinsim.sinkhorn_eps:g}; λ = 0 is SimCLR); mean ± 1 std over seeds, dots: single seeds",
                      "λ (Sinkhorn weight)", sorted(p.lambdas), series, _reference(simclr), "SimCLR (λ = 0), ± 1 std")
         figures.lambdas[dataset] = rel
         log(f"figure 2 ({dataset}): {data.out / rel}")
@@ -196,7 +196,7 @@ def draw_sweep_figures(data: ReportData, dataset: str, figures: Figures, log: Ca
         series = {f"{term} on {on}": _series(data.eps_sweep(dataset, on, term)) for term, on in variants(p)}
         rel = f"{FIGURES}/fig3-eps-{dataset}.png"
         sweep_figure(data.out / rel, f"{title}: accuracy and geometry vs the entropic regularisation ε (λ = "
-                     f"{p.base.sinkhorn_weight:g}); mean ± 1 std over seeds, dots: single seeds",
+                     f"{p.sinsim.sinkhorn_weight:g}); mean ± 1 std over seeds, dots: single seeds",
                      "ε (Sinkhorn epsilon)", sorted(p.epsilons), series, _reference(simclr), "SimCLR (λ = 0), ± 1 std")
         figures.epsilons[dataset] = rel
         log(f"figure 3 ({dataset}): {data.out / rel}")

@@ -37,9 +37,9 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def method_label(data, method: str) -> str:
     if method == "sinsim":
-        b = data.pcfg.base
+        s = data.pcfg.sinsim
         return (f"{METHOD_NAMES['sinsim']}<br><sub>"
-                f"{sinsim_text(b.sinkhorn_weight, b.sinkhorn_eps, b.sinkhorn_on, b.sinkhorn_term)}</sub>")
+                f"{sinsim_text(s.sinkhorn_weight, s.sinkhorn_eps, s.sinkhorn_on, s.sinkhorn_term)}</sub>")
     return METHOD_NAMES.get(method, method)
 
 
@@ -472,14 +472,14 @@ def _session_row(start: dict, end: dict) -> List[str]:
 
 
 def methods(data) -> str:
-    b = data.pcfg.base
+    b, s = data.pcfg.base, data.pcfg.sinsim
     primary = data.title(data.pcfg.primary_dataset) if data.pcfg.primary_dataset else "-"
     return f"""## How the numbers are made
 
 - Encoder: ResNet-18 (CIFAR stem for images of 32 px or less), each method with its published recipe, every
   hyper-parameter cited in `train/methods/`; SinSim = SimCLR + λ · T_ε, here
-  {sinsim_text(b.sinkhorn_weight, b.sinkhorn_eps, b.sinkhorn_on, b.sinkhorn_term)} in the tables,
-  {b.sinkhorn_iters} Sinkhorn iterations, cost {b.sinkhorn_cost}. T_ε is the {TERM_NAMES['entropic']} of the
+  {sinsim_text(s.sinkhorn_weight, s.sinkhorn_eps, s.sinkhorn_on, s.sinkhorn_term)} in the tables,
+  {s.sinkhorn_iters} Sinkhorn iterations, cost {s.sinkhorn_cost}. T_ε is the {TERM_NAMES['entropic']} of the
   paper's equation (3) (*entropic*) or the debiased {TERM_NAMES['divergence']} = OT(x,y) − OT(x,x)/2 − OT(y,y)/2
   (*divergence*; Feydy et al. 2019).
 - Splits (`train/splits.py`): a stratified {b.val_fraction:g} of the labelled train split (seed 0) is the

@@ -38,35 +38,35 @@ other comparison the report makes is one family, Holm-corrected
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..catalog import DATASETS, METHOD_NAMES
-from ..config import (SINKHORN_PLACEMENTS, SINKHORN_TERMS, Config, _cuda_available, _HelpFormatter,
-                      add_training_arguments, nonneg_float, nonneg_int, positive_float, require_tensorboard,
-                      resolved_device)
+from types import SimpleNamespace
+
+from ..catalog import DATASETS, METHOD_NAMES, METHOD_RECIPES, RecipeError
+from ..checks import nonneg_float, nonneg_int, positive_float
+from ..config import (Config, HelpFormatter, add_training_arguments, cuda_available, method_params,
+                      require_tensorboard, resolved_device, setting_kind, setting_names)
 from ..storage import atomic_write_json
 
 PAPER_DATASETS = ("mnist", "cifar10", "cifar100", "stl10")
 PAPER_METHODS = ("simclr", "byol", "vicreg", "barlow", "sinsim")
 FIGURE_METHODS = ("simclr", "sinsim", "vicreg")  # the paper's figure 1
 SWEEPS = ("lambda", "eps")
-PLACEMENTS = SINKHORN_PLACEMENTS
-TERMS = SINKHORN_TERMS
+SINSIM = METHOD_RECIPES["sinsim"]
+PLACEMENTS = SINSIM.param("sinkhorn_on").choices
+TERMS = SINSIM.param("sinkhorn_term").choices
+#: The grid SinSim's settings: its cells are named by them, so paper.json fixes them.
+GRID_SETTINGS = ("sinkhorn_term", "sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_LAMBDAS = (0.0, 0.01, 0.1, 1.0)
 DEFAULT_EPSILONS = (0.02, 0.05, 0.1, 0.5)
 DEFAULT_OUT = "runs/paper"
 
-# Config fields that say where and how fast a cell runs, not what it computes.
-RUN_ONLY_FIELDS = (
-    "dataset", "method", "seed", "out", "resume", "overwrite", "data_dir", "cache_dir", "download", "device",
-    "num_workers", "check_every", "checkpoint_every", "compile", "sinkhorn_backend", "knn_every", "progress_every",
-    "cpu_threads", "tensorboard",
-)
+# Settings that say where and how fast a cell runs, not what it computes, and the ones each cell sets.
+RUN_ONLY_FIELDS = tuple(k for k in setting_names() if setting_kind(k) == "run") + ("dataset", "method", "seed")
 SELECTION_FIELDS = ("datasets", "methods", "seeds", "sweep_datasets", "sweeps", "lambdas", "epsilons", "sweep_on",
                     "sweep_terms")
 
@@ -97,6 +97,12 @@ class PaperConfig:
         if self.primary_dataset is None:
             self.primary_dataset = default_primary(self.datasets)
 
+    @property
+    def sinsim(self) -> SimpleNamespace:
+        """The grid SinSim's hyper-parameters: its recipe's, changed by the settings."""
+        given = {k: v for k, v in self.base.params.items() if k in SINSIM.param_names}
+        return SimpleNamespace(**{**SINSIM.defaults, **given})
+
     def settings(self) -> Dict[str, Any]:
         """What must agree between invocations into one output folder."""
         kept = {k: v for k, v in self.base.to_dict().items() if k not in RUN_ONLY_FIELDS}
@@ -125,8 +131,8 @@ class PaperConfig:
             settings.setdefault("val_fraction", 0.0)
             selection.setdefault("sweep_terms", [settings["sinkhorn_term"]])
         primary = settings.pop("primary_dataset", None)
-        known = {f.name for f in dataclasses.fields(Config)}
-        base = Config(**{k: v for k, v in settings.items() if k in known})
+        known = setting_names()
+        base = Config.from_settings({k: v for k, v in settings.items() if k in known})
         return cls(base=base, out=out, primary_dataset=primary, legacy=legacy,
                    **{k: v for k, v in selection.items() if k in SELECTION_FIELDS})
 
@@ -159,7 +165,7 @@ def build_paper_parser() -> argparse.ArgumentParser:
         "--sweep-datasets digits --lambdas 0 0.1 1 --epsilons 0.05 0.5 --out runs/paper-digits   (about 12 minutes "
         "on 2 shared CPU cores)   |   "
         "python train/run.py --protocol paper --report-only --out runs/paper",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("what to run")
     g.add_argument("--protocol", choices=["paper"], default="paper", help="this protocol")
@@ -209,10 +215,16 @@ def parse_paper_config(argv: Optional[Sequence[str]] = None) -> PaperConfig:
         parser.error("--no-eval: the paper protocol's tables are the probes' accuracies")
     if not args["val_fraction"] > 0:
         parser.error("--val-fraction 0: the paper protocol makes every choice on the validation split")
-    if args["device"] == "cuda" and not _cuda_available():
+    if args["device"] == "cuda" and not cuda_available():
         parser.error("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
-    known = {f.name for f in dataclasses.fields(Config)}
-    base = Config(**{k: v for k, v in args.items() if k in known})
+    known = setting_names()
+    base = Config.from_settings({k: v for k, v in args.items() if k in known})
+    base.params = {**{k: SINSIM.defaults[k] for k in GRID_SETTINGS}, **base.params}
+    for method in args["methods"]:
+        try:
+            method_params(base, method)
+        except RecipeError as exc:
+            parser.error(str(exc))
     if base.precision == "bf16" and resolved_device(base) == "cpu":
         parser.error("--precision bf16 needs --device cuda (CPU runs use fp32)")
     require_tensorboard(base, parser)

@@ -43,7 +43,7 @@ def _comparison_text(family, d: str, a, b, metric: str) -> str:
 # --- the term and its placement ---------------------------------------------------------------
 
 def variants(data, family) -> str:
-    p, b = data.pcfg, data.pcfg.base
+    p, s = data.pcfg, data.pcfg.sinsim
     datasets = [d for d in p.sweep_datasets or p.datasets]
     lines = ["## The Sinkhorn term and where it acts", "",
              f"The paper's literal variant is the **{TERM_NAMES['entropic']}** of its equation (3) on the encoder "
@@ -54,17 +54,17 @@ def variants(data, family) -> str:
              "features a large common offset crowds two different views together and lowers both, which the "
              "centred geometry tells apart from collapse); and since the paper's text leaves "
              "the place open (it names h, then speaks of distributions of embeddings), both the features h and "
-             f"the projections z. The grid's SinSim (tables) is *{b.sinkhorn_term} on {b.sinkhorn_on}*."]
-    lines += ["", f"Below, every (term, place) at the grid's λ = {b.sinkhorn_weight:g}, ε = {b.sinkhorn_eps:g}: "
+             f"the projections z. The grid's SinSim (tables) is *{s.sinkhorn_term} on {s.sinkhorn_on}*."]
+    lines += ["", f"Below, every (term, place) at the grid's λ = {s.sinkhorn_weight:g}, ε = {s.sinkhorn_eps:g}: "
               "validation accuracy (what the choice reads), test accuracy, geometry, and the test-split comparisons "
               "(Holm-corrected, see *Verdict*)."]
     shown = False
     for d in datasets:
-        cells = [(term, on, sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, on, term))
-                 for term in dict.fromkeys(p.sweep_terms + [b.sinkhorn_term])
-                 for on in dict.fromkeys(p.sweep_on + [b.sinkhorn_on])]
+        cells = [(term, on, sinsim_cell(d, s.sinkhorn_weight, s.sinkhorn_eps, on, term))
+                 for term in dict.fromkeys(p.sweep_terms + [s.sinkhorn_term])
+                 for on in dict.fromkeys(p.sweep_on + [s.sinkhorn_on])]
         cells = [(t, o, c) for t, o, c in cells if (t, o) in variant_lines(p) or
-                 (t, o) == (b.sinkhorn_term, b.sinkhorn_on)]
+                 (t, o) == (s.sinkhorn_term, s.sinkhorn_on)]
         recs = [(t, o, c, data.records(c)) for t, o, c in cells]
         if not any(r.results for *_, r in recs):
             lines += ["", f"### {data.title(d)} — not run", "",
@@ -85,15 +85,15 @@ def variants(data, family) -> str:
                             "centred effective rank ↑", "features"], rows)]
         lines += _favoured(data, d, recs)
         for on in p.sweep_on:
-            a = sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, on, "divergence")
-            e = sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, on, "entropic")
+            a = sinsim_cell(d, s.sinkhorn_weight, s.sinkhorn_eps, on, "divergence")
+            e = sinsim_cell(d, s.sinkhorn_weight, s.sinkhorn_eps, on, "entropic")
             for metric in ("linear", "knn"):
                 t = family.get(d, a, e, metric)
                 if t is not None:
                     lines.append(f"- {t.sentence()}")
-        for term in dict.fromkeys(p.sweep_terms + [b.sinkhorn_term]):
-            a = sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, "projection", term)
-            f = sinsim_cell(d, b.sinkhorn_weight, b.sinkhorn_eps, "features", term)
+        for term in dict.fromkeys(p.sweep_terms + [s.sinkhorn_term]):
+            a = sinsim_cell(d, s.sinkhorn_weight, s.sinkhorn_eps, "projection", term)
+            f = sinsim_cell(d, s.sinkhorn_weight, s.sinkhorn_eps, "features", term)
             for metric in ("linear", "knn"):
                 t = family.get(d, a, f, metric)
                 if t is not None:
@@ -194,11 +194,11 @@ def _sweep_block(data, d: str, kind: str, figures, family) -> List[str]:
     p = data.pcfg
     simclr = data.records(method_cell(d, "simclr"))
     if kind == "lambda":
-        name, fig, xname = (f"Figure 2: accuracy and geometry vs λ (ε = {p.base.sinkhorn_eps:g})",
+        name, fig, xname = (f"Figure 2: accuracy and geometry vs λ (ε = {p.sinsim.sinkhorn_eps:g})",
                             figures.lambdas.get(d), "λ")
         points = [((t, o), data.lambda_sweep(d, o, t)) for t, o in variant_lines(p)]
     else:
-        name, fig, xname = (f"Figure 3: accuracy and geometry vs ε (λ = {p.base.sinkhorn_weight:g})",
+        name, fig, xname = (f"Figure 3: accuracy and geometry vs ε (λ = {p.sinsim.sinkhorn_weight:g})",
                             figures.epsilons.get(d), "ε")
         points = [((t, o), data.eps_sweep(d, o, t)) for t, o in variant_lines(p)]
     if kind not in p.sweeps:
@@ -234,13 +234,13 @@ def sweeps(data, figures, family) -> str:
 
 
 def _prior(data, d: str) -> str:
-    b = data.pcfg.base
+    b, s = data.pcfg.base, data.pcfg.sinsim
     lines = ["### The earlier measurement", "", PRIOR, ""]
     ok = "projection" in data.pcfg.sweep_on and "entropic" in data.pcfg.sweep_terms
     points = dict(data.lambda_sweep(d, "projection", "entropic")) if ok else {}
     ours: List[Tuple[float, CellRecords]] = [(lam, points[lam]) for lam in (0.0, 0.1, 1.0)
                                              if lam in points and points[lam].results]
-    if not any(lam > 0 for lam, _ in ours) or b.sinkhorn_eps != 0.05:
+    if not any(lam > 0 for lam, _ in ours) or s.sinkhorn_eps != 0.05:
         lines.append("This report has no matching runs (λ sweep of the entropic term on projections at ε = 0.05) "
                      "to set beside it.")
         return "\n".join(lines)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...config import Config
 from ..cells import SINKHORN_FIELDS, Cell
 from ..collect import CellRecords, load_cell
+from ..spec import SINSIM
 from .plan import Block, CellSpec, Plan, Stage, cell_of
 from .store import read_campaign_record
 
@@ -17,7 +17,7 @@ Decisions = Dict[str, Dict[str, Any]]
 
 def sinkhorn_defaults(plan: Plan) -> Dict[str, Any]:
     """The Sinkhorn settings a sinsim cell gets when it names none: the trainer's, then the plan's."""
-    defaults = {f: getattr(Config(), f) for f in SINKHORN_FIELDS}
+    defaults = {f: SINSIM.defaults[f] for f in SINKHORN_FIELDS}
     defaults.update({k: v for k, v in plan.settings.items() if k in defaults})
     return defaults
 

@@ -38,7 +38,6 @@ trained once.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import tomllib
 from dataclasses import dataclass, field
@@ -46,9 +45,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ...catalog import DATASETS, METHOD_NAMES
-from ...config import Config
+from ...config import Config, setting_names
 from ..cells import RANDOM_INIT, SINKHORN_FIELDS, Cell, method_cell, sinsim_cell
-from ..spec import RUN_ONLY_FIELDS
+from ..spec import RUN_ONLY_FIELDS, SINSIM
 
 SCHEMA = 1
 CELL_KEYS = {"method", "sinkhorn_term", "sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on"}
@@ -130,10 +129,9 @@ class Plan:
     def base_config(self, block: Block, run: Dict[str, Any]) -> Config:
         """The shared Config of ``block``'s cells: the plan's settings, the
         block's, its epochs, and the command line's run-only fields ``run``."""
-        known = {f.name for f in dataclasses.fields(Config)}
         values = {**self.settings, **dict(block.settings), "epochs": block.epochs, "dataset": block.dataset}
-        values.update({k: v for k, v in run.items() if k in known})
-        return Config(**values)
+        values.update({k: v for k, v in run.items() if k in setting_names()})
+        return Config.from_settings(values)
 
 
 def cell_of(dataset: str, epochs: int, spec: CellSpec, defaults: Dict[str, Any]) -> Cell:
@@ -162,10 +160,11 @@ def _require(table: Dict[str, Any], key: str, kind, where: str):
 
 
 def _settings(table: Dict[str, Any], where: str) -> Dict[str, Any]:
-    known = {f.name for f in dataclasses.fields(Config)}
+    known = setting_names()
     for k in table:
         if k not in known:
-            raise PlanError(f"{where}: '{k}' is not a trainer setting (train/config.py Config)")
+            raise PlanError(f"{where}: '{k}' is not a trainer setting (train/config.py Config) nor a method's "
+                            "hyper-parameter (train/recipes/methods/)")
         if k in FORBIDDEN_SETTINGS or k in ("dataset", "method", "seed", "epochs"):
             raise PlanError(f"{where}: '{k}' is set by the plan's blocks or the command line, not by settings")
     return dict(table)
@@ -247,7 +246,7 @@ def read_plan(path) -> Plan:
 
 def _check_shared_folders(plan: Plan) -> None:
     """Two blocks asking for one folder must mean one configuration."""
-    defaults = {f: getattr(Config(), f) for f in SINKHORN_FIELDS}
+    defaults = {f: SINSIM.defaults[f] for f in SINKHORN_FIELDS}
     seen: Dict[Tuple[str, str], Tuple[str, Tuple]] = {}
     for stage in plan.stages:
         for block in stage.blocks:
