@@ -1,4 +1,4 @@
-"""The pre-registered campaign (train/paper/campaign/): the plan's checks, registration, the decision rules on
+"""The pre-registered campaign (experiments/paper/campaign/): the plan's checks, registration, the decision rules on
 hand-made results, and the command end to end on digits with two worker processes (deadline, resume, no rerun,
 results identical to a sequential run)."""
 
@@ -16,13 +16,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from train.paper.campaign import registry
-from train.paper.campaign.cells import all_jobs
-from train.paper.campaign.plan import PlanError, read_plan
-from train.paper.campaign.registry import RegistrationError, register, require_registered
-from train.paper.campaign.rules import DECIDED, IN_PROGRESS, WAITING, evaluate
-from train.paper.campaign.store import ForeignCell, state, write_campaign_record
-from train.paper.cells import RANDOM_INIT
+from experiments.paper.campaign import registry
+from experiments.paper.campaign.cells import all_jobs
+from experiments.paper.campaign.plan import PlanError, read_plan
+from experiments.paper.campaign.registry import RegistrationError, register, require_registered
+from experiments.paper.campaign.rules import DECIDED, IN_PROGRESS, WAITING, evaluate
+from experiments.paper.campaign.store import ForeignCell, state, write_campaign_record
+from experiments.paper.cells import RANDOM_INIT
 
 TINY = """
 [settings]
@@ -330,8 +330,8 @@ def test_a_cell_run_by_the_workers_equals_a_sequential_run(ran, tmp_path):
     from argparse import Namespace
 
     from train.datasets import load_dataset
-    from train.paper.campaign.runner import CampaignRunner
-    from train.paper.runner import run_cell
+    from experiments.paper.campaign.runner import CampaignRunner
+    from experiments.paper.runner import run_cell
 
     out, plan, *_ = ran
     (_, a), _ = evaluate(out, plan)

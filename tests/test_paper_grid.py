@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from train import build_trainer, load_dataset, run, run_config
 from train.augment import view_specs
-from train.paper import figures
-from train.paper.report import write_report
+from experiments.paper import figures
+from experiments.paper.report import write_report
 
 # 8 cells per seed: 5 methods + the untrained floor (the grid's SinSim: the
 # entropic term on features), and the sweeps' lambda 0.5 and eps 0.5 with the

@@ -18,12 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from train.config import Config
 from train import geometry
-from train.paper.aggregate import format_summary, holm, paired_comparison, summarize
-from train.paper.cells import RANDOM_INIT, Cell, grid_sinsim_cell, method_cell, sinsim_cell
-from train.paper.comparisons import build_family
-from train.paper.report import ReportData
-from train.paper.report import write_report
-from train.paper.spec import PaperConfig, record_protocol
+from experiments.paper.aggregate import format_summary, holm, paired_comparison, summarize
+from experiments.paper.cells import RANDOM_INIT, Cell, grid_sinsim_cell, method_cell, sinsim_cell
+from experiments.paper.comparisons import build_family
+from experiments.paper.report import ReportData
+from experiments.paper.report import write_report
+from experiments.paper.spec import PaperConfig, record_protocol
 
 T_975_DF2 = 4.302652729749464  # Student t quantile, 0.975, 2 degrees of freedom (tables)
 
@@ -200,7 +200,7 @@ def rich_result(method, seed, linear, val, knn, uniformity, rank, commit="b" * 4
 
 
 def test_report_family_collapse_suspects_and_mixed_code(tmp_path):
-    base = Config(sinkhorn_term="entropic", sinkhorn_weight=0.1, sinkhorn_eps=0.05, sinkhorn_on="features")
+    base = Config(params=dict(sinkhorn_term="entropic", sinkhorn_weight=0.1, sinkhorn_eps=0.05, sinkhorn_on="features"))
     pcfg = PaperConfig(base=base, out=str(tmp_path), datasets=["cifar10"], methods=["simclr", "byol", "sinsim"],
                        seeds=[0, 1, 2], sweep_datasets=["cifar10"], sweeps=["lambda"], lambdas=[0.0, 0.1],
                        sweep_on=["features"], sweep_terms=["entropic", "divergence"])

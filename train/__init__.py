@@ -47,6 +47,7 @@ _EXPORTS: Dict[str, str] = {
     "run_protocol": "train.protocol",
     "random_init_reference": "train.protocol",
     "CHECKPOINT": "train.protocol",
+    "has_checkpoint": "train.protocol",
     "build_trainer": "train.build",
     "seed_everything": "train.build",
     "test_features": "train.features",
@@ -57,7 +58,6 @@ _EXPORTS: Dict[str, str] = {
     "read_results": "train.results",
     "write_method_results": "train.results",
     "UnreadableResults": "train.results",
-    "RESULTS_SCHEMA": "train.results",
     "read_predictions": "train.predictions",
     "correct": "train.predictions",
     # errors, stops, files, locks, threads, several processes, provenance

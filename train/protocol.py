@@ -54,7 +54,13 @@ from .tensorboard_log import FOLDER as TENSORBOARD_FOLDER
 from .tensorboard_log import open_board
 
 CHECKPOINT = "checkpoint.pt"
-__all__ = ["CHECKPOINT", "RunError", "run_method", "run_protocol", "random_init_reference"]
+__all__ = ["CHECKPOINT", "RunError", "has_checkpoint", "run_method", "run_protocol", "random_init_reference"]
+
+
+def has_checkpoint(out) -> bool:
+    """Whether the run folder ``out`` holds a checkpoint (the last one or the one before it)."""
+    path = Path(out) / CHECKPOINT
+    return path.is_file() or previous_path(path).is_file()
 
 
 def log(message: str) -> None:

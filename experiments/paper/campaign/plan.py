@@ -12,7 +12,7 @@ judged::
     [[stages]]
     id = "a"                            # stages run in the order written
     title = "..."
-    rule = "choose_term"                # a rule of train.paper.campaign.rules
+    rule = "choose_term"                # a rule of experiments.paper.campaign.rules
     rule_text = "..."                   # the rule in words, as pre-registered
     [[stages.blocks]]
     dataset = "cifar10"
@@ -29,7 +29,7 @@ judged::
 A cell value ``"@<stage>.<key>"`` is the decision ``key`` of an earlier
 stage's rule (:mod:`.rules`): the cell cannot run before that stage is
 decided. A cell's folder is ``cells/<dataset>/<name>-e<epochs>/seed<S>``,
-its name as in :mod:`train.paper.cells` (``simclr``,
+its name as in :mod:`experiments.paper.cells` (``simclr``,
 ``sinsim-entropic-lam1-eps0.05-features``, ``random-init``); two blocks that
 ask for the same folder must ask for the same settings, so a cell shared by
 two stages (stage c's SimCLR seeds 0-2 are stage d's CIFAR-10 SimCLR) is
@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ...catalog import DATASETS, METHOD_NAMES
-from ...config import Config, setting_names
+from train import DATASETS, METHOD_NAMES, Config, setting_names
+
 from ..cells import RANDOM_INIT, SINKHORN_FIELDS, Cell, method_cell, sinsim_cell
 from ..spec import RUN_ONLY_FIELDS, SINSIM
 
@@ -135,7 +135,7 @@ class Plan:
 
 
 def cell_of(dataset: str, epochs: int, spec: CellSpec, defaults: Dict[str, Any]) -> Cell:
-    """The :class:`~train.paper.cells.Cell` of a resolved spec, its name
+    """The :class:`~experiments.paper.cells.Cell` of a resolved spec, its name
     suffixed with the epochs (blocks of one dataset differ in budget)."""
     if spec.method == RANDOM_INIT:
         base = Cell(dataset, RANDOM_INIT, RANDOM_INIT)

@@ -8,10 +8,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from ...config import Config, resolved_device
-from ...provenance import git_state
-from ...run_lock import hold_run_folder
-from ...storage import append_text, atomic_write_json
+from train import Config, append_text, atomic_write_json, git_state, hold_run_folder, resolved_device
+
 from ..cells import RANDOM_INIT, cell_config, cell_identity
 from ..collect import DATASET_ERROR
 from ..runner import CELL_JSON, CellMismatch, read_json
@@ -86,7 +84,7 @@ class CampaignRunner:
         return next_tasks
 
     def load_data(self, key: Tuple[str, int]):
-        from ...datasets import DatasetError, load_dataset
+        from train import DatasetError, load_dataset
 
         dataset, image_size = key
         cfg = Config(**{k: v for k, v in self.run_settings.items() if k in ("data_dir", "cache_dir", "download",

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-DATASET_NAMES = {
-    "mnist": "MNIST",
-    "cifar10": "CIFAR-10",
-    "cifar100": "CIFAR-100",
-    "stl10": "STL-10",
-    "digits": "digits (scikit-learn 8x8)",
-    "folder": "image folder",
-}
-METHOD_NAMES = {
-    "simclr": "SimCLR",
-    "byol": "BYOL",
-    "vicreg": "VICReg",
-    "barlow": "Barlow Twins",
-    "sinsim": "SinSim",
-    "random-init": "random init (no pretraining)",
-}
+from train import DATASETS, METHOD_RECIPES
+
+DATASET_NAMES = {name: spec.title for name, spec in DATASETS.items()}  # from the datasets' recipes
+METHOD_NAMES = {**{name: recipe.title for name, recipe in METHOD_RECIPES.items()},
+                "random-init": "random init (no pretraining)"}
 
 
 def dataset_title(dataset: str, result: Optional[dict] = None) -> str:

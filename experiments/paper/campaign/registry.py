@@ -33,11 +33,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ...provenance import FINGERPRINT_DIRS, FINGERPRINT_FILES, ROOT, changed_files, code_fingerprint, git_state
-from ...storage import append_text
+from train import append_text, changed_files, code_fingerprint, fingerprint_paths, git_state
+
 from .plan import Plan
 
 REGISTRY = "registry.jsonl"
+ROOT = Path(__file__).resolve().parents[3]  # the repository: git runs there
 
 
 class RegistrationError(RuntimeError):
@@ -82,7 +83,7 @@ def register(plan: Plan, out, reason: str, check_git: bool = True) -> Dict:
         if not _tracked(plan_path) or status.strip():
             raise RegistrationError(f"{plan.path} has uncommitted changes or is not tracked: commit the plan before "
                                     "registering it (pre-registration means the plan is in the history first)")
-        code = _git_status(list(FINGERPRINT_DIRS) + list(FINGERPRINT_FILES))
+        code = _git_status(fingerprint_paths())
         if code and code.strip():
             lines = ", ".join(line[3:] for line in code.splitlines()[:5])
             raise RegistrationError(f"the code has uncommitted changes ({lines}): commit them, so that the "

@@ -17,8 +17,8 @@ import math
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence
 
-from ..datasets import DATASETS
-from ..provenance import code_label
+from train import DATASETS, code_label
+
 from .cells import RANDOM_INIT, plan
 from .collect import CellRecords
 from .aggregate import ALPHA, paired_comparison
@@ -141,7 +141,7 @@ def _test_sampling(data, ran: List[str]) -> List[str]:
 def header(data, written: str) -> str:
     p = data.pcfg
     return (
-        f"Written {written} by `train/paper/report.py` from the files in this folder alone (rerun with "
+        f"Written {written} by `experiments/paper/report.py` from the files in this folder alone (rerun with "
         f"`python train/run.py --protocol paper --report-only --out {data.out}`). Every number comes from the "
         "`results.json` of a run that finished; a cell that did not is shown as *not run* (or *failed*). Entries "
         "are mean ± sample standard deviation (ddof = 1) over the seeds that finished, with n = that number of "
@@ -495,7 +495,7 @@ def methods(data) -> str:
   (`scipy.stats.ttest_rel`), 95% interval of the mean difference (unadjusted); a verdict needs 3 or more paired
   seeds. One primary comparison (SinSim − SimCLR, linear probe, test, on {primary}) is tested alone at
   level 0.05; every other comparison is one family with Holm's step-down correction
-  (`train/paper/comparisons.py`).
+  (`experiments/paper/comparisons.py`).
 - Geometry (`train/geometry.py`, `train/embedding.py`), measured once by every run on a fixed subsample of
   {b.geometry_points:,} validation images (seed 0; test images when a run has no validation split; no label
   used except by the silhouette): alignment E ||f(x) − f(x+)||² over two SimCLR augmentations, uniformity
@@ -506,7 +506,7 @@ def methods(data) -> str:
   and the probes standardise the features, so an offset alone must not read as collapse.
 - Collapsed features: mean centred uniformity within {UNIFORMITY_MARGIN:g} of the untrained encoder's or above
   it, or a mean centred effective rank below {LOW_RANK_FRACTION:.0%} of the feature dimension. Suspect run: kNN
-  below the untrained encoder's on some seed, flagged in every table (`train/paper/judgements.py`).
+  below the untrained encoder's on some seed, flagged in every table (`experiments/paper/judgements.py`).
 - SinSim with λ = 0 is SimCLR exactly (same initial weights, views and updates), so the sweeps' λ = 0 point is
   the SimCLR cell.
 """

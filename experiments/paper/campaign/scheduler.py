@@ -49,7 +49,7 @@ class Task:
     key: str  # the job's folder, unique
     label: str
     dataset_key: Tuple[str, int]  # (dataset, image size)
-    cell: object  # train.paper.cells.Cell
+    cell: object  # experiments.paper.cells.Cell
     seed: int
     cfg: object  # train.config.Config, resolved
     record: Dict  # written to the cell's campaign.json
@@ -71,7 +71,7 @@ def _worker_main(index: int, tasks, results, log_path: str, threads: int, out: s
     sys.stdout = sys.stderr = log
     import torch
 
-    from ...run_lock import work_inside
+    from train import work_inside
 
     work_inside(out, os.getppid())  # the campaign that started this worker holds OUT's lock
 

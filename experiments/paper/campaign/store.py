@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 from typing import Dict, Optional
 
-from ...storage import atomic_write_json
+from train import atomic_write_json
+
 
 CAMPAIGN_JSON = "campaign.json"
 

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List
 
-from ...storage import atomic_write_text
+from train import atomic_write_text
+
 from ..sections import md_table
 from .cells import all_jobs
 from .plan import Plan
@@ -97,7 +98,7 @@ def render(out: Path, plan: Plan) -> str:
     planned = sum(p for _, p in counts.values())
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# {plan.title}", "",
-             f"Written {written} by `train/paper/campaign/report.py` from this folder's files alone (`python "
+             f"Written {written} by `experiments/paper/campaign/report.py` from this folder's files alone (`python "
              f"train/run.py --protocol campaign --plan {plan.path} --report-only`). The plan "
              f"(`{plan.path.name}`, written {plan.written}) fixed every stage's cells, seeds, budgets and decision "
              "rule before its runs; a stage decides only when all its cell runs have finished, and only by its "

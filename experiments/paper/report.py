@@ -25,7 +25,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..checkpoint import atomic_write_text
+from train import atomic_write_text
+
 from .cells import (RANDOM_INIT, Cell, eps_points, figure_cell_names, grid_sinsim_cell, lambda_points, method_cell,
                     plan, variants)
 from .collect import CellRecords, dataset_error, load_cell

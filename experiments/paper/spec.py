@@ -45,11 +45,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from types import SimpleNamespace
 
-from ..catalog import DATASETS, METHOD_NAMES, METHOD_RECIPES, RecipeError
-from ..checks import nonneg_float, nonneg_int, positive_float
-from ..config import (Config, HelpFormatter, add_training_arguments, cuda_available, method_params,
-                      require_tensorboard, resolved_device, setting_kind, setting_names)
-from ..storage import atomic_write_json
+from train import (DATASETS, METHOD_NAMES, METHOD_RECIPES, Config, HelpFormatter, RecipeError, add_training_arguments,
+                   atomic_write_json, cuda_available, method_params, nonneg_float, nonneg_int, positive_float,
+                   require_tensorboard, resolved_device, setting_kind, setting_names)
 
 PAPER_DATASETS = ("mnist", "cifar10", "cifar100", "stl10")
 PAPER_METHODS = ("simclr", "byol", "vicreg", "barlow", "sinsim")

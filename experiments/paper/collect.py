@@ -9,7 +9,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..predictions import correct, read_predictions
+from train import correct, read_predictions
+
 from .aggregate import Summary, format_summary, summarize
 from .cells import Cell
 

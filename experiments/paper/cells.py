@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..config import EVALUATION_FIELDS, Config, for_method, resolve
+from train import EVALUATION_FIELDS, Config, for_method, resolve
+
 from .spec import FIGURE_METHODS, GRID_SETTINGS, PaperConfig
 
 RANDOM_INIT = "random-init"

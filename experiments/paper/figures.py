@@ -34,7 +34,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..checkpoint import atomic_write_bytes
+from train import atomic_write_bytes
+
 from .aggregate import Summary
 
 DPI = 100

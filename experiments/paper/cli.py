@@ -12,9 +12,8 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from ..errors import TrainerError
-from ..stopping import RunStopped, stopped_line
-from ..storage import describe_os_error
+from train import RunStopped, TrainerError, describe_os_error, stopped_line
+
 from .spec import ProtocolMismatch, parse_paper_config
 
 
@@ -22,11 +21,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pcfg = parse_paper_config(argv)
 
-    from ..parallel import torchrun_world_size
+    from train import torchrun_world_size
 
     if torchrun_world_size() > 1:  # under torchrun: rank 0 runs the grid, the others train each cell with it
-        from ..config import resolved_device
-        from ..parallel.launch import run_distributed
+        from train import resolved_device, run_distributed
 
         return run_distributed(resolved_device(pcfg.base), pcfg.base.dist_timeout, lambda: run_paper(pcfg))
     return run_paper(pcfg)
@@ -34,7 +32,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run_paper(pcfg) -> int:
     """The paper protocol (one process, or the driver of a torchrun job)."""
-    from ..run_lock import hold_run_folder
+    from train import hold_run_folder
+
     from .report import ReportError, write_report
     from .runner import CellMismatch, PaperRunner
 

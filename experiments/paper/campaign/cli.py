@@ -21,8 +21,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ...errors import TrainerError
-from ...storage import describe_os_error
+from train import TrainerError, describe_os_error
 
 DEFAULT_PLAN = "results/campaign/plan.toml"
 

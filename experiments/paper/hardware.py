@@ -9,7 +9,7 @@ from typing import Dict
 
 import torch
 
-from ..provenance import git_state
+from train import git_state
 
 
 def cpu_model() -> str:

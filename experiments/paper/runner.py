@@ -33,14 +33,10 @@ from typing import Callable, Dict, Optional
 
 from tqdm.auto import tqdm
 
-from .. import cpu_threads
-from ..checkpoint import atomic_write_json, previous_path
-from ..config import Config, resolved_device
-from ..datasets import DatasetError, ImageData, load_dataset
-from ..protocol import CHECKPOINT, RunError, random_init_reference, run_method
-from ..results import UnreadableResults, read_results, write_method_results
-from ..stopping import RunStopped
-from ..storage import append_text
+from train import (Config, DatasetError, ImageData, RunError, RunStopped, UnreadableResults, append_text,
+                   atomic_write_json, chosen_cpu_threads, has_checkpoint, load_dataset, random_init_reference,
+                   read_results, resolved_device, run_method, write_method_results)
+
 from .analysis import EMBEDDING_NPZ
 from .analysis import save_features as save_features_of
 from .collect import DATASET_ERROR
@@ -105,7 +101,7 @@ class PaperRunner:
                  f"{' '.join(p.sweep_datasets) or '-'} -> {self.out}")
         event = "interrupted"
         try:
-            with cpu_threads.chosen(p.base.cpu_threads, resolved_device(p.base), self.log):
+            with chosen_cpu_threads(p.base.cpu_threads, resolved_device(p.base), self.log):
                 for dataset in p.all_datasets:
                     self.run_dataset(dataset)
             event = "end"
@@ -173,7 +169,7 @@ def run_cell(cell: Cell, seed: int, cfg: Config, data: ImageData, log: Callable[
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path / CELL_JSON, cell_identity(cfg, cell))
     (path / FAILED_JSON).unlink(missing_ok=True)
-    started = (path / CHECKPOINT).is_file() or previous_path(path / CHECKPOINT).is_file()
+    started = has_checkpoint(path)
     status = "resumed" if started else "ran"
     start = time.perf_counter()
     try:
