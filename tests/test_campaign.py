@@ -23,6 +23,7 @@ from experiments.paper.campaign.registry import RegistrationError, register, req
 from experiments.paper.campaign.rules import DECIDED, IN_PROGRESS, WAITING, evaluate
 from experiments.paper.campaign.store import ForeignCell, state, write_campaign_record
 from experiments.paper.cells import RANDOM_INIT
+from train import RESULTS_SCHEMA
 
 TINY = """
 [settings]
@@ -165,7 +166,8 @@ def test_results_the_campaign_did_not_make_are_refused(tmp_path):
 def _fake(out: Path, job, linear: float, val: float, images: int = 0, right=None):
     folder = job.folder(out)
     folder.mkdir(parents=True, exist_ok=True)
-    result = {"method": job.cell.method, "seed": job.seed, "dataset": job.cell.dataset, "linear": linear,
+    result = {"schema": RESULTS_SCHEMA, "method": job.cell.method, "seed": job.seed, "dataset": job.cell.dataset,
+              "linear": linear,
               "mlp": linear, "knn": linear, "val": {"linear": val, "mlp": val, "knn": val}, "epochs": 1,
               "budget": {"epochs": 1}}
     (folder / "results.json").write_text(json.dumps(result))

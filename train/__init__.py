@@ -58,6 +58,7 @@ _EXPORTS: Dict[str, str] = {
     "read_results": "train.results",
     "write_method_results": "train.results",
     "UnreadableResults": "train.results",
+    "RESULTS_SCHEMA": "train.results",
     "read_predictions": "train.predictions",
     "correct": "train.predictions",
     # errors, stops, files, locks, threads, several processes, provenance

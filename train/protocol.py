@@ -47,7 +47,8 @@ from .parallel.context import current as parallel_job
 from .predictions import PREDICTIONS, write_predictions
 from .progress import EvalProgress
 from .provenance import code_state
-from .results import UnreadableResults, read_results, write_combined, write_method_results, write_metrics_csv
+from .results import (RESULTS_SCHEMA, UnreadableResults, read_results, write_combined, write_method_results,
+                      write_metrics_csv)
 from .run_lock import hold_run_folder
 from .splits import ProbeSplits, probe_splits
 from .tensorboard_log import FOLDER as TENSORBOARD_FOLDER
@@ -160,10 +161,6 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple, closing: contex
         kept = {k: v for k, v in signature.items() if k not in may_change}
         kept.setdefault("world_size", 1)  # a result of several processes is not one process's, and vice versa
         saved = {"world_size": 1, **previous.get("signature", {})}
-        if DATA_KEY not in saved:
-            log(f"note: {out / 'results.json'} does not record the fingerprint of its images (written before it was "
-                f"recorded): cannot check that it was made from {data.source}")
-            saved[DATA_KEY] = signature[DATA_KEY]
         if all(saved.get(k) == v for k, v in kept.items()):
             changed = _changed(previous.get("signature", {}), signature, may_change)
             note = (" (" + ", ".join(f"--{k} {b!r}" for k, (a, b) in changed.items()) + " does not change a finished run)"
@@ -286,6 +283,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple, closing: contex
         raise
     eval_seconds = time.perf_counter() - eval_start
     result = {
+        "schema": RESULTS_SCHEMA,
         "method": cfg.method,
         "dataset": cfg.dataset,
         "dataset_label": dataset_label(data),
@@ -458,8 +456,8 @@ def random_init_reference(cfg: Config, data: ImageData, out=None) -> Dict:
     geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision,
                                 validation=splits.val, progress=progress)
     log(f"random init (no pretraining): linear {scores['linear']:.2f}%  MLP {scores['mlp']:.2f}%  kNN {scores['knn']:.2f}%")
-    return {"method": "random init", "dataset": cfg.dataset, "dataset_label": dataset_label(data),
-            **rounded_scores(scores), "geometry": geometry.record, "knn_k": cfg.knn_k, "epochs": 0,
+    return {"schema": RESULTS_SCHEMA, "method": "random init", "dataset": cfg.dataset,
+            "dataset_label": dataset_label(data), **rounded_scores(scores), "geometry": geometry.record, "knn_k": cfg.knn_k, "epochs": 0,
             "seed": cfg.seed, "eval_seconds": round(time.perf_counter() - start, 3), "device": device_label(device),
             "budget": {"epochs": 0, "batch_size": None, "image_size": cfg.image_size, "train_subset": None,
                        **probe_budget(splits)},

@@ -288,6 +288,11 @@ class ResultsDirective(_TableDirective):
             for f in files:
                 self.env.note_dependency(str(f))
             runs = [json.loads(f.read_text()) for f in files]
+            from train import RESULTS_SCHEMA  # docs/conf.py puts the repository root on the path
+
+            other = [str(f) for f, r in zip(files, runs) if r.get("schema") != RESULTS_SCHEMA]
+            if other:
+                raise self.error(f"{other[0]}: not results schema {RESULTS_SCHEMA} (docs/trainer/index.md)")
             seeds.update(r["seed"] for r in runs)
             device = device or runs[0].get("device")
             if runs[0]["budget"].get("epochs"):

@@ -7,8 +7,6 @@ encoder, probed only). The grid and the sweeps ask for cells by these names,
 so a configuration they share is trained once: the sweeps' lambda = 0 is the
 SimCLR cell, their (``--sinkhorn-term``, ``--sinkhorn-weight``,
 ``--sinkhorn-eps``, ``--sinkhorn-on``) point is the grid's SinSim cell.
-Folders written before the term was named (``sinsim-lam0.1-eps0.05-features``)
-held the entropic term; the report still reads them (``legacy_name``).
 
 Every cell's config is the protocol's shared :class:`~train.config.Config`
 with the cell's dataset, method, seed and Sinkhorn settings, resolved as a
@@ -22,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from train import EVALUATION_FIELDS, Config, for_method, resolve
 
@@ -44,18 +42,6 @@ class Cell:
 
     def path(self, out, seed: int) -> Path:
         return Path(out) / "cells" / self.dataset / self.name / f"seed{seed}"
-
-    @property
-    def legacy_name(self) -> Optional[str]:
-        """The folder name older code gave this cell (entropic SinSim cells only)."""
-        s = self.settings
-        if self.method != "sinsim" or s.get("sinkhorn_term") != "entropic":
-            return None
-        return f"sinsim-lam{_num(s['sinkhorn_weight'])}-eps{_num(s['sinkhorn_eps'])}-{s['sinkhorn_on']}"
-
-    def legacy_path(self, out, seed: int) -> Optional[Path]:
-        name = self.legacy_name
-        return None if name is None else Path(out) / "cells" / self.dataset / name / f"seed{seed}"
 
     @property
     def settings(self) -> Dict[str, Any]:

@@ -1,4 +1,6 @@
-"""Reading what the cells left on disk (the report's only input)."""
+"""Reading what the cells left on disk (the report's only input): each seed's
+``results.json`` (results schema 1, :func:`train.read_results`, which refuses
+any other), ``failed.json`` and ``predictions.npz``."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from train import correct, read_predictions
+from train import correct, read_predictions, read_results
 
 from .aggregate import Summary, format_summary, summarize
 from .cells import Cell
@@ -28,25 +30,19 @@ class CellRecords:
     cell: Cell
     requested: Tuple[int, ...]
     results: Dict[int, dict] = field(default_factory=dict)
-    embeddings: Dict[int, dict] = field(default_factory=dict)
     failed: Dict[int, str] = field(default_factory=dict)
     folders: Dict[int, Path] = field(default_factory=dict)
 
     def scores(self, key: str, source: str = "results") -> Dict[int, float]:
         """``{seed: value}``. ``source``: "results" (test accuracies, timings),
-        "val" (validation accuracies) or "geometry" (results.json's geometry;
-        embedding.json for cells finished by older code)."""
+        "val" (validation accuracies) or "geometry" (results.json's geometry)."""
         if source == "results":
             return {s: r[key] for s, r in self.results.items() if r.get(key) is not None}
         if source == "val":
             return {s: r["val"][key] for s, r in self.results.items() if (r.get("val") or {}).get(key) is not None}
-        if source in ("geometry", "embeddings"):
-            out = {}
-            for s, r in self.results.items():
-                g = r.get("geometry") or self.embeddings.get(s) or {}
-                if g.get(key) is not None:
-                    out[s] = g[key]
-            return out
+        if source == "geometry":
+            return {s: r["geometry"][key] for s, r in self.results.items()
+                    if (r.get("geometry") or {}).get(key) is not None}
         raise ValueError(f"unknown source {source!r}")
 
     def summary(self, key: str, source: str = "results") -> Optional[Summary]:
@@ -81,16 +77,10 @@ def load_cell(out, cell: Cell, seeds: Sequence[int]) -> CellRecords:
     rec = CellRecords(cell, tuple(seeds))
     for seed in seeds:
         folder = cell.path(out, seed)
-        legacy = cell.legacy_path(out, seed)
-        if not folder.is_dir() and legacy is not None and legacy.is_dir():
-            folder = legacy  # written by older code, before the term was in the name
-        result = _read(folder / "results.json")
+        result = read_results(folder)
         if result is not None:
             rec.results[seed] = result
             rec.folders[seed] = folder
-            embedding = _read(folder / "embedding.json")
-            if embedding is not None:
-                rec.embeddings[seed] = embedding
         else:
             failed = _read(folder / "failed.json")
             if failed is not None:

@@ -14,8 +14,9 @@ cell) is the floor:
   :data:`LOW_RANK_FRACTION` of the feature dimension: the features fill only
   a few directions (dimensional collapse), however spread they are.
 
-Runs written before the centred measures existed are not judged (their
-uncentred numbers cannot tell collapse from an offset).
+Runs whose centred measures were not measured (``null`` in their
+``results.json``) are not judged: their uncentred numbers cannot tell
+collapse from an offset.
 
 **Offset** (a note, not a fault): the uncentred uniformity would call the
 features collapsed and the centred one does not; the mean offset ratio

@@ -2,9 +2,8 @@
 
 Reading: ``paper.json`` (what was asked for), ``sessions.jsonl`` (machines,
 commands), and per cell and seed ``results.json`` (accuracies on test and
-validation, geometry, code), ``embedding.npz`` (figure 1's features),
-``failed.json``, and ``embedding.json`` where older code left it. Nothing is
-trained or evaluated here;
+validation, geometry, code), ``embedding.npz`` (figure 1's features) and
+``failed.json``. Nothing is trained or evaluated here;
 running it again redraws the figures (t-SNE / UMAP of the saved features) and
 rewrites the markdown. ``python train/run.py --protocol paper --report-only
 --out OUT`` is the command.
@@ -149,14 +148,14 @@ def draw_embedding_figure(data: ReportData, dataset: str, figures: Figures, log:
         if z is None:
             panels.append(EmbeddingPanel(title))
             continue
-        emb = rec.results[seed].get("geometry") or rec.embeddings.get(seed, {})
+        emb = rec.results[seed].get("geometry") or {}
         note = ", ".join(f"{name} {emb[k]:{fmt}}" for k, name, fmt in (("silhouette", "silhouette", ".3f"),
                                                                        ("uniformity", "uniformity", ".2f"),
                                                                        ("effective_rank", "rank", ".0f"))
                          if emb.get(k) is not None)
         panels.append(EmbeddingPanel(title, z["features"], z["labels"], note))
         classes, points = [str(c) for c in z["classes"]], len(z["labels"])
-        total = emb.get("test_images")  # recorded when the geometry was measured on the test split
+        total = emb.get("split_images") if emb.get("split") == "test" else None  # the figure's split
         budget = budget_text(rec.results[seed])
     rel = f"{FIGURES}/fig1-embeddings-{dataset}.png"
     sub = f"{points:,} of {total:,} test images (random subsample, seed 0)" if total else f"{points:,} test images"

@@ -47,7 +47,7 @@ def entry(data, dataset: str, rec: CellRecords, key: str, source: str = "results
     if not rec.results and not rec.failed and data.dataset_error(dataset):
         return "not run (dataset not found)"
     if rec.results and not rec.scores(key, source):
-        return "not measured (older code)" if source in ("val", "geometry") else "-"
+        return "not measured" if source in ("val", "geometry") else "-"
     return rec.text(key, source, digits)
 
 
@@ -102,10 +102,7 @@ def limits(data, family) -> str:
         cannot.append("any verdict at all: fewer than 3 seeds")
     lines.append("What they cannot show: " + "; ".join(cannot) + ".")
     lines += _test_sampling(data, ran)
-    if p.legacy:
-        lines += ["", "**Written by older code.** These runs predate the validation split, the named Sinkhorn term "
-                  "(they used the entropic one), the effective rank and the recorded commit: validation and rank "
-                  "entries read *not measured*, and no choice in this report could be made on validation."]
+    lines += [line for note in p.notes for line in ("", f"**Note.** {note}")]
     mixed = code_states(data)
     if len(mixed) > 1:
         lines += ["", f"**Runs of {len(mixed)} different code states are mixed** in this report: see *Code that "
@@ -162,8 +159,8 @@ def verdict(data, family) -> str:
                      f"SimCLR, linear probe, test top-1, on {data.title(p.primary_dataset) if p.primary_dataset else '-'}"
                      ", and no seed has finished both cells there.")
     else:
-        when = ("declared by the protocol's code, which these older runs predate" if p.legacy else
-                "declared by the protocol before the runs")
+        when = ("declared by the protocol before the runs" if p.declared_before_runs else
+                "declared by the protocol after these runs were made: see the notes above")
         lines += [primary_headline(data, primary), "", f"Primary comparison ({when}): {primary.sentence()}"]
     decided = family.decided()
     lines += ["", f"Every other comparison in this report (m = {family.size} with 3 or more paired seeds) is one "
@@ -191,7 +188,7 @@ def primary_headline(data, primary) -> str:
     boot = image_bootstrap(a, b, "test", "linear")
     failed = []
     if val is None:
-        failed.append("no validation accuracy to check its sign on (older code)")
+        failed.append("no validation accuracy to check its sign on")
     elif val.mean * primary.comparison.mean <= 0:
         failed.append(f"the validation split points the other way ({val.described()} points, validation linear)")
     if boot is None:
@@ -314,7 +311,7 @@ def probe_table(data, key: str, title: str, source: str = "results") -> str:
                 text += " (suspect: kNN below the untrained encoder)"
             row.append(text)
         rows.append(row)
-    missing = "" if any_number else (" — not measured (older code)" if any_run else " — not run")
+    missing = "" if any_number else (" — not measured" if any_run else " — not run")
     return f"## {title}{missing}\n\n" + md_table(head, rows)
 
 

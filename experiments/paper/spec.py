@@ -1,5 +1,11 @@
 """The paper protocol's settings: its command line, :class:`PaperConfig`, and ``paper.json``.
 
+``paper.json`` (schema :data:`PAPER_SCHEMA`): ``settings`` and ``selection``
+(below), ``primary_declared_before_runs`` (true when the protocol wrote the
+folder's first ``paper.json`` before any of its cells ran) and ``notes``
+(what a reader of the folder's report must know about its runs, printed
+under the report's *Budget and limits*).
+
 Two kinds of setting:
 
 * **settings** change the numbers a cell produces or the analysis declared
@@ -16,9 +22,8 @@ Two kinds of setting:
 
 Defaults that differ from a single run, and why:
 
-* ``--knn-k 200``: the prior measurement the sweeps must explain (issue 5:
-  CIFAR-10 JPEG copy, 50 epochs, lambda 0 / 0.1 / 1.0 -> 72.8 / 72.75 / 71.5%
-  kNN) used k = 200.
+* ``--knn-k 200``: the k of the earlier measurement the sweeps are set beside
+  (``prior.toml``: CIFAR-10 JPEG copy, 50 epochs, kNN against lambda).
 * ``--sweep-on features projection``: that measurement put the term on the
   projections, the paper (and the grid's SinSim, ``--sinkhorn-on features``)
   on the encoder features; the sweeps run both.
@@ -62,6 +67,7 @@ DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_LAMBDAS = (0.0, 0.01, 0.1, 1.0)
 DEFAULT_EPSILONS = (0.02, 0.05, 0.1, 0.5)
 DEFAULT_OUT = "runs/paper"
+PAPER_SCHEMA = 1  # the version of paper.json's layout (the module docstring)
 
 # Settings that say where and how fast a cell runs, not what it computes, and the ones each cell sets.
 RUN_ONLY_FIELDS = tuple(k for k in setting_names() if setting_kind(k) == "run") + ("dataset", "method", "seed")
@@ -70,7 +76,7 @@ SELECTION_FIELDS = ("datasets", "methods", "seeds", "sweep_datasets", "sweeps", 
 
 
 class ProtocolMismatch(RuntimeError):
-    """The output folder holds a protocol run with other settings."""
+    """The output folder holds a protocol run with other settings, or a ``paper.json`` of another schema."""
 
 
 @dataclass
@@ -89,7 +95,8 @@ class PaperConfig:
     primary_dataset: Optional[str] = None  # None: default_primary(datasets)
     report_only: bool = False
     argv: List[str] = field(default_factory=list)
-    legacy: bool = False  # read from a paper.json written by older code (report only)
+    notes: List[str] = field(default_factory=list)  # paper.json's notes on its runs
+    declared_before_runs: bool = True  # paper.json's primary_declared_before_runs
 
     def __post_init__(self):
         if self.primary_dataset is None:
@@ -115,24 +122,13 @@ class PaperConfig:
 
     @classmethod
     def from_saved(cls, saved: Dict[str, Any], out: str) -> "PaperConfig":
-        """The config a ``paper.json`` describes (for the report). A file
-        written by older code (before the Sinkhorn term was a named choice)
-        is read as what it was: the entropic term, no validation split, and
-        only entropic sweeps; ``legacy`` is set so the report can say so."""
+        """The config a ``paper.json`` describes (for the report)."""
         settings = dict(saved["settings"])
-        selection = dict(saved["selection"])
-        legacy = "embedding_points" in settings or "sinkhorn_debias" in settings
-        if "embedding_points" in settings:
-            settings["geometry_points"] = settings.pop("embedding_points")
-        if "sinkhorn_debias" in settings:
-            settings["sinkhorn_term"] = "divergence" if settings.pop("sinkhorn_debias") else "entropic"
-            settings.setdefault("val_fraction", 0.0)
-            selection.setdefault("sweep_terms", [settings["sinkhorn_term"]])
         primary = settings.pop("primary_dataset", None)
-        known = setting_names()
-        base = Config.from_settings({k: v for k, v in settings.items() if k in known})
-        return cls(base=base, out=out, primary_dataset=primary, legacy=legacy,
-                   **{k: v for k, v in selection.items() if k in SELECTION_FIELDS})
+        base = Config.from_settings(settings)
+        return cls(base=base, out=out, primary_dataset=primary, notes=list(saved.get("notes", [])),
+                   declared_before_runs=saved["primary_declared_before_runs"],
+                   **{k: v for k, v in saved["selection"].items() if k in SELECTION_FIELDS})
 
 
 def default_primary(datasets: Sequence[str]) -> Optional[str]:
@@ -255,8 +251,15 @@ def paper_json(out) -> Path:
 
 
 def read_protocol(out) -> Optional[Dict[str, Any]]:
+    """``OUT/paper.json`` (None when there is none); :class:`ProtocolMismatch` for another schema."""
     path = paper_json(out)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("schema") != PAPER_SCHEMA:
+        raise ProtocolMismatch(f"{path} has schema {saved.get('schema')!r}; this code reads paper.json schema "
+                               f"{PAPER_SCHEMA} only (experiments/paper/spec.py)")
+    return saved
 
 
 def _flag(name: str) -> str:
@@ -277,6 +280,8 @@ def record_protocol(pcfg: PaperConfig) -> Dict[str, Any]:
                 "budget, so that its tables never mix them: repeat the same flags, or pass another --out"
             )
         selection = {k: _unique(list(saved["selection"].get(k, [])) + v) for k, v in selection.items()}
-    record = {"settings": settings, "selection": selection}
+    record = {"schema": PAPER_SCHEMA, "settings": settings, "selection": selection,
+              "primary_declared_before_runs": True if saved is None else saved["primary_declared_before_runs"],
+              "notes": [] if saved is None else saved.get("notes", [])}
     atomic_write_json(paper_json(pcfg.out), record)
     return record

@@ -4,6 +4,8 @@ and epsilon sweeps (figures 2 and 3). Shared rules: :mod:`.sections`."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 from .cells import RANDOM_INIT, method_cell, sinsim_cell, variants as variant_lines
@@ -12,12 +14,10 @@ from .collect import CellRecords
 from .comparisons import chosen_on_validation
 from .figures import UMAP_MISSING
 from .judgements import collapse_reasons, offset_note
-from .labels import TERM_NAMES, cell_text
+from .labels import DATASET_NAMES, TERM_NAMES, cell_text
 from .sections import entry, geometry_table, md_table
 
-PRIOR = ("An earlier single run, quoted in issue 5 and docs/performance/gpu.md (not one of the runs of this report): CIFAR-10 "
-         "JPEG copy, 50 epochs, batch 512, one seed, the entropic term on the normalised projections, ε = 0.05, "
-         "kNN with k = 200: λ = 0 → 72.8 %, λ = 0.1 → 72.75 %, λ = 1.0 → 71.5 %.")
+PRIOR = Path(__file__).with_name("prior.toml")  # the earlier measurement the lambda sweep is set beside
 LITERAL = ("entropic", "features")  # the paper's equation (3) on the encoder features h it names
 
 
@@ -110,7 +110,7 @@ def _favoured(data, d: str, recs) -> List[str]:
     scored = [(s.mean, s.n, term, on, rec) for term, on, _, rec in recs
               for s in [rec.summary("linear", "val")] if s is not None]
     if not scored:
-        return ["", "No validation accuracy recorded (older code): the evidence cannot favour a variant here."]
+        return ["", "No validation accuracy recorded: the evidence cannot favour a variant here."]
     scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
     best_mean, best_n, term, on, best = scored[0]
     text = (f"On validation, **{term} on {on}** has the highest mean linear accuracy at this (λ, ε) "
@@ -154,12 +154,11 @@ def embeddings(data, figures) -> str:
             lines.append(f"![Figure 1: {data.title(d)}]({figures.embeddings[d]})")
         else:
             lines.append(f"Figure 1: {figures.embedding_notes.get(d, 'not drawn')}.")
-        points = [r.get("geometry") or r.get("_embedding") for rec in recs for r in rec.results.values()
-                  if r.get("geometry")] + [e for rec in recs for e in rec.embeddings.values()]
+        points = [r["geometry"] for rec in recs for r in rec.results.values() if r.get("geometry")]
         if points:
             e = points[0]
             split = e.get("split", "test")
-            total = e.get("split_images", e.get("test_images"))
+            total = e["split_images"]
             lines += ["", f"Measured on {e['points']:,} of {total:,} {split} images (random subsample, "
                       f"seed {e['subsample_seed']}); alignment views: {e['alignment_views']}."]
         if ran:
@@ -227,26 +226,44 @@ def sweeps(data, figures, family) -> str:
                  + ", ".join(f"{t} on {o}" for t, o in variant_lines(p)) + "."]
         lines += _sweep_block(data, d, "lambda", figures, family)
         lines += _sweep_block(data, d, "eps", figures, family)
-        if d == "cifar10":
+        if d == read_prior()["dataset"]:
             lines += ["", _prior(data, d)]
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
 
 
+def read_prior(path: Path = PRIOR) -> dict:
+    with open(path, "rb") as f:
+        prior = tomllib.load(f)
+    prior["knn"] = {float(lam): acc for lam, acc in prior["knn"].items()}
+    return prior
+
+
+def _prior_text(prior: dict) -> str:
+    points = ", ".join(f"λ = {lam:g} → {acc:g} %" for lam, acc in sorted(prior["knn"].items()))
+    return (f"An earlier measurement ({prior['source']}; not one of the runs of this report): "
+            f"{DATASET_NAMES.get(prior['dataset'], prior['dataset'])} JPEG copy, {prior['epochs']} epochs, batch "
+            f"{prior['batch_size']}, {len(prior['seeds'])} seed, the {prior['term']} term on the normalised "
+            f"{'projections' if prior['on'] == 'projection' else 'features'}, ε = {prior['eps']:g}, kNN with "
+            f"k = {prior['knn_k']}: {points}.")
+
+
 def _prior(data, d: str) -> str:
+    prior = read_prior()
     b, s = data.pcfg.base, data.pcfg.sinsim
-    lines = ["### The earlier measurement", "", PRIOR, ""]
-    ok = "projection" in data.pcfg.sweep_on and "entropic" in data.pcfg.sweep_terms
-    points = dict(data.lambda_sweep(d, "projection", "entropic")) if ok else {}
-    ours: List[Tuple[float, CellRecords]] = [(lam, points[lam]) for lam in (0.0, 0.1, 1.0)
+    lines = ["### The earlier measurement", "", _prior_text(prior), ""]
+    ok = prior["on"] in data.pcfg.sweep_on and prior["term"] in data.pcfg.sweep_terms
+    points = dict(data.lambda_sweep(d, prior["on"], prior["term"])) if ok else {}
+    ours: List[Tuple[float, CellRecords]] = [(lam, points[lam]) for lam in sorted(prior["knn"])
                                              if lam in points and points[lam].results]
-    if not any(lam > 0 for lam, _ in ours) or s.sinkhorn_eps != 0.05:
-        lines.append("This report has no matching runs (λ sweep of the entropic term on projections at ε = 0.05) "
-                     "to set beside it.")
+    if not any(lam > 0 for lam, _ in ours) or s.sinkhorn_eps != prior["eps"]:
+        place = "projections" if prior["on"] == "projection" else prior["on"]
+        lines.append(f"This report has no matching runs (λ sweep of the {prior['term']} term on {place} at "
+                     f"ε = {prior['eps']:g}) to set beside it.")
         return "\n".join(lines)
     lines.append(f"The same points here (kNN, k = {b.knn_k}): "
                  + "; ".join(f"λ = {lam:g} → {rec.text('knn')}" for lam, rec in ours)
                  + ". Their differences to λ = 0 are in the table above (Holm-corrected). These runs differ from "
-                 "the earlier one in budget or kNN k, so only differences between λ values compare with it; one "
-                 "seed could not separate 72.8 % from 72.75 %.")
+                 "the earlier one in budget or kNN k, so only differences between λ values compare with it; "
+                 f"the earlier run had {len(prior['seeds'])} seed per λ, too few to separate its points.")
     return "\n".join(lines)
