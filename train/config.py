@@ -130,7 +130,7 @@ class Config:
         fields and hyper-parameters; under torchrun also the number of
         processes and the ``parallel`` fields, which change the data order,
         the augmentations and the BatchNorm statistics (absent in one
-        process, so its signatures are those of before)."""
+        process)."""
         from .parallel.env import torchrun_world_size  # no torch
 
         signature = {k: getattr(self, k) for k in TRAINING_FIELDS}
