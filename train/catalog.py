@@ -357,6 +357,7 @@ def _check_shared_params(methods: Mapping[str, MethodRecipe]) -> None:
                 seen[p.name] = (m.name, p)
 
 
+#: ``{name: DatasetSpec}`` and ``{name: MethodRecipe}``, read from ``train/recipes/`` (methods in their ``order``).
 DATASETS, METHOD_RECIPES = read_recipes()
 METHOD_NAMES: Tuple[str, ...] = tuple(METHOD_RECIPES)
 
