@@ -100,6 +100,9 @@ def run_single(cfg) -> int:
         print(stopped_line(exc, f"continue with the same command plus --resume{kept} (out: {cfg.out})"),
               file=sys.stderr)
         return exc.exit_status
+    except KeyboardInterrupt:  # Ctrl-C before the stop handler was installed, or raised by a library
+        print(f"interrupted; continue with the same command plus --resume (out: {cfg.out})", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -53,3 +53,7 @@ def run_paper(pcfg) -> int:
         print(stopped_line(exc, f"run the same command again: finished cells are kept and the stopped one resumes "
                                 f"from its checkpoint (out: {pcfg.out})"), file=sys.stderr)
         return exc.exit_status
+    except KeyboardInterrupt:  # Ctrl-C before the stop handler was installed, or raised by a library
+        print(f"interrupted; run the same command again: finished cells are kept and the interrupted one resumes "
+              f"from its last checkpoint (out: {pcfg.out})", file=sys.stderr)
+        return 130
