@@ -28,7 +28,7 @@ def build(name: str, **overrides):
 
 
 def test_registry_holds_the_five_methods():
-    assert set(METHODS) == {"sinsim", "simclr", "byol", "vicreg", "barlow"}
+    assert set(METHODS) >= {"sinsim", "simclr", "byol", "vicreg", "barlow"}
     for name, cls in METHODS.items():
         assert cls.name == name and METHOD_RECIPES[name].training["lr"] > 0
 
