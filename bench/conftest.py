@@ -1,11 +1,7 @@
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import SPEEDUPS  # noqa: E402
-from peers_table import RESULTS as PEER_RESULTS, markdown as peer_markdown  # noqa: E402
+from common import SPEEDUPS
+from peers_table import RESULTS as PEER_RESULTS, markdown as peer_markdown
 
 
 def pytest_addoption(parser):

@@ -23,23 +23,18 @@ Jobs:
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _trainer(job, rank, world):
     import torch
 
-    from train.config import Config, for_method, resolve
-    from train.protocol import build_trainer
+    from train import build_trainer, run_config
 
     _, name, batch, size, _steps = job
     torch.manual_seed(0)
-    cfg = for_method(resolve(Config(dataset="cifar10", method=name, device="cpu", image_size=size,
-                                    batch_size=batch, precision="fp32")), name)
+    cfg = run_config(name, "cifar10", device="cpu", image_size=size, batch_size=batch, precision="fp32",
+                     sinkhorn_shard="never")
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     trainer = build_trainer(cfg, images, 3, (0.5,) * 3, (0.25,) * 3)
     shard = images[rank * batch // world : (rank + 1) * batch // world]
@@ -47,7 +42,7 @@ def _trainer(job, rank, world):
         from train.parallel.model import make_data_parallel
 
         trainer.step_fn = make_data_parallel(trainer.method, torch.device("cpu"), sync_bn=False,
-                                             shard_sinkhorn=False, local_rank=0)
+                                             global_batch=trainer.batch_size, local_rank=0)
     trainer.method.train()
     return (lambda: trainer._train_step(shard)), 0
 
@@ -89,7 +84,6 @@ def _sinkhorn(job, rank, world):
 
 
 def serve(rank: int, world: int, port: int, threads: int, jobs, answers) -> None:
-    sys.path.insert(0, str(ROOT))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import torch
     import torch.distributed as dist

@@ -5,13 +5,11 @@
 """
 
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import sinsim_ext  # noqa: E402
-from common import embeddings  # noqa: E402
+import sinsim_ext
+from common import embeddings
 
 n, batch = int(sys.argv[1]), int(sys.argv[2])
 x, y = embeddings(n, batch=batch or None, device="cuda")

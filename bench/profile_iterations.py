@@ -14,13 +14,11 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import sinsim_ext  # noqa: E402
-from common import embeddings  # noqa: E402
+import sinsim_ext
+from common import embeddings
 
 
 def gpu_ms(fn, reps=20, warmup=3):

@@ -33,10 +33,8 @@ Nothing here is measured on several GPUs. The inputs, each stated:
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 N = 8
 # per-GPU batch -> measured step seconds (H200, SimCLR, 32 px, bf16, eager; see the docstring)
@@ -52,16 +50,16 @@ def model_sizes():
     """(trainable parameters, projection dim, BatchNorm layers, their channels) of SimCLR's defaults."""
     import torch
 
-    from train.config import Config, for_method, resolve
+    from train import run_config
     from train.methods import METHODS
     from train.models import resnet18_encoder
 
-    cfg = for_method(resolve(Config(dataset="cifar10", method="simclr")), "simclr")
+    cfg = run_config("simclr", "cifar10")
     backbone, dim = resnet18_encoder(3, 32)
     method = METHODS["simclr"](backbone, dim, cfg)
     params = sum(p.numel() for p in method.trainable().parameters())
     bns = [m for m in method.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    return params, cfg.proj_output_dim, len(bns), sum(b.num_features for b in bns)
+    return params, cfg.params["proj_output_dim"], len(bns), sum(b.num_features for b in bns)
 
 
 def rows():

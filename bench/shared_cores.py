@@ -108,7 +108,7 @@ def run_digits(threads: str, env: Dict[str, str], scratch: Path) -> Dict[str, Di
 
 
 def run_term(threads: str, env: Dict[str, str], scratch: Path) -> Dict[str, Dict]:
-    done = timed([sys.executable, __file__, "--term-worker", threads], env)
+    done = timed([sys.executable, "-m", "bench.shared_cores", "--term-worker", threads], env)  # from ROOT: imports train
     return {f"sinkhorn-term n={n}": {"seconds": float(t), "cpu_s": None}
             for n, t in (line.split() for line in done["output"].splitlines() if line[:1].isdigit())}
 
@@ -116,10 +116,8 @@ def run_term(threads: str, env: Dict[str, str], scratch: Path) -> Dict[str, Dict
 def term_worker(threads: str) -> None:
     """SinSim's divergence term on 512-d features (bench/test_sinkhorn_cpu.py::test_sinsim_term), forward +
     backward with the kernel: prints ``n median_seconds`` (20 rounds) per size."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
     import sinsim_ext
-    from common import EPS, ITERS, embeddings, value_and_grad
+    from bench.common import EPS, ITERS, embeddings, value_and_grad
     from train import cpu_threads
 
     cpu_threads.configure(threads, "cpu")

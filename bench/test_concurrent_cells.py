@@ -18,16 +18,12 @@ campaign's K is chosen by this measurement.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SETTINGS = {"cpu": dict(batch=32, size=16, precision="fp32", steps=3, warmup=1, ks=(1, 2), compile=(False,))}
 if torch.cuda.is_available():
@@ -38,14 +34,12 @@ CASES = [(device, k, c) for device, s in SETTINGS.items() for k in s["ks"] for c
 
 
 def _worker(device: str, s: dict, compiled: bool, barrier, results) -> None:
-    sys.path.insert(0, str(ROOT))
     torch.set_num_threads(1 if device == "cpu" else 2)
-    from train.config import Config, for_method, resolve
-    from train.protocol import build_trainer
+    from train import build_trainer, run_config
 
     torch.manual_seed(0)
-    cfg = for_method(resolve(Config(dataset="cifar10", method="simclr", device=device, image_size=s["size"],
-                                    batch_size=s["batch"], precision=s["precision"], compile=compiled)), "simclr")
+    cfg = run_config("simclr", "cifar10", device=device, image_size=s["size"], batch_size=s["batch"],
+                     precision=s["precision"], compile=compiled)
     images = torch.randint(0, 256, (4 * s["batch"], 3, s["size"], s["size"]), dtype=torch.uint8, device=device)
     trainer = build_trainer(cfg, images, 3, (0.5,) * 3, (0.25,) * 3)
     trainer.method.train()

@@ -80,12 +80,10 @@ def test_single_gpu_step_time_per_batch(benchmark, batch):
     batches of a global batch of 256-4096 on 8 GPUs."""
     import torch
 
-    from train.config import Config, for_method, resolve
-    from train.protocol import build_trainer
+    from train import build_trainer, run_config
 
     torch.manual_seed(0)
-    cfg = for_method(resolve(Config(dataset="cifar10", method="simclr", device="cuda", image_size=32,
-                                    batch_size=batch, precision="bf16")), "simclr")
+    cfg = run_config("simclr", "cifar10", device="cuda", image_size=32, batch_size=batch, precision="bf16")
     images = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device="cuda")
     trainer = build_trainer(cfg, images, 3, (0.5,) * 3, (0.25,) * 3)
     trainer.method.train()

@@ -16,32 +16,27 @@ Each entry's ``extra_info`` holds ``images_per_second`` (batch / median step).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import train`
 
-from train.config import Config, for_method, resolve  # noqa: E402
-from train.engine import Trainer, weight_norm  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.protocol import build_trainer  # noqa: E402
+from train import METHOD_NAMES, build_trainer, run_config
+from train.engine import Trainer, weight_norm
 
 SETTINGS = {"cpu": dict(batch=32, size=16, precision="fp32", rounds=5)}
 if torch.cuda.is_available():
     SETTINGS["cuda"] = dict(batch=512, size=32, precision="bf16", rounds=30)
 
-CASES = [(name, "auto") for name in METHODS] + [("sinsim", "reference")]
+CASES = [(name, "auto") for name in METHOD_NAMES] + [("sinsim", "reference")]
 
 
 def make_trainer(name: str, backend: str, device: str, batch: int, size: int, precision: str) -> Trainer:
     torch.manual_seed(0)
-    base = resolve(Config(dataset="cifar10", method=name, device=device, image_size=size, batch_size=batch,
-                          precision=precision, sinkhorn_backend=backend))
+    cfg = run_config(name, "cifar10", device=device, image_size=size, batch_size=batch, precision=precision,
+                     sinkhorn_backend=backend)
     images = torch.randint(0, 256, (4 * batch, 3, size, size), dtype=torch.uint8, device=device)
-    return build_trainer(for_method(base, name), images, 3, (0.5,) * 3, (0.25,) * 3)
+    return build_trainer(cfg, images, 3, (0.5,) * 3, (0.25,) * 3)
 
 
 @pytest.mark.parametrize("device", list(SETTINGS))

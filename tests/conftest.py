@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import os
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
+
+# The processes the tests start (train/run.py, torchrun's workers, helper
+# scripts) import this checkout's packages, as the tests themselves do
+# (pytest's pythonpath setting).
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture

@@ -24,12 +24,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.config import Config, for_method, resolve  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.models import resnet18_encoder  # noqa: E402
-from train.parallel.model import make_data_parallel  # noqa: E402
+from train.config import Config, run_config
+from train.methods import METHODS
+from train.models import resnet18_encoder
+from train.parallel.model import make_data_parallel
 
 BATCH = 16
 CASES = [(name, sync, "never") for name in METHODS for sync in (True, False)]
@@ -37,12 +36,11 @@ CASES += [("sinsim", sync, "always") for sync in (True, False)]  # the row-shard
 CASES += [("sinsim-entropic", True, "always"), ("sinsim-entropic", True, "never")]
 
 
-def config(case: str) -> Config:
+def config(case: str, shard: str) -> Config:
     name, _, term = case.partition("-")
-    base = Config(dataset="digits", method=name, image_size=8, batch_size=BATCH, proj_hidden_dim=64,
-                  proj_output_dim=32, pred_hidden_dim=64, sinkhorn_weight=1.0, sinkhorn_iters=30,
-                  sinkhorn_term=term or "divergence", device="cpu")
-    return for_method(resolve(base), name)
+    return run_config(name, image_size=8, batch_size=BATCH, proj_hidden_dim=64, proj_output_dim=32,
+                      pred_hidden_dim=64, sinkhorn_weight=1.0, sinkhorn_iters=30, sinkhorn_term=term or "divergence",
+                      sinkhorn_shard=shard, device="cpu")
 
 
 def build(cfg: Config):
@@ -72,10 +70,9 @@ def reference(cfg: Config, sync_bn: bool, world: int):
     return float(loss.detach()), grads, stats
 
 
-def distributed(cfg: Config, sync_bn: bool, shard: str, rank: int, world: int):
+def distributed(cfg: Config, sync_bn: bool, rank: int, world: int):
     method = build(cfg)
-    step = make_data_parallel(method, torch.device("cpu"), sync_bn=sync_bn,
-                              shard_sinkhorn=cfg.method == "sinsim" and shard == "always", local_rank=0)
+    step = make_data_parallel(method, torch.device("cpu"), sync_bn=sync_bn, global_batch=BATCH, local_rank=0)
     v1, v2 = views()
     mine = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
     loss, _ = step(v1[mine], v2[mine])
@@ -105,8 +102,8 @@ def main(out: str) -> None:
     report = {}
     for name, sync_bn, shard in CASES:
         case = f"{name} sync-bn={sync_bn} sinkhorn-shard={shard}"
-        cfg = config(name)
-        loss, grads, stats = distributed(cfg, sync_bn, shard, rank, world)
+        cfg = config(name, shard)
+        loss, grads, stats = distributed(cfg, sync_bn, rank, world)
         losses = [None] * world
         dist.all_gather_object(losses, loss)
         flat = torch.cat([g.flatten() for g in grads.values()])

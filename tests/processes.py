@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -41,10 +40,8 @@ def signalled(tmp_path, signum: int, script, *, after_calls: int = 1,
     module, _, name = target.partition(":")
     owner, _, attribute = name.rpartition(".")
     wrapper = tmp_path / f"signal_{signum}_after_{after_calls}_{attribute}.py"
-    root = Path(script).resolve().parents[1]
     wrapper.write_text(
         "import importlib, os, runpy, sys\n"
-        f"sys.path.insert(0, {str(root)!r})\n"
         f"owner = importlib.import_module({module!r})\n"
         + (f"owner = getattr(owner, {owner!r})\n" if owner else "")
         + f"real, calls = getattr(owner, {attribute!r}), []\n"

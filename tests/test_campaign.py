@@ -1,4 +1,4 @@
-"""The pre-registered campaign (train/paper/campaign/): the plan's checks, registration, the decision rules on
+"""The pre-registered campaign (experiments/paper/campaign/): the plan's checks, registration, the decision rules on
 hand-made results, and the command end to end on digits with two worker processes (deadline, resume, no rerun,
 results identical to a sequential run)."""
 
@@ -15,15 +15,15 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from train.paper.campaign import registry  # noqa: E402
-from train.paper.campaign.cells import all_jobs  # noqa: E402
-from train.paper.campaign.plan import PlanError, read_plan  # noqa: E402
-from train.paper.campaign.registry import RegistrationError, register, require_registered  # noqa: E402
-from train.paper.campaign.rules import DECIDED, IN_PROGRESS, WAITING, evaluate  # noqa: E402
-from train.paper.campaign.store import ForeignCell, state, write_campaign_record  # noqa: E402
-from train.paper.cells import RANDOM_INIT  # noqa: E402
+from experiments.paper.campaign import registry
+from experiments.paper.campaign.cells import all_jobs
+from experiments.paper.campaign.plan import PlanError, read_plan
+from experiments.paper.campaign.registry import RegistrationError, register, require_registered
+from experiments.paper.campaign.rules import DECIDED, IN_PROGRESS, WAITING, evaluate
+from experiments.paper.campaign.store import ForeignCell, state, write_campaign_record
+from experiments.paper.cells import RANDOM_INIT
+from train import RESULTS_SCHEMA
 
 TINY = """
 [settings]
@@ -166,7 +166,8 @@ def test_results_the_campaign_did_not_make_are_refused(tmp_path):
 def _fake(out: Path, job, linear: float, val: float, images: int = 0, right=None):
     folder = job.folder(out)
     folder.mkdir(parents=True, exist_ok=True)
-    result = {"method": job.cell.method, "seed": job.seed, "dataset": job.cell.dataset, "linear": linear,
+    result = {"schema": RESULTS_SCHEMA, "method": job.cell.method, "seed": job.seed, "dataset": job.cell.dataset,
+              "linear": linear,
               "mlp": linear, "knn": linear, "val": {"linear": val, "mlp": val, "knn": val}, "epochs": 1,
               "budget": {"epochs": 1}}
     (folder / "results.json").write_text(json.dumps(result))
@@ -331,8 +332,8 @@ def test_a_cell_run_by_the_workers_equals_a_sequential_run(ran, tmp_path):
     from argparse import Namespace
 
     from train.datasets import load_dataset
-    from train.paper.campaign.runner import CampaignRunner
-    from train.paper.runner import run_cell
+    from experiments.paper.campaign.runner import CampaignRunner
+    from experiments.paper.runner import run_cell
 
     out, plan, *_ = ran
     (_, a), _ = evaluate(out, plan)

@@ -4,17 +4,15 @@ default, a fixed choice (--cpu-threads N, OMP_NUM_THREADS) is kept."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from train import cpu_threads  # noqa: E402
-from train.config import parse_config  # noqa: E402
+from train import cpu_threads
+from train.config import parse_config
 
 TICK = 100  # jiffies per second (SC_CLK_TCK on Linux)
 

@@ -8,19 +8,14 @@ skipped without it.
 from __future__ import annotations
 
 import math
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import equal_accuracy as ea  # noqa: E402
-import peer_solvers  # noqa: E402
-
-import sinsim_ext  # noqa: E402
+import sinsim_ext
+from bench import equal_accuracy as ea
+from bench import peer_solvers
 
 
 @pytest.fixture(autouse=True)
@@ -125,7 +120,7 @@ def test_ott_convention_float32():
 
 
 def test_table_from_outcomes():
-    import peers_table
+    from bench import peers_table
 
     base = dict(n=256, dataset="unit", eps=0.01, threads=1, load=5.0)
     rows = [

@@ -153,11 +153,11 @@ def test_vicreg_by_hand():
 
 def test_the_trainers_vicreg_sums_the_views_variance_terms_as_its_cited_recipe():
     """train/methods/vicreg.py cites solo-learn's CIFAR recipe, whose loss adds v(Z) + v(Z')."""
-    from train.config import Config, for_method
+    from train import run_config
     from train.methods import METHODS
     from train.models import resnet18_encoder
 
-    cfg = for_method(Config(dataset="digits", image_size=8), "vicreg")
+    cfg = run_config("vicreg", image_size=8, device="cpu")
     backbone, dim = resnet18_encoder(1, 8)
     method = METHODS["vicreg"](backbone, dim, cfg)
     assert method.vicreg.variance_views == "sum"
@@ -221,8 +221,8 @@ def test_losses_compute_half_precision_inputs_in_float32(loss):
 @pytest.mark.parametrize("loss_cls", [VICRegLoss, BarlowTwinsLoss, NTXentLoss])
 def test_losses_are_not_rounded_by_a_surrounding_autocast(gen, loss_cls):
     """Under bf16 autocast a loss's own matrix products would be rounded to
-    8 mantissa bits (VICReg's covariance then blew up a CIFAR-10 run on an
-    H100); the loss must give its float32 value however it is called."""
+    8 mantissa bits (enough to blow up VICReg's covariance term on CIFAR-10);
+    the loss must give its float32 value however it is called."""
     z1, z2 = torch.randn(64, 32, generator=gen), torch.randn(64, 32, generator=gen)
     loss = loss_cls()
     expected = loss(z1, z2)

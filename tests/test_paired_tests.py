@@ -1,4 +1,4 @@
-"""The paired tests of train/paper/paired_tests.py against independent answers: scipy's permutation test,
+"""The paired tests of experiments/paper/paired_tests.py against independent answers: scipy's permutation test,
 exact enumeration of the bootstrap over seeds, the normal approximation over images, a hand-counted McNemar."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from train.paper.paired_tests import mcnemar_exact, paired_bootstrap, sign_flip_floor, sign_flip_test
+from experiments.paper.paired_tests import mcnemar_exact, paired_bootstrap, sign_flip_floor, sign_flip_test
 
 
 @pytest.mark.parametrize("diffs", [[1.0, 2.0, 3.0], [0.4, -0.1, 0.9, 0.3, 0.6], [1.5, -2.0, 0.5, -0.25, 3.0, 0.1]])

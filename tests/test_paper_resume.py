@@ -15,16 +15,15 @@ import torch
 from processes import kill_when, signalled
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from train.config import Config  # noqa: E402
+from train import METHOD_RECIPES
 ARGS = ["--protocol", "paper", "--datasets", "digits", "--methods", "simclr", "sinsim", "--seeds", "0",
         "--epochs", "2", "--train-subset", "64", "--batch-size", "32", "--image-size", "8", "--probe-epochs", "2",
         "--probe-train-subset", "200", "--probe-test-subset", "100", "--geometry-points", "100",
         "--sweep-datasets", "--num-workers", "1"]
 
 
-SINSIM = f"sinsim-{Config().sinkhorn_term}-lam0.1-eps0.05-features"  # the grid's SinSim at the defaults
+SINSIM = f"sinsim-{METHOD_RECIPES['sinsim'].defaults['sinkhorn_term']}-lam0.1-eps0.05-features"  # the grid's SinSim at the defaults
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny tensors: one thread is faster (see test_paper_grid.py)
 
 

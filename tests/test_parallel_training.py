@@ -52,7 +52,6 @@ def equivalence(tmp_path_factory):
 
 
 def cases():
-    sys.path.insert(0, str(ROOT / "tests"))
     from parallel_equivalence import CASES
 
     return [f"{name} sync-bn={sync} sinkhorn-shard={shard}" for name, sync, shard in CASES]

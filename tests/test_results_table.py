@@ -4,13 +4,11 @@ called a pipeline check."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from train.results import BELOW, markdown_table  # noqa: E402
+from train.results import BELOW, markdown_table
 
 
 def record(method, linear, mlp, knn, dataset="digits", epochs=3):

@@ -5,7 +5,6 @@ every run; and a real run records its validation scores apart from test."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from train.datasets import load_dataset  # noqa: E402
-from train.run import main  # noqa: E402
-from train.splits import probe_splits, validation_indices  # noqa: E402
+from train.datasets import load_dataset
+from train.run import main
+from train.splits import probe_splits, validation_indices
 
 
 @pytest.fixture(scope="module")

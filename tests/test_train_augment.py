@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import train`
 
-from train.augment import Augment, TwoViews, ViewSpec, _gray, _rotate_hue, view_specs  # noqa: E402
+from train.augment import Augment, TwoViews, ViewSpec, _gray, _rotate_hue, view_specs
 
 IDENTITY = ViewSpec(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
 UNIT = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean / std that leave [0, 1] values as they are

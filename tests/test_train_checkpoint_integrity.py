@@ -20,12 +20,11 @@ import zipfile
 import pytest
 import torch
 from processes import kill_when
-from runs import ROOT, RUN, TINY, error_line
+from runs import RUN, TINY, error_line
 
-sys.path.insert(0, str(ROOT))
 
-from train.checkpoint import read_checkpoint, seal, verify  # noqa: E402
-from train.run import main  # noqa: E402
+from train.checkpoint import read_checkpoint, seal, verify
+from train.run import main
 
 OUTPUTS = ("checkpoint.pt", "config.json", "metrics.csv", "results.json", "results.md")
 

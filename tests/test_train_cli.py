@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,13 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repository root, for `import train`
 
-from train import protocol  # noqa: E402
-from train.config import parse_config  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.predictions import correct, read_predictions  # noqa: E402
-from train.run import main  # noqa: E402
+from train import protocol
+from train.config import parse_config
+from train.methods import METHODS
+from train.predictions import correct, read_predictions
+from train.run import main
+from train.stopping import RunStopped
 
 TINY = ["--dataset", "digits", "--train-subset", "256", "--batch-size", "64", "--image-size", "8", "--probe-epochs", "10"]
 
@@ -180,11 +181,11 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cap
 
 def test_sinkhorn_tol_reaches_the_loss_and_the_training_signature():
     from train.config import for_method
+    from train.methods.sinsim import AUTO_SHARD_BYTES, gathered_sinkhorn_bytes, shards_sinkhorn
     from train.models import resnet18_encoder
-    from train.parallel.model import AUTO_SHARD_BYTES, gathered_sinkhorn_bytes, shards_sinkhorn
 
     cfg = for_method(parse_config(["--sinkhorn-tol", "1e-4", "--image-size", "8"]), "sinsim")
-    assert cfg.sinkhorn_tol == 1e-4 and cfg.training_signature()["sinkhorn_tol"] == 1e-4
+    assert cfg.params["sinkhorn_tol"] == 1e-4 and cfg.training_signature()["sinkhorn_tol"] == 1e-4
     backbone, dim = resnet18_encoder(1, 8)
     assert METHODS["sinsim"](backbone, dim, cfg).loss.sinkhorn.tol == 1e-4
     huge = next(b for b in (2 ** k for k in range(8, 20)) if gathered_sinkhorn_bytes(b, False) > AUTO_SHARD_BYTES)
@@ -233,7 +234,7 @@ def test_an_interrupted_method_all_overwrite_leaves_no_stale_combined_table(tmp_
     (out / "results.md").write_text("| old combined table |")
 
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+        raise RunStopped(signal.SIGINT)  # what Ctrl-C raises while train/run.py handles the stop signals
 
     monkeypatch.setattr(protocol, "run_method", interrupted)
     argv = [a if a != "simclr" else "all" for a in NO_EVAL] + ["--eval", "--overwrite", "--out", str(out)]
@@ -261,7 +262,6 @@ def test_probe_and_geometry_counts_of_one_are_refused_by_the_parser(flag, capsys
 def test_a_probe_train_split_of_one_image_is_refused_before_pretraining(tmp_path, capsys):
     """Two labelled train images and a validation fraction leave one image
     to train the probes on: the run says so before it pretrains."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from runs import folder_args, write_image_folder
 
     source = write_image_folder(tmp_path / "two", train_per_class=1)
@@ -275,7 +275,6 @@ def test_a_probe_train_split_of_one_image_is_refused_before_pretraining(tmp_path
 def test_a_single_class_dataset_is_not_probed(tmp_path, capsys):
     """With one class every probe scores 100 % whatever the features: the run
     refuses to probe it (before pretraining), and pretrains it with --no-eval."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from runs import folder_args, write_image_folder
 
     source = write_image_folder(tmp_path / "ants", classes=("ant",))
@@ -295,7 +294,6 @@ def test_a_geometry_split_of_one_image_is_refused_before_pretraining(tmp_path, c
     uniformity, so a run that would end there is refused before it starts."""
     import shutil
 
-    sys.path.insert(0, str(ROOT / "tests"))
     from runs import folder_args, write_image_folder
 
     source = write_image_folder(tmp_path / "one-test", test_per_class=1)

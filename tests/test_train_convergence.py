@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 import warnings
 
 import pytest
-from runs import ROOT, TINY
+from runs import TINY
 
-sys.path.insert(0, str(ROOT))
 
-from sinsim_ext import CONVERGENCE_TOL, SinkhornConvergenceWarning  # noqa: E402
-from train.run import main  # noqa: E402
+from sinsim_ext import CONVERGENCE_TOL, SinkhornConvergenceWarning
+from train.run import main
 
 SINSIM = [a if a != "simclr" else "sinsim" for a in TINY]
 

@@ -12,18 +12,16 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repository root, for `import train`
 
-from train.config import Config, for_method, resolve  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.protocol import build_trainer  # noqa: E402
+from train import build_trainer, run_config
+from train.methods import METHODS
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_training_step_does_not_synchronise(name):
-    cfg = for_method(resolve(Config(dataset="cifar10", method=name, device="cuda", batch_size=128)), name)
+    cfg = run_config(name, "cifar10", device="cuda", batch_size=128)
     images = torch.randint(0, 256, (512, 3, 32, 32), dtype=torch.uint8, device="cuda")
     trainer = build_trainer(cfg, images, 3, (0.5,) * 3, (0.25,) * 3)
     batch = images[:128]

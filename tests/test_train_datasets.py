@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import sys
 import tarfile
 from pathlib import Path
 
@@ -15,10 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import train`
 
-from train.datasets import DatasetError, folder, load_dataset  # noqa: E402
-from train.datasets import mnist as mnist_loader  # noqa: E402
+from train.datasets import DatasetError, folder, load_dataset
+from train.datasets import mnist as mnist_loader
 
 SHARED = Path(os.environ.get("SINSIM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 RNG = np.random.default_rng(0)

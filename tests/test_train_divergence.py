@@ -8,19 +8,17 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from runs import ROOT, TINY, error_line
+from runs import TINY, error_line
 
-sys.path.insert(0, str(ROOT))
 
-from train.checkpoint import read_checkpoint  # noqa: E402
-from train.methods import METHODS  # noqa: E402
-from train.run import main  # noqa: E402
+from train.checkpoint import read_checkpoint
+from train.methods import METHODS
+from train.run import main
 
 SIMCLR = METHODS["simclr"]
 

@@ -75,7 +75,6 @@ def test_resume_on_other_data_is_refused_and_a_copy_of_the_same_data_resumes(tmp
     --resume with a --data-dir holding other images is refused, naming both
     sources, instead of switching datasets mid-run; the same images at
     another path (a copy) resume."""
-    sys.path.insert(0, str(ROOT))
     from runs import folder_args, write_image_folder
     from train.run import main
 

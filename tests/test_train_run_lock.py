@@ -14,12 +14,10 @@ import time
 import pytest
 
 from processes import kill_when
-from runs import ROOT, RUN, command, error_line, run_cli
+from runs import RUN, command, error_line, run_cli
 
-sys.path.insert(0, str(ROOT))
-
-from train.errors import FolderBusy  # noqa: E402
-from train.run_lock import LOCK_NAME, hold_run_folder  # noqa: E402
+from train.errors import FolderBusy
+from train.run_lock import LOCK_NAME, hold_run_folder
 
 
 def test_second_run_on_a_folder_refuses_and_a_killed_runs_lock_is_taken_over(tmp_path):
@@ -109,10 +107,10 @@ def test_a_process_that_works_for_the_owner_may_take_folders_inside(tmp_path):
     out = tmp_path / "campaign"
     inner = out / "cells" / "x"
     owner = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, %r)\n"
+        "import time\n"
         "from train.run_lock import hold_run_folder\n"
         "with hold_run_folder(%r, log=lambda m: None):\n"
-        "    print('held', flush=True); time.sleep(60)") % (str(ROOT), str(out))], stdout=subprocess.PIPE, text=True)
+        "    print('held', flush=True); time.sleep(60)") % (str(out),)], stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout.readline().strip() == "held"
         with pytest.raises(FolderBusy):

@@ -15,12 +15,11 @@ import time
 import pytest
 import torch
 from processes import signalled
-from runs import ROOT, RUN, TINY, error_line, run_cli
+from runs import RUN, TINY, error_line, run_cli
 
-sys.path.insert(0, str(ROOT))
 
-from train.checkpoint import read_checkpoint  # noqa: E402
-from train.run_lock import LOCK_NAME  # noqa: E402
+from train.checkpoint import read_checkpoint
+from train.run_lock import LOCK_NAME
 
 TIMING = ("seconds", "images_per_second")
 # a fixed thread count: the order of floating-point sums, and so the last bits, depend on it

@@ -7,17 +7,15 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-import sys
 from contextlib import contextmanager
 
 import pytest
-from runs import ROOT, TINY, error_line, run_cli
+from runs import TINY, error_line, run_cli
 
-sys.path.insert(0, str(ROOT))
 
-from train import storage  # noqa: E402
-from train.checkpoint import read_checkpoint  # noqa: E402
-from train.run import main  # noqa: E402
+from train import storage
+from train.checkpoint import read_checkpoint
+from train.run import main
 
 
 def _mount(*args) -> bool:

@@ -5,17 +5,15 @@ formulas say on a collapsed batch."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from sinsim_ext.losses import SinkhornLoss  # noqa: E402
-from train.run import main  # noqa: E402
+from sinsim_ext.losses import SinkhornLoss
+from train.run import main
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -78,16 +76,17 @@ def test_a_common_offset_lowers_both_terms_when_the_two_views_differ():
 
 def test_the_default_term_is_the_one_validation_chose():
     """docs, "the default term": entropic, chosen on validation linear accuracy paired by seed."""
-    from train.config import Config, parse_config
+    from train import METHOD_RECIPES, for_method, parse_config
 
-    assert Config().sinkhorn_term == "entropic" == parse_config([]).sinkhorn_term
+    assert METHOD_RECIPES["sinsim"].defaults["sinkhorn_term"] == "entropic"
+    assert for_method(parse_config([]), "sinsim").params["sinkhorn_term"] == "entropic"
 
 
 def test_term_flags_parse(capsys):
     from train.config import parse_config
 
-    assert parse_config(["--sinkhorn-term", "entropic"]).sinkhorn_term == "entropic"
-    assert parse_config(["--sinkhorn-debias"]).sinkhorn_term == "divergence"  # the older flag's meaning
+    assert parse_config(["--sinkhorn-term", "entropic"]).params["sinkhorn_term"] == "entropic"
+    assert parse_config(["--sinkhorn-debias"]).params["sinkhorn_term"] == "divergence"  # the older flag's meaning
     with pytest.raises(SystemExit):
         parse_config(["--sinkhorn-term", "wasserstein"])
     assert "invalid choice: 'wasserstein'" in capsys.readouterr().err

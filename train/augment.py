@@ -63,47 +63,35 @@ class ViewSpec:
     solarize_p: float = 0.0
 
 
+#: Images of at most this side get a recipe's ``small`` views (the CIFAR recipes), larger ones its ``large``.
+SMALL_IMAGES = 32
+
+
 def view_specs(recipe: str, image_size: int, hflip: bool = True, crop_min_scale: float = 0.08) -> Tuple[ViewSpec, ViewSpec]:
-    """The two views' recipes.
+    """The two views of method ``recipe``'s augmentations, from its recipe's
+    ``[views]`` (``train/recipes/methods/<recipe>.toml``, where each value's
+    source is given): ``small`` for images of :data:`SMALL_IMAGES` px or
+    less, else ``large``; one table for both views or a list of two. Each
+    table changes the :class:`ViewSpec` defaults; its ``crop_min_scale`` is a
+    floor on the dataset's own (``crop_min_scale``, the smallest crop area that
+    keeps an image's class), and ``hflip`` False (a mirror image may be another
+    class) turns flips off."""
+    from .catalog import METHOD_RECIPES
 
-    ``"simclr"`` (SimCLR, SinSim): symmetric. Colour distortion strength 0.5
-    and no blur for images of 32 px or less (SimCLR appendix B.9, CIFAR-10);
-    strength 1.0 and blur p = 0.5 for larger images (SimCLR appendix A).
-
-    ``"byol"`` (BYOL, Barlow Twins): asymmetric, BYOL table 6: jitter
-    (0.4, 0.4, 0.2, 0.1) p = 0.8, grayscale 0.2, blur 1.0 / 0.1, solarisation
-    0.0 / 0.2; no blur for images of 32 px or less (solo-learn's CIFAR
-    recipe, ``scripts/pretrain/cifar/augmentations/asymmetric.yaml``).
-
-    ``"vicreg"`` (VICReg): for images of 32 px or less solo-learn's CIFAR
-    recipe (``scripts/pretrain/cifar/vicreg.yaml``): symmetric, crop area
-    scale (0.2, 1) (or the dataset's larger minimum), jitter (0.4, 0.4, 0.2,
-    0.1) p = 0.8, grayscale 0.2, no blur, solarisation 0.1 on both views;
-    for larger images the authors' ImageNet pipeline
-    (facebookresearch/vicreg ``augmentations.py``), which is BYOL's
-    asymmetric one.
-    """
-    small = image_size <= 32
+    if recipe not in METHOD_RECIPES:
+        raise ValueError(f"unknown augmentation recipe {recipe!r}; the methods' are {', '.join(METHOD_RECIPES)}")
+    chosen = METHOD_RECIPES[recipe].views["small" if image_size <= SMALL_IMAGES else "large"]
+    tables = chosen if isinstance(chosen, list) else [chosen, chosen]
     base = ViewSpec(crop_scale=(crop_min_scale, 1.0), hflip_p=0.5 if hflip else 0.0)
-    if recipe == "simclr":
-        if small:
-            view = replace(base, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
-        else:
-            view = replace(base, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, blur_p=0.5)
-        return view, view
-    if recipe == "byol":
-        base = replace(base, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
-        return (
-            replace(base, blur_p=0.0 if small else 1.0, solarize_p=0.0),
-            replace(base, blur_p=0.0 if small else 0.1, solarize_p=0.2),
-        )
-    if recipe == "vicreg":
-        if not small:
-            return view_specs("byol", image_size, hflip, crop_min_scale)
-        view = replace(base, crop_scale=(max(crop_min_scale, 0.2), 1.0), brightness=0.4, contrast=0.4,
-                       saturation=0.2, hue=0.1, blur_p=0.0, solarize_p=0.1)
-        return view, view
-    raise ValueError(f"unknown augmentation recipe {recipe!r}")
+    specs = []
+    for table in tables:
+        table = dict(table)
+        floor = table.pop("crop_min_scale", None)
+        view = replace(base, **table)
+        if floor is not None:
+            view = replace(view, crop_scale=(max(crop_min_scale, floor), 1.0))
+        specs.append(view)
+    return specs[0], specs[1]
 
 
 def to_unit_float(x: torch.Tensor) -> torch.Tensor:
@@ -224,6 +212,12 @@ class Augment:
             x = torch.where(col(p["solarize"]) & (x >= 0.5), 1 - x, x)
         mean, std = stats if stats is not None else stats_tensors(self.mean, self.std, x.device)
         return (x - mean) / std
+
+
+def plain_input(mean, std):
+    """The un-augmented, normalised input of uint8 images (for evaluation):
+    ``(x / 255 - mean) / std`` per channel."""
+    return TwoViews((ViewSpec(), ViewSpec()), mean, std).plain
 
 
 class TwoViews:

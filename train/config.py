@@ -1,14 +1,25 @@
-"""The run configuration: one dataclass, its command line, and its resolution.
+"""The run configuration: the trainer's settings, the method's hyper-parameters, the command line.
 
-A field left at ``None`` means "the default for this dataset / method":
-:func:`resolve` fills dataset defaults (epochs, batch size, image size) from
-``train.catalog.DATASETS`` and :func:`for_method` fills the method's
-published hyper-parameters from ``Method.defaults``. The fully resolved config
-of every run is written to its output folder as ``config.json``.
+:class:`Config` holds the trainer's own settings (what to run, the budget,
+the optimisation, the evaluation, the engineering), each tagged with its
+*kind*, and in ``params`` the hyper-parameters of the method, which the
+method's recipe declares and checks (:mod:`train.catalog`). A setting left at
+``None`` means "the default for this dataset / method": :func:`resolve` fills
+the dataset's budget from its recipe and :func:`for_method` the method's
+recipe (its training settings and every hyper-parameter); the fully resolved
+config of every run is written to its output folder as ``config.json``, one
+flat object whose keys are the flags' names.
+
+The kinds say what a setting changes, so no list of names is kept by hand:
+
+* ``training``: the trained weights (a checkpoint resumes only a run that
+  agrees on all of them; ``lr`` may change on resume);
+* ``evaluation``: the evaluation's numbers, not the weights;
+* ``parallel``: the weights under torchrun only (``--sync-bn``);
+* ``run``: where, how fast, what is logged.
 
 This module imports no torch until the arguments are parsed (the CUDA check
-and the methods' defaults come after), so ``--help`` and argument errors
-answer at once.
+comes after), so ``--help`` and argument errors answer at once.
 """
 
 from __future__ import annotations
@@ -16,167 +27,160 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .catalog import DATASETS, METHOD_NAMES
+from .catalog import (DATASETS, METHOD_NAMES, METHOD_RECIPES, RecipeError, all_params, param_kind, recipe_params,
+                      recipe_training)
+from .checks import (at_least_two, cpu_threads, geometry_points, nonneg_float, nonneg_int, positive_float,
+                     positive_int, probe_images, unit_interval)
+from .errors import TrainerError
 
 _CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "sinsim"
 OPTIMIZERS = ("lars", "sgd", "adamw")
 PRECISIONS = ("auto", "bf16", "fp32")
 PROTOCOLS = ("single", "paper", "campaign")
-SINKHORN_TERMS = ("entropic", "divergence")
-SINKHORN_PLACEMENTS = ("features", "projection")
+KINDS = ("training", "evaluation", "parallel", "run")
+
+
+def setting(default: Any, kind: str, resume_may_change: bool = False, **kwargs) -> Any:
+    """A :class:`Config` field of ``kind`` (see the module docstring)."""
+    assert kind in KINDS, kind
+    metadata = {"kind": kind, "resume_may_change": resume_may_change}
+    if "default_factory" in kwargs:
+        return field(default_factory=kwargs["default_factory"], metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+class ConfigError(TrainerError, ValueError):
+    """A setting that no run takes, or a value its method's recipe refuses."""
 
 
 @dataclass
 class Config:
     # what to run, on what, where
-    dataset: str = "digits"
-    method: str = "sinsim"
-    data_dir: str = str(_CACHE_HOME / "data")
-    cache_dir: str = str(_CACHE_HOME)
-    out: Optional[str] = None
-    download: bool = True
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    # budget
-    epochs: Optional[int] = None
-    batch_size: Optional[int] = None
-    image_size: Optional[int] = None
-    train_subset: Optional[int] = None
-    # optimisation (None: the method's published value)
-    optimizer: Optional[str] = None
-    lr: Optional[float] = None
-    weight_decay: Optional[float] = None
-    momentum: float = 0.9
-    warmup_epochs: Optional[float] = None
-    bias_lr_scale: Optional[float] = None
-    # heads and losses (None: the method's published value, or unused)
-    temperature: Optional[float] = None
-    proj_hidden_dim: Optional[int] = None
-    proj_output_dim: Optional[int] = None
-    pred_hidden_dim: Optional[int] = None
-    ema_tau: Optional[float] = None
-    barlow_lambda: Optional[float] = None
-    barlow_scale: Optional[float] = None
-    # SinSim's Sinkhorn term
-    sinkhorn_weight: float = 0.1
-    sinkhorn_eps: float = 0.05
-    sinkhorn_on: str = "features"
-    sinkhorn_cost: str = "sqeuclidean"
-    sinkhorn_normalize: bool = True
-    sinkhorn_iters: int = 100
-    sinkhorn_tol: Optional[float] = None  # stop a solve once its marginal error is below this (None: all iterations)
-    sinkhorn_term: str = "entropic"  # chosen on the validation split: docs/trainer/paper.md, the default term
-    sinkhorn_backend: str = "auto"
+    dataset: str = setting("digits", "training")
+    method: str = setting("sinsim", "training")
+    data_dir: str = setting(str(_CACHE_HOME / "data"), "run")
+    cache_dir: str = setting(str(_CACHE_HOME), "run")
+    out: Optional[str] = setting(None, "run")
+    download: bool = setting(True, "run")
+    device: str = setting("auto", "run")
+    seed: int = setting(0, "training")
+    resume: bool = setting(False, "run")
+    overwrite: bool = setting(False, "run")
+    # budget (None: the dataset's recipe)
+    epochs: Optional[int] = setting(None, "training")
+    batch_size: Optional[int] = setting(None, "training")
+    image_size: Optional[int] = setting(None, "training")
+    train_subset: Optional[int] = setting(None, "training")
+    # optimisation (None: the method's recipe)
+    optimizer: Optional[str] = setting(None, "training")
+    lr: Optional[float] = setting(None, "training", resume_may_change=True)
+    weight_decay: Optional[float] = setting(None, "training")
+    momentum: float = setting(0.9, "training")
+    warmup_epochs: Optional[float] = setting(None, "training")
+    bias_lr_scale: Optional[float] = setting(None, "training")
     # evaluation
-    eval: bool = True
-    probe_epochs: int = 100
-    probe_train_subset: Optional[int] = None  # probes on a fixed random subset of the labelled splits
-    probe_test_subset: Optional[int] = None
-    knn_k: int = 20
-    knn_temperature: float = 0.07
-    knn_every: int = 0
-    val_fraction: float = 0.1  # validation images carved from the labelled train split (train/splits.py)
-    geometry_points: int = 2000  # test images the geometry is measured on (train/embedding.py)
+    eval: bool = setting(True, "evaluation")
+    probe_epochs: int = setting(100, "evaluation")
+    probe_train_subset: Optional[int] = setting(None, "evaluation")  # probes on a fixed random subset of the labelled splits
+    probe_test_subset: Optional[int] = setting(None, "evaluation")
+    knn_k: int = setting(20, "evaluation")
+    knn_temperature: float = setting(0.07, "evaluation")
+    knn_every: int = setting(0, "run")  # a monitor: logged, not evaluated
+    val_fraction: float = setting(0.1, "evaluation")  # validation images carved from the labelled train split (train/splits.py)
+    geometry_points: int = setting(2000, "evaluation")  # test images the geometry is measured on (train/embedding.py)
     # engineering
-    compile: bool = False
-    precision: str = "auto"
-    cpu_threads: str = "auto"  # or a number (train/cpu_threads.py)
-    tensorboard: bool = False  # event files in OUT/tensorboard (train/tensorboard_log.py)
-    num_workers: int = min(8, os.cpu_count() or 1)
-    check_every: int = 50
-    checkpoint_every: int = 1
-    progress_every: float = 30.0  # seconds between progress lines within an epoch (0: off)
+    compile: bool = setting(False, "run")
+    precision: str = setting("auto", "training")
+    cpu_threads: str = setting("auto", "run")  # or a number (train/cpu_threads.py)
+    tensorboard: bool = setting(False, "run")  # event files in OUT/tensorboard (train/tensorboard_log.py)
+    num_workers: int = setting(min(8, os.cpu_count() or 1), "run")
+    check_every: int = setting(50, "run")
+    checkpoint_every: int = setting(1, "run")
+    progress_every: float = setting(30.0, "run")  # seconds between progress lines within an epoch (0: off)
     # several processes (torchrun; train/parallel/): no effect in one process
-    sync_bn: bool = False
-    sinkhorn_shard: str = "auto"
-    dist_timeout: float = 30.0  # minutes a training collective may wait
+    sync_bn: bool = setting(False, "parallel")
+    dist_timeout: float = setting(30.0, "run")  # minutes a training collective may wait
+    # the method's hyper-parameters, by name (its recipe's; before for_method, the ones given)
+    params: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings as one flat object (the hyper-parameters beside the trainer's settings)."""
+        flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "params"}
+        return {**flat, **self.params}
 
-    # Fields that change the trained weights: a checkpoint only resumes a run
-    # that agrees on all of them.
-    TRAINING_FIELDS = (
-        "dataset", "method", "seed", "epochs", "batch_size", "image_size", "train_subset",
-        "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "bias_lr_scale",
-        "temperature", "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim", "ema_tau", "barlow_lambda",
-        "barlow_scale",
-        "sinkhorn_weight", "sinkhorn_eps", "sinkhorn_on", "sinkhorn_cost", "sinkhorn_normalize",
-        "sinkhorn_iters", "sinkhorn_tol", "sinkhorn_term", "precision",
-    )
-
-    # Fields that change the evaluation's numbers but not the trained weights:
-    # a finished run kept on --resume says which of them it does not apply.
-    EVALUATION_FIELDS = ("eval", "probe_epochs", "probe_train_subset", "probe_test_subset", "knn_k",
-                         "knn_temperature", "val_fraction", "geometry_points")
-
-    # Training fields a resumed run may change when the flag is given
-    # explicitly (the change is applied from the resumed epoch on and
-    # recorded in config.json and results.json). The other training fields
-    # shape the model, the data order or the schedule's length, which the
-    # checkpoint was built for; the fields outside TRAINING_FIELDS (device,
-    # --compile, --check-every, evaluation flags...) may always change.
-    RESUME_MAY_CHANGE = ("lr",)
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> "Config":
+        """A config from flat settings (trainer settings and hyper-parameters by
+        name, as :meth:`to_dict` writes them); a hyper-parameter at None is unset.
+        Raises :class:`ConfigError` for a name no run takes."""
+        trainer = {k: v for k, v in values.items() if k in TRAINER_FIELDS}
+        params = {k: v for k, v in values.items() if k not in TRAINER_FIELDS}
+        unknown = [k for k in params if k not in all_params()]
+        if unknown:
+            raise ConfigError(f"{', '.join(unknown)}: not a trainer setting (train/config.py) nor any method's "
+                              "hyper-parameter (train/recipes/methods/)")
+        return cls(**trainer, params={k: v for k, v in params.items() if v is not None})
 
     def training_signature(self) -> Dict[str, Any]:
-        """The fields above; under torchrun also the number of processes and
-        --sync-bn, which change the data order, the augmentations and the
-        BatchNorm statistics (absent in one process, so its signatures are
-        those of before)."""
+        """The settings that change the trained weights: the ``training``
+        fields and hyper-parameters; under torchrun also the number of
+        processes and the ``parallel`` fields, which change the data order,
+        the augmentations and the BatchNorm statistics (absent in one
+        process)."""
         from .parallel.env import torchrun_world_size  # no torch
 
-        signature = {k: getattr(self, k) for k in self.TRAINING_FIELDS}
+        signature = {k: getattr(self, k) for k in TRAINING_FIELDS}
+        signature.update({k: v for k, v in self.params.items() if param_kind(k) == "training"})
         world = torchrun_world_size()
         if world > 1:
-            signature.update(world_size=world, sync_bn=self.sync_bn)
+            signature.update(world_size=world, **{k: getattr(self, k) for k in PARALLEL_FIELDS})
         return signature
 
 
-def _typed(cast, predicate, what):
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if not predicate(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-        return value
-
-    parse.__name__ = what
-    return parse
+def _fields_of(kind: str) -> tuple:
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("kind") == kind)
 
 
-positive_int = _typed(int, lambda v: v > 0, "a positive integer")
-nonneg_int = _typed(int, lambda v: v >= 0, "a non-negative integer")
-positive_float = _typed(float, lambda v: v > 0 and v < float("inf"), "a positive number")
-nonneg_float = _typed(float, lambda v: 0 <= v < float("inf"), "a non-negative number")
-unit_interval = _typed(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
-# NT-Xent with one image has no negatives (the loss is exactly 0), and the
-# other methods normalise over the batch: every method needs two or more.
-def cpu_threads(text: str) -> str:
-    """``auto`` or a positive number of threads (kept as text: the config is JSON)."""
-    if text == "auto" or (text.isdigit() and int(text) > 0):
-        return text if text == "auto" else str(int(text))
-    raise argparse.ArgumentTypeError(f"{text!r} is not auto or a positive integer")
-at_least_two = _typed(int, lambda v: v >= 2, "an integer >= 2 (a self-supervised batch compares two or more images)")
-# The MLP probe's BatchNorm needs two images, a probe two classes; uniformity compares pairs of points.
-probe_images = _typed(int, lambda v: v >= 2, "an integer >= 2 (the probes train on two or more labelled images)")
-geometry_points = _typed(int, lambda v: v >= 2, "an integer >= 2 (the geometry compares pairs of points)")
+TRAINER_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "params")
+#: Fields that change the trained weights: a checkpoint only resumes a run that agrees on them (and on the
+#: method's training hyper-parameters).
+TRAINING_FIELDS = _fields_of("training")
+#: Fields that change the evaluation's numbers but not the trained weights: a finished run kept on
+#: --resume says which of them it does not apply.
+EVALUATION_FIELDS = _fields_of("evaluation")
+PARALLEL_FIELDS = _fields_of("parallel")
+RUN_FIELDS = _fields_of("run")
+#: Training fields a resumed run may change when the flag is given explicitly (the change is applied from
+#: the resumed epoch on and recorded in config.json and results.json). The other training settings shape
+#: the model, the data order or the schedule's length, which the checkpoint was built for; the other
+#: settings (device, --compile, --check-every, evaluation flags...) may always change.
+RESUME_MAY_CHANGE = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("resume_may_change"))
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+def setting_names() -> List[str]:
+    """Every name a flat settings object may use: the trainer's fields and every method's hyper-parameters."""
+    return list(TRAINER_FIELDS) + [k for k in all_params() if k not in TRAINER_FIELDS]
+
+
+def setting_kind(name: str) -> str:
+    """The kind of a trainer field or hyper-parameter (``training``, ``evaluation``, ``parallel``, ``run``)."""
+    if name in TRAINER_FIELDS:
+        return next(f.metadata["kind"] for f in dataclasses.fields(Config) if f.name == name)
+    return param_kind(name)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except the unset (None) and off (False) ones."""
 
     def _get_help_string(self, action):
         if action.default is None or action.default is False or action.help is None:
             return action.help
         return super()._get_help_string(action)
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-supervised pretraining (SinSim = SimCLR + lambda * Sinkhorn, and baselines) "
         "followed by frozen-feature evaluation: linear probe, 2-layer MLP probe, kNN.",
         epilog="Example: python train/run.py --dataset digits --method all   (a few minutes on 2 CPU cores)",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("what to run")
     g.add_argument("--dataset", choices=list(DATASETS), default=d.dataset,
@@ -213,12 +217,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_method_arguments(p: argparse.ArgumentParser) -> None:
+    """A flag for every hyper-parameter any method's recipe declares; unset
+    (None) unless given, so the recipe's value applies."""
+    g = p.add_argument_group("method hyper-parameters (defaults: each method's recipe, train/recipes/methods/)")
+    for name, users in all_params().items():
+        param = users[0][1]
+        values = ", ".join(f"{m} {'unset' if q.default is None else q.default}" for m, q in users)
+        text = f"{param.help} [{values}]"
+        if param.type == "bool":
+            g.add_argument(param.flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif param.choices:
+            g.add_argument(param.flag, dest=name, choices=list(param.choices), default=None, help=text)
+        else:
+            g.add_argument(param.flag, dest=name, type=param.parse, default=None, metavar=param.metavar, help=text)
+        for alias, value in param.aliases:
+            g.add_argument(alias, dest=name, action="store_const", const=value,
+                           help=f"the same as {param.flag} {value}")
+
+
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
-    """The budget, optimisation, heads, Sinkhorn, evaluation and engineering
-    flags: shared by the single-run parser and the paper protocol's
-    (:mod:`train.paper.spec`), so both spell every setting the same way."""
+    """The budget, optimisation, method, evaluation and engineering flags:
+    shared by the single-run parser and the paper protocol's, so both spell
+    every setting the same way."""
     d = Config()
-    g = p.add_argument_group("budget (defaults depend on the dataset)")
+    g = p.add_argument_group("budget (defaults: the dataset's recipe, train/recipes/datasets/)")
     g.add_argument("--epochs", type=positive_int, help="pretraining epochs")
     g.add_argument("--batch-size", type=at_least_two,
                    help="images per step (two views each); under torchrun the global batch, split evenly over the "
@@ -227,7 +250,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-subset", type=at_least_two, metavar="K",
                    help="pretrain on K images; the probes still use the full labelled splits")
 
-    g = p.add_argument_group("optimisation (defaults: each method's published recipe)")
+    g = p.add_argument_group("optimisation (defaults: each method's recipe, train/recipes/methods/)")
     g.add_argument("--optimizer", choices=OPTIMIZERS)
     g.add_argument("--lr", type=positive_float,
                    help="learning rate per 256 images (scaled by batch/256, the global batch under torchrun)")
@@ -238,37 +261,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                    help="learning-rate factor of biases and norm parameters (default 1, as solo-learn's CIFAR "
                    "recipes; the Barlow Twins paper's ImageNet recipe: 0.0048 / 0.2 = 0.024)")
 
-    g = p.add_argument_group("method heads and losses (defaults: published values)")
-    g.add_argument("--temperature", type=positive_float, help="NT-Xent temperature (simclr, sinsim)")
-    g.add_argument("--proj-hidden-dim", type=positive_int)
-    g.add_argument("--proj-output-dim", type=positive_int)
-    g.add_argument("--pred-hidden-dim", type=positive_int, help="BYOL predictor width")
-    g.add_argument("--ema-tau", type=unit_interval, help="BYOL base target momentum")
-    g.add_argument("--barlow-lambda", type=nonneg_float, help="Barlow Twins off-diagonal weight")
-    g.add_argument("--barlow-scale", type=positive_float, help="Barlow Twins overall loss factor")
-
-    g = p.add_argument_group("SinSim's Sinkhorn term")
-    g.add_argument("--sinkhorn-weight", type=nonneg_float, default=d.sinkhorn_weight, metavar="LAMBDA",
-                   help="weight of the Sinkhorn term")
-    g.add_argument("--sinkhorn-eps", type=positive_float, default=d.sinkhorn_eps, metavar="EPS",
-                   help="entropic regularisation, in units of the cost")
-    g.add_argument("--sinkhorn-term", choices=SINKHORN_TERMS, default=d.sinkhorn_term,
-                   help="entropic: OT_eps(s1, s2), the paper's equation (the default: the validation split chose "
-                   "it); divergence: the debiased Sinkhorn divergence OT(s1,s2) - OT(s1,s1)/2 - OT(s2,s2)/2, 0 for "
-                   "a batch against itself (docs/trainer/paper.md)")
-    g.add_argument("--sinkhorn-on", choices=SINKHORN_PLACEMENTS, default=d.sinkhorn_on,
-                   help="compare encoder features h (the paper's text) or projections z")
-    g.add_argument("--sinkhorn-cost", choices=["sqeuclidean", "cosine"], default=d.sinkhorn_cost, help="ground cost")
-    g.add_argument("--sinkhorn-normalize", action=argparse.BooleanOptionalAction, default=d.sinkhorn_normalize,
-                   help="L2-normalise the embeddings before transport")
-    g.add_argument("--sinkhorn-iters", type=positive_int, default=d.sinkhorn_iters, help="Sinkhorn iterations")
-    g.add_argument("--sinkhorn-tol", type=positive_float, metavar="TOL",
-                   help="stop each Sinkhorn solve once its marginal error is below TOL (at most --sinkhorn-iters "
-                   "iterations; default: always run them all)")
-    g.add_argument("--sinkhorn-debias", action="store_const", dest="sinkhorn_term", const="divergence",
-                   help="the same as --sinkhorn-term divergence")
-    g.add_argument("--sinkhorn-backend", choices=["auto", "kernel", "reference"], default=d.sinkhorn_backend,
-                   help="compiled kernel, plain-PyTorch reference, or auto (kernel when built for the device)")
+    add_method_arguments(p)
 
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval", action=argparse.BooleanOptionalAction, default=d.eval,
@@ -318,19 +311,16 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sync-bn", action="store_true",
                    help="BatchNorm statistics over the global batch (torch's SyncBatchNorm on GPUs); without it "
                    "each process normalises its own batch/N images")
-    g.add_argument("--sinkhorn-shard", choices=["auto", "always", "never"], default=d.sinkhorn_shard,
-                   help="SinSim's Sinkhorn term: each process solves only its rows of the cost matrix (always), "
-                   "or gathers both views and solves the whole problem (never); auto: shard when the gathered "
-                   "cost matrices would exceed 256 MB per process")
     g.add_argument("--dist-timeout", type=positive_float, default=d.dist_timeout, metavar="MINUTES",
                    help="a training collective that waits this long (a process hung or a machine vanished) stops "
                    "the job with an error")
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
 
 
 def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
@@ -341,18 +331,34 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> Config:
     protocol = args.pop("protocol")
     if protocol != "single":
         parser.error(f"--protocol {protocol} has its own flags: python train/run.py --protocol {protocol} --help")
-    cfg = Config(**args)
+    cfg = Config.from_settings(args)
     if cfg.resume and cfg.overwrite:
         parser.error("--resume and --overwrite contradict each other")
-    if cfg.device == "cuda" and not _cuda_available():
+    check_params(cfg, parser)
+    if cfg.device == "cuda" and not cuda_available():
         parser.error("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
     if cfg.precision == "bf16" and resolved_device(cfg) == "cpu":
         parser.error("--precision bf16 needs --device cuda (CPU runs use fp32)")
-    if cfg.sinkhorn_tol is not None and cfg.sinkhorn_shard == "always":
-        parser.error("--sinkhorn-tol with --sinkhorn-shard always: the row-sharded solve runs exactly "
-                     "--sinkhorn-iters iterations; drop one of the two")
     require_tensorboard(cfg, parser)
     return resolve(cfg)
+
+
+def check_params(cfg: Config, parser: argparse.ArgumentParser) -> None:
+    """The hyper-parameters given must be taken by the method run (any of
+    them for ``--method all``), and each method's recipe must accept its
+    values (:meth:`~train.catalog.MethodRecipe.validate`)."""
+    if cfg.method != "all":
+        foreign = [k for k in cfg.params if k not in METHOD_RECIPES[cfg.method].param_names]
+        if foreign:
+            flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+            users = [m for m in METHOD_NAMES if any(k in METHOD_RECIPES[m].param_names for k in foreign)]
+            parser.error(f"{flags}: {cfg.method} takes no such hyper-parameter (only {', '.join(users)} do); "
+                         f"{cfg.method}'s are {', '.join(METHOD_RECIPES[cfg.method].param_names) or 'none'}")
+    for name in method_names(cfg):
+        try:
+            method_params(cfg, name)
+        except RecipeError as exc:
+            parser.error(str(exc))
 
 
 def require_tensorboard(cfg: Config, parser: argparse.ArgumentParser) -> None:
@@ -365,12 +371,12 @@ def require_tensorboard(cfg: Config, parser: argparse.ArgumentParser) -> None:
 
 def resolved_device(cfg: Config) -> str:
     if cfg.device == "auto":
-        return "cuda" if _cuda_available() else "cpu"
+        return "cuda" if cuda_available() else "cpu"
     return cfg.device
 
 
 def resolve(cfg: Config) -> Config:
-    """Fill the dataset defaults and the device; methods are filled later."""
+    """Fill the dataset's budget and the device; methods are filled later."""
     spec = DATASETS[cfg.dataset]
     cfg = dataclasses.replace(
         cfg,
@@ -387,16 +393,39 @@ def resolve(cfg: Config) -> Config:
     return cfg
 
 
-def for_method(cfg: Config, name: str, out: Optional[str] = None) -> Config:
-    """``cfg`` for one method: its published defaults fill the unset fields."""
-    from .methods import METHODS
+def method_params(cfg: Config, name: str) -> Dict[str, Any]:
+    """The hyper-parameters of method ``name`` in a run of ``cfg``: its recipe
+    (changed by the dataset's recipe), then the ones ``cfg`` gives that it
+    takes; checked by the recipe (:class:`~train.catalog.RecipeError`)."""
+    recipe = METHOD_RECIPES[name]
+    params = recipe_params(name, cfg.dataset)
+    params.update({k: v for k, v in cfg.params.items() if k in recipe.param_names})
+    return recipe.validate(params)
 
-    filled = {k: v for k, v in METHODS[name].defaults.items() if getattr(cfg, k) is None}
-    cfg = dataclasses.replace(cfg, method=name, out=out or cfg.out, **filled)
+
+def for_method(cfg: Config, name: str, out: Optional[str] = None) -> Config:
+    """``cfg`` for one method: its recipe fills the unset training settings
+    and gives every hyper-parameter a value (:func:`method_params`)."""
+    try:
+        params = method_params(cfg, name)
+    except RecipeError as exc:
+        raise ConfigError(str(exc)) from None
+    filled = {k: v for k, v in recipe_training(name, cfg.dataset).items() if getattr(cfg, k) is None}
+    cfg = dataclasses.replace(cfg, method=name, out=out or cfg.out, params=params, **filled)
     if cfg.bias_lr_scale is None:
         cfg.bias_lr_scale = 1.0
     return cfg
 
 
+def run_config(method: str, dataset: str = "digits", **settings) -> Config:
+    """The resolved config of one run of ``method`` on ``dataset``:
+    ``settings`` (trainer settings and the method's hyper-parameters, by
+    name) over the dataset's and the method's recipes. Hyper-parameters the
+    method does not take are ignored, as for ``--method all``."""
+    cfg = resolve(Config.from_settings({"dataset": dataset, "method": method, **settings}))
+    return for_method(cfg, method)
+
+
 def method_names(cfg: Config) -> List[str]:
     return list(METHOD_NAMES) if cfg.method == "all" else [cfg.method]
+

@@ -22,8 +22,8 @@ so a quiet machine keeps torch's default (one thread per core) and a busy
 one gets threads that need not wait for each other. The order in which a
 loop's partial sums are added depends on its thread count, so under
 ``auto`` two runs with the same seed (or a run and its resumed copy) agree
-to rounding, not bit for bit. ``--cpu-threads N`` fixes N threads: the
-bit-identical reruns of before. An ``OMP_NUM_THREADS`` in the environment (torchrun sets
+to rounding, not bit for bit. ``--cpu-threads N`` fixes N threads:
+bit-identical reruns. An ``OMP_NUM_THREADS`` in the environment (torchrun sets
 it to 1 for several processes per machine) is a fixed choice too and is
 kept. Without ``/proc/stat`` (not Linux), and on a GPU run, torch's default
 is kept. torch applies a thread count to the thread that sets it: the
@@ -160,6 +160,9 @@ def chosen(choice: str, device: str, log) -> Iterator[None]:
         yield
     finally:
         reset()
+
+
+chosen_cpu_threads = chosen  # its name in the trainer's public API (train/__init__.py)
 
 
 def label() -> Optional[str]:

@@ -31,12 +31,15 @@ from torch import nn
 
 from . import geometry
 from .augment import TwoViews, view_specs
+from .catalog import METHOD_RECIPES
 from .datasets import DATASETS, ImageData
 from .evaluate import extract_features
 from .progress import NO_PROGRESS, EvalProgress
 
 SUBSAMPLE_SEED = 0
 VIEWS_SEED = 0
+#: The augmentations alignment is measured with: the same for every method, so runs compare.
+ALIGNMENT_VIEWS = "simclr"
 GEOMETRY_KEYS = ("alignment", "uniformity", "effective_rank", "silhouette", "uniformity_centred",
                  "effective_rank_centred", "mean_offset_ratio")
 
@@ -76,7 +79,7 @@ def measure(encoder: nn.Module, data: ImageData, dataset: str, image_size: int, 
     images, labels = pool_images[torch.from_numpy(idx)], pool_labels[torch.from_numpy(idx)].numpy()
     mean, std = data.channel_stats()
     spec = DATASETS[dataset]
-    views = TwoViews(view_specs("simclr", image_size, spec.hflip, spec.crop_min_scale), mean, std)
+    views = TwoViews(view_specs(ALIGNMENT_VIEWS, image_size, spec.hflip, spec.crop_min_scale), mean, std)
     gen = torch.Generator(device=device).manual_seed(VIEWS_SEED)
 
     def view(k):
@@ -106,6 +109,6 @@ def measure(encoder: nn.Module, data: ImageData, dataset: str, image_size: int, 
         "subsample_seed": SUBSAMPLE_SEED,
         "features": f"frozen encoder features h ({features.shape[1]}-d); alignment, uniformity and silhouette "
                     "L2-normalised, effective rank raw; the centred ones after subtracting the mean feature",
-        "alignment_views": f"SimCLR augmentation recipe, generator seed {VIEWS_SEED}",
+        "alignment_views": f"{METHOD_RECIPES[ALIGNMENT_VIEWS].title} augmentation recipe, generator seed {VIEWS_SEED}",
     }
     return Embedding(record, features.numpy().astype(np.float32), labels, idx)

@@ -7,7 +7,7 @@
 # or cifar-10-batches-py/. Run from the repository root after building the
 # extension with CUDA (pip install -e . --no-build-isolation).
 #
-# timing  (~4 min on an H100): epoch time at batch 512, bf16, data on the GPU,
+# timing  (a few minutes on one GPU): epoch time at batch 512, bf16, data on the GPU,
 #         3 epochs each, no probes: SimCLR and SinSim, eager and --compile,
 #         and SinSim with the plain-PyTorch Sinkhorn. The median epoch is
 #         reported, so compilation is excluded. Reference point (docs/performance/gpu.md): SimCLR

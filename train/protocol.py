@@ -20,53 +20,52 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import shutil
 import statistics
 import time
 from pathlib import Path
 from typing import Dict, List
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .augment import TwoViews, view_specs
 from . import cpu_threads, stopping
+from .augment import TwoViews, plain_input
+from .build import build_trainer, seed_everything
 from .checkpoint import (DATA_KEY, atomic_write_json, load_newest_checkpoint, position, previous_path, restore,
                          save_checkpoint)
-from .config import Config, for_method, method_names
-from .datasets import DATASETS, ImageData, load_dataset
+from .config import EVALUATION_FIELDS, RESUME_MAY_CHANGE, Config, for_method, method_names
+from .datasets import ImageData, load_dataset
 from .embedding import GEOMETRY_KEYS
 from .embedding import measure as measure_geometry
-from .engine import EpochStats, Trainer, TrainingDiverged, TrainingStopped
+from .engine import EpochStats, TrainingDiverged, TrainingStopped
 from .errors import RunError
 from .evaluate import evaluate_encoder, knn_monitor
-from .methods import METHODS
 from .models import resnet18_encoder
-from .optim import build_optimizer, build_scheduler, change_base_lrs
+from .optim import change_base_lrs
 from .parallel.context import current as parallel_job
 from .predictions import PREDICTIONS, write_predictions
 from .progress import EvalProgress
 from .provenance import code_state
-from .results import UnreadableResults, read_results, write_combined, write_method_results, write_metrics_csv
+from .results import (RESULTS_SCHEMA, UnreadableResults, read_results, write_combined, write_method_results,
+                      write_metrics_csv)
 from .run_lock import hold_run_folder
 from .splits import ProbeSplits, probe_splits
 from .tensorboard_log import FOLDER as TENSORBOARD_FOLDER
 from .tensorboard_log import open_board
 
 CHECKPOINT = "checkpoint.pt"
-__all__ = ["CHECKPOINT", "RunError", "run_method", "run_protocol", "random_init_reference"]
+__all__ = ["CHECKPOINT", "RunError", "has_checkpoint", "run_method", "run_protocol", "random_init_reference"]
+
+
+def has_checkpoint(out) -> bool:
+    """Whether the run folder ``out`` holds a checkpoint (the last one or the one before it)."""
+    path = Path(out) / CHECKPOINT
+    return path.is_file() or previous_path(path).is_file()
 
 
 def log(message: str) -> None:
     tqdm.write(message)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def device_label(device: torch.device) -> str:
@@ -131,38 +130,6 @@ def check_can_start(cfg: Config, data: ImageData) -> ProbeSplits:
     return probe_data(cfg, data)
 
 
-def _configure_backends(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
-
-
-def build_trainer(cfg: Config, images: torch.Tensor, channels: int, mean, std) -> Trainer:
-    """The method, augmentations, optimiser, schedule and generator of a run
-    on the uint8 ``images`` (already on ``cfg.device``), ready to train."""
-    device = torch.device(cfg.device)
-    _configure_backends(device)
-    backbone, feature_dim = resnet18_encoder(channels, cfg.image_size)
-    method = METHODS[cfg.method](backbone, feature_dim, cfg).to(device)
-    spec = DATASETS[cfg.dataset]
-    views = TwoViews(view_specs(method.recipe, cfg.image_size, spec.hflip, spec.crop_min_scale), mean, std)
-    batch_size = min(cfg.batch_size, len(images))
-    steps_per_epoch = len(images) // batch_size
-    optimizer = build_optimizer(cfg.optimizer, method.trainable(), cfg.lr * batch_size / 256, cfg.weight_decay,
-                                cfg.momentum, cfg.bias_lr_scale)
-    scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch))
-    options = dict(precision=cfg.precision, compile=cfg.compile, check_every=cfg.check_every,
-                   progress_every=cfg.progress_every, label=cfg.method)
-    job = parallel_job()
-    if job is not None:  # under torchrun: the data-parallel trainer of this rank (train/parallel/)
-        from .parallel.trainer import make_trainer
-
-        return make_trainer(job, cfg, method, images, views, optimizer, scheduler, batch_size, **options)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    return Trainer(method, images, views, optimizer, scheduler, batch_size=batch_size, epochs=cfg.epochs,
-                   generator=generator, **options)
-
-
 def _changed(saved: Dict, now: Dict, fields) -> Dict[str, list]:
     return {k: [saved.get(k), now[k]] for k in fields if saved.get(k) != now[k]}
 
@@ -181,7 +148,7 @@ def run_method(cfg: Config, data: ImageData, may_change=()) -> Dict:
     """Pretrain ``cfg.method`` on ``data``, evaluate it, write its outputs.
 
     ``may_change``: training fields a resumed run may change (the flags the
-    user gave explicitly, among ``Config.RESUME_MAY_CHANGE``)."""
+    user gave explicitly, among :data:`train.config.RESUME_MAY_CHANGE`)."""
     with hold_run_folder(cfg.out, log=log), contextlib.ExitStack() as closing:
         return _run_method(cfg, data, tuple(may_change), closing)
 
@@ -194,10 +161,6 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple, closing: contex
         kept = {k: v for k, v in signature.items() if k not in may_change}
         kept.setdefault("world_size", 1)  # a result of several processes is not one process's, and vice versa
         saved = {"world_size": 1, **previous.get("signature", {})}
-        if DATA_KEY not in saved:
-            log(f"note: {out / 'results.json'} does not record the fingerprint of its images (written before it was "
-                f"recorded): cannot check that it was made from {data.source}")
-            saved[DATA_KEY] = signature[DATA_KEY]
         if all(saved.get(k) == v for k, v in kept.items()):
             changed = _changed(previous.get("signature", {}), signature, may_change)
             note = (" (" + ", ".join(f"--{k} {b!r}" for k, (a, b) in changed.items()) + " does not change a finished run)"
@@ -212,7 +175,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple, closing: contex
     require_two_per_batch(cfg, len(images))
     mean, std = data.channel_stats()
     splits = probe_data(cfg, data)
-    trainer = build_trainer(cfg, images, data.channels, mean, std)
+    trainer = build_trainer(cfg, images, data.channels, mean, std, job=parallel_job())
     method, views, optimizer, scheduler = trainer.method, trainer.views, trainer.optimizer, trainer.scheduler
     batch_size, steps_per_epoch = trainer.batch_size, trainer.steps_per_epoch
     if batch_size < cfg.batch_size:
@@ -320,6 +283,7 @@ def _run_method(cfg: Config, data: ImageData, may_change: tuple, closing: contex
         raise
     eval_seconds = time.perf_counter() - eval_start
     result = {
+        "schema": RESULTS_SCHEMA,
         "method": cfg.method,
         "dataset": cfg.dataset,
         "dataset_label": dataset_label(data),
@@ -393,7 +357,7 @@ def _not_applied(cfg: Config, out: Path) -> str:
     if not isinstance(recorded, dict):
         return ""
     differ = [f"--{k.replace('_', '-')} {getattr(cfg, k)!r} (it was evaluated with {recorded[k]!r})"
-              for k in Config.EVALUATION_FIELDS if k in recorded and recorded[k] != getattr(cfg, k)]
+              for k in EVALUATION_FIELDS if k in recorded and recorded[k] != getattr(cfg, k)]
     if not differ:
         return ""
     return ("; its numbers are those of its own evaluation, not of " + ", ".join(differ)
@@ -479,7 +443,7 @@ def random_init_reference(cfg: Config, data: ImageData, out=None) -> Dict:
     encoder, _ = resnet18_encoder(data.channels, cfg.image_size)
     mean, std = data.channel_stats()
     splits = probe_data(cfg, data)
-    to_input = TwoViews(view_specs("simclr", cfg.image_size), mean, std).plain
+    to_input = plain_input(mean, std)
     start = time.perf_counter()
     encoder = encoder.to(device)
     progress = EvalProgress("random init", cfg.progress_every)
@@ -492,8 +456,8 @@ def random_init_reference(cfg: Config, data: ImageData, out=None) -> Dict:
     geometry = measure_geometry(encoder, data, cfg.dataset, cfg.image_size, cfg.geometry_points, cfg.precision,
                                 validation=splits.val, progress=progress)
     log(f"random init (no pretraining): linear {scores['linear']:.2f}%  MLP {scores['mlp']:.2f}%  kNN {scores['knn']:.2f}%")
-    return {"method": "random init", "dataset": cfg.dataset, "dataset_label": dataset_label(data),
-            **rounded_scores(scores), "geometry": geometry.record, "knn_k": cfg.knn_k, "epochs": 0,
+    return {"schema": RESULTS_SCHEMA, "method": "random init", "dataset": cfg.dataset,
+            "dataset_label": dataset_label(data), **rounded_scores(scores), "geometry": geometry.record, "knn_k": cfg.knn_k, "epochs": 0,
             "seed": cfg.seed, "eval_seconds": round(time.perf_counter() - start, 3), "device": device_label(device),
             "budget": {"epochs": 0, "batch_size": None, "image_size": cfg.image_size, "train_subset": None,
                        **probe_budget(splits)},
@@ -523,7 +487,7 @@ def _run_methods(cfg: Config) -> List[Dict]:
 
 def _run_methods_on(cfg: Config) -> List[Dict]:
     # --lr given on the command line (not a method's default) may change on --resume
-    may_change = tuple(k for k in Config.RESUME_MAY_CHANGE if getattr(cfg, k) is not None) if cfg.resume else ()
+    may_change = tuple(k for k in RESUME_MAY_CHANGE if getattr(cfg, k) is not None) if cfg.resume else ()
     log(f"loading {cfg.dataset} from {cfg.data_dir if cfg.dataset != 'digits' else 'scikit-learn'} ...")
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.cache_dir, cfg.image_size,
                         download=cfg.download, num_workers=cfg.num_workers)

@@ -11,9 +11,10 @@ counted (run outputs and build products live there).
 A copy of the working tree whose git metadata is stale (a device machine's
 snapshot) records the wrong commit; :func:`code_fingerprint` hashes the
 files themselves instead: every source file of the operator (``sinsim_ext/``,
-``csrc/``, ``setup.py``) and of the trainer (``train/``, except
-``train/paper/``, which reports on runs and plans them but computes none of
-their numbers). Two trees with the same fingerprint train the same way.
+``csrc/``, ``setup.py``) and of the trainer (``train/``, its recipes in
+``train/recipes/`` included). The experiments (``experiments/``), which plan
+runs and report on them but compute none of their numbers, are outside it.
+Two trees with the same fingerprint train the same way.
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ def code_label(state: Optional[Dict[str, object]]) -> str:
 FINGERPRINT_DIRS = ("sinsim_ext", "csrc", "train")
 FINGERPRINT_FILES = ("setup.py",)
 FINGERPRINT_SUFFIXES = (".py", ".h", ".cpp", ".cu", ".cuh", ".toml", ".yaml", ".yml")
-FINGERPRINT_EXCLUDED = ("train/paper",)
+FINGERPRINT_EXCLUDED: tuple = ()  # paths under FINGERPRINT_DIRS that compute no number
+
+
+def fingerprint_paths() -> list:
+    """The folders and files (relative to the repository root) the fingerprint covers, before exclusions."""
+    return list(FINGERPRINT_DIRS) + list(FINGERPRINT_FILES)
 
 
 def code_files(root: Path = ROOT) -> Dict[str, str]:

@@ -1,4 +1,11 @@
-"""Result records (``results.json``), their markdown tables and the per-epoch CSV."""
+"""Result records (``results.json``), their markdown tables and the per-epoch CSV.
+
+A run's ``results.json`` carries ``"schema": RESULTS_SCHEMA``, the version of
+its layout (the fields are listed in docs/trainer/index.md, "results.json");
+:func:`read_results` reads that version only. A change to the layout bumps
+the version, and folders written before it are migrated once by a script,
+so that no reader keeps code for old layouts.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,9 @@ from typing import Dict, List, Optional, Sequence
 from .catalog import DATASETS
 from .errors import RunError
 from .storage import atomic_write_json, atomic_write_text
+
+#: The version of the layout of ``results.json`` that this code writes and reads.
+RESULTS_SCHEMA = 1
 
 COLUMNS = (  # (key path in results.json, header, format)
     ("method", "method", "{}"),
@@ -118,7 +128,7 @@ def write_method_results(out: Path, result: Dict) -> None:
 
 
 class UnreadableResults(RunError):
-    """``results.json`` is there but cannot be read (damaged, truncated, not a run's record)."""
+    """``results.json`` is there but cannot be read (damaged, truncated, not a run's record, another schema)."""
 
 
 def read_results(out: Path) -> Optional[Dict]:
@@ -134,6 +144,9 @@ def read_results(out: Path) -> Optional[Dict]:
         raise UnreadableResults(f"{path} cannot be read ({exc})") from exc
     if not isinstance(record, dict):
         raise UnreadableResults(f"{path} cannot be read (it holds a {type(record).__name__}, not a run's record)")
+    if record.get("schema") != RESULTS_SCHEMA:
+        raise UnreadableResults(f"{path} has results schema {record.get('schema')!r}; this code reads schema "
+                                f"{RESULTS_SCHEMA} only (docs/trainer/index.md, \"results.json\")")
     return record
 
 

@@ -3,7 +3,7 @@
 
     python train/run.py --dataset digits --method all        # every method, a few minutes on a CPU
     python train/run.py --dataset cifar10 --method sinsim --data-dir ../shared/data --device cuda
-    python train/run.py --protocol paper --data-dir ../shared/data      # every experiment of the paper, see train/paper/
+    python train/run.py --protocol paper --data-dir ../shared/data      # every experiment of the paper, see experiments/paper/
     python train/run.py --protocol campaign --minutes 8 --jobs 4        # advance the pre-registered campaign
     torchrun --standalone --nproc-per-node 8 train/run.py --dataset cifar10 --batch-size 4096 --sync-bn ...
                                                                         # data parallel, see train/parallel/
@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
+if __package__ in (None, ""):  # run as a script: the repository root holds train/ and experiments/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from train.errors import TrainerError  # noqa: E402  (light: no torch)
@@ -61,12 +61,12 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    if protocol_of(argv) == "paper":
-        from train.paper.cli import main as paper_main
+    if protocol_of(argv) == "paper":  # the paper's experiments, on the trainer's public API
+        from experiments.paper.cli import main as paper_main
 
         return paper_main(argv)
     if protocol_of(argv) == "campaign":
-        from train.paper.campaign.cli import main as campaign_main
+        from experiments.paper.campaign.cli import main as campaign_main
 
         return campaign_main(argv)
     from train.config import parse_config

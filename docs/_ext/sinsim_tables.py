@@ -45,7 +45,6 @@ import json
 import re
 import statistics
 import string
-import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -226,11 +225,7 @@ class PeersDirective(_TableDirective):
         missing = [k for k in REQUIRED if k != "title" and not meta.get(k)]
         if missing:
             raise self.error(f"{sidecar.name}: missing {', '.join(missing)}")
-        sys.path.insert(0, str(ROOT / "bench"))
-        try:
-            import peers_table
-        finally:
-            sys.path.pop(0)
+        from bench import peers_table  # docs/conf.py puts the repository root on the path
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         out: List[nodes.Node] = []
         for caption, header, body in peers_table.tables(rows):
@@ -293,6 +288,11 @@ class ResultsDirective(_TableDirective):
             for f in files:
                 self.env.note_dependency(str(f))
             runs = [json.loads(f.read_text()) for f in files]
+            from train import RESULTS_SCHEMA  # docs/conf.py puts the repository root on the path
+
+            other = [str(f) for f, r in zip(files, runs) if r.get("schema") != RESULTS_SCHEMA]
+            if other:
+                raise self.error(f"{other[0]}: not results schema {RESULTS_SCHEMA} (docs/trainer/index.md)")
             seeds.update(r["seed"] for r in runs)
             device = device or runs[0].get("device")
             if runs[0]["budget"].get("epochs"):
@@ -321,11 +321,7 @@ class ResultsDirective(_TableDirective):
 
 class ScalingEstimateDirective(_TableDirective):
     def run(self) -> List[nodes.Node]:
-        sys.path.insert(0, str(ROOT / "bench"))
-        try:
-            import scaling_estimate
-        finally:
-            sys.path.pop(0)
+        from bench import scaling_estimate
         self.env.note_dependency(str(ROOT / "bench" / "scaling_estimate.py"))
         self.env.note_dependency(str(scaling_estimate.STEP_TIMES))
         params, bn_layers, rows = scaling_estimate.rows()

@@ -1,7 +1,8 @@
 """Dataset registry: name -> loader and the defaults a run on it starts from.
 
-The registry itself is :data:`train.catalog.DATASETS` (no torch needed to
-list it); ``load_dataset(name, ...)`` returns an :class:`ImageData` (uint8
+The registry itself is :data:`train.catalog.DATASETS`, read from the
+datasets' recipes in ``train/recipes/datasets/`` (no torch needed to list
+it); ``load_dataset(name, ...)`` returns an :class:`ImageData` (uint8
 images in memory) or raises :class:`DatasetError` with a message that says
 what was expected where.
 """

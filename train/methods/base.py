@@ -1,8 +1,11 @@
 """The common shape of a self-supervised method.
 
-A method owns the encoder (``backbone``), its heads and its loss. Subclasses
-set ``name``, their published ``defaults`` and augmentation ``recipe``, build
-their heads in ``__init__`` and implement two steps:
+A method owns the encoder (``backbone``), its heads and its loss. Its recipe
+(``train/recipes/methods/<name>.toml``: the published hyper-parameters with
+their sources, checked there, and its augmentations) names the class;
+subclasses set ``name``, build their heads in ``__init__`` from
+``cfg.params`` (every hyper-parameter of the recipe, resolved) and implement
+two steps:
 
 * :meth:`embed`: the per-image outputs of the two views (projections,
   predictions, features; row ``i`` of each comes from image ``i``);
@@ -13,8 +16,9 @@ process ``batch`` is :class:`LocalBatch`, which gathers nothing; under
 torchrun it all-gathers the outputs of every process
 (:class:`train.parallel.model.GatheredBatch`), so the loss is that of the
 whole global batch (NT-Xent's negatives, VICReg's covariance, Barlow Twins'
-cross-correlation). The base class also supplies the optimiser's parameter
-groups and the hook called after each optimiser step.
+cross-correlation); :meth:`Method.distribute` is where a method that needs
+more than gathered outputs under torchrun sets that up. The base class also
+supplies the hook called after each optimiser step.
 """
 
 from __future__ import annotations
@@ -36,17 +40,13 @@ class LocalBatch:
 
 class Method(nn.Module):
     name: ClassVar[str] = ""
-    #: Published hyper-parameters; the run's config fills its unset fields
-    #: from here. ``lr`` is per 256 images (linear scaling with the batch).
-    defaults: ClassVar[Dict[str, Any]] = {}
-    #: Augmentation recipe, see :func:`train.augment.view_specs`.
-    recipe: ClassVar[str] = "simclr"
 
     def __init__(self, backbone: nn.Module, feature_dim: int, cfg):
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.cfg = cfg
+        self.params: Dict[str, Any] = cfg.params
         self.batch = LocalBatch()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +77,13 @@ class Method(nn.Module):
         the solve did not converge: ``{"sinkhorn_error": 1e-3}`` for SinSim.
         The engine keeps their maximum, reads it with the loss and warns."""
         return {}
+
+    def distribute(self, batch, global_batch: int) -> None:
+        """Under torchrun, before the method is wrapped for data-parallel
+        training: ``batch`` gathers outputs over the processes
+        (:class:`train.parallel.model.GatheredBatch`), ``global_batch`` is the
+        number of images per step over all of them."""
+        self.batch = batch
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (BYOL's target update)."""

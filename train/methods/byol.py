@@ -12,6 +12,7 @@ rising from ``tau_base`` to 1 over the ``K`` training steps (BYOL, section
 ``on_train_batch_end``), the update after the ``k``-th optimiser step
 (``k = 1 .. K``) uses ``tau_{k-1}``: the first one uses ``tau_base``.
 Parameters only: the target's BatchNorm uses batch statistics in training.
+Hyper-parameters and their sources: ``train/recipes/methods/byol.toml``.
 """
 
 from __future__ import annotations
@@ -29,28 +30,15 @@ from .base import Method
 
 class BYOL(Method):
     name = "byol"
-    # ResNet-18 on CIFAR: solo-learn (da Costa et al., JMLR 2022),
-    # scripts/pretrain/cifar/byol.yaml and solo/methods/byol.py:
-    #   optimiser      LARS (eta 0.02, clipped, biases and norms excluded: train/optim.py)
-    #   lr             1.0 per 256 images
-    #   weight decay   1e-5
-    #   projector      2 layers, 4096 -> 256
-    #   predictor      2 layers, 4096 -> 256
-    #   target EMA     tau from 0.99 (base_tau) to 1.0 (final_tau), cosine per
-    #                  step (the paper's ImageNet runs: 0.996)
-    #   augmentations  asymmetric (asymmetric.yaml; BYOL table 6; train/augment.py "byol")
-    #   schedule       warm-up + cosine (train/optim.py)
-    defaults = dict(optimizer="lars", lr=1.0, weight_decay=1e-5, proj_hidden_dim=4096, proj_output_dim=256,
-                    pred_hidden_dim=4096, ema_tau=0.99)
-    recipe = "byol"
 
     def __init__(self, backbone, feature_dim, cfg):
         super().__init__(backbone, feature_dim, cfg)
-        self.projector = mlp(feature_dim, cfg.proj_hidden_dim, cfg.proj_output_dim)
-        self.predictor = mlp(cfg.proj_output_dim, cfg.pred_hidden_dim, cfg.proj_output_dim)
+        p = cfg.params
+        self.projector = mlp(feature_dim, p["proj_hidden_dim"], p["proj_output_dim"])
+        self.predictor = mlp(p["proj_output_dim"], p["pred_hidden_dim"], p["proj_output_dim"])
         self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        self.tau_base = cfg.ema_tau
+        self.tau_base = p["ema_tau"]
         self.byol = BYOLLoss()
 
     def trainable(self):

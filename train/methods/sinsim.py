@@ -25,8 +25,9 @@ Two choices, both flags (and grid axes of ``--protocol paper``):
 * **where it acts** (``--sinkhorn-on``): the encoder features ``h``
   (512-d for ResNet-18; the paper names h) or the projections ``z``.
 
-See :class:`sinsim_ext.losses.SinSimLoss`. The default is in
-``train/config.py`` and docs/trainer/paper.md says which evidence chose it.
+See :class:`sinsim_ext.losses.SinSimLoss`. The defaults are in its recipe
+(``train/recipes/methods/sinsim.toml``) and docs/trainer/paper.md says which
+evidence chose the term.
 """
 
 from __future__ import annotations
@@ -36,39 +37,67 @@ from sinsim_ext.losses import SinSimLoss
 from .simclr import SimCLR
 
 TERMS = {"entropic": False, "divergence": True}  # term -> debias
+#: ``--sinkhorn-shard auto`` shards the Sinkhorn solve when the gathered
+#: solve's cost matrices would take more than this many bytes per process
+#: (bench/test_distributed.py compares the two; docs/scaling.md: the
+#: sharded solve saves memory, the fused kernel on the gathered problem is faster).
+AUTO_SHARD_BYTES = 256 << 20
+
+
+def gathered_sinkhorn_bytes(global_batch: int, debias: bool) -> int:
+    """Memory of the gathered solve's float32 cost matrices on each process."""
+    return 4 * global_batch * global_batch * (3 if debias else 1)
+
+
+def shards_sinkhorn(mode: str, global_batch: int, debias: bool, tol=None) -> bool:
+    """Whether the Sinkhorn term is solved row-sharded under torchrun
+    (``--sinkhorn-shard``). ``auto`` never shards a solve with a stopping
+    tolerance (``--sinkhorn-tol``), which the sharded solve does not implement."""
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"--sinkhorn-shard must be auto, always or never, got {mode!r}")
+    if mode != "auto":
+        return mode == "always"
+    if tol is not None:
+        return False
+    return gathered_sinkhorn_bytes(global_batch, debias) > AUTO_SHARD_BYTES
 
 
 class SinSim(SimCLR):
     name = "sinsim"
-    # SimCLR's recipe (see simclr.py); lambda = 0.1, eps = 0.05 and 100
-    # iterations are the config defaults (the workload of docs/performance/index.md).
-    defaults = dict(SimCLR.defaults)
 
     def __init__(self, backbone, feature_dim, cfg):
         super().__init__(backbone, feature_dim, cfg)
-        if cfg.sinkhorn_term not in TERMS:
-            raise ValueError(f"sinkhorn_term must be one of {tuple(TERMS)}, got {cfg.sinkhorn_term!r}")
-        if cfg.sinkhorn_on not in ("features", "projection"):
-            raise ValueError(f"sinkhorn_on must be 'features' or 'projection', got {cfg.sinkhorn_on!r}")
+        p = cfg.params
         self.loss = SinSimLoss(
-            temperature=cfg.temperature,
-            weight=cfg.sinkhorn_weight,
-            eps=cfg.sinkhorn_eps,
-            cost=cfg.sinkhorn_cost,
-            normalize=cfg.sinkhorn_normalize,
-            max_iter=cfg.sinkhorn_iters,
-            tol=cfg.sinkhorn_tol,
-            debias=TERMS[cfg.sinkhorn_term],
-            backend=cfg.sinkhorn_backend,
+            temperature=p["temperature"],
+            weight=p["sinkhorn_weight"],
+            eps=p["sinkhorn_eps"],
+            cost=p["sinkhorn_cost"],
+            normalize=p["sinkhorn_normalize"],
+            max_iter=p["sinkhorn_iters"],
+            tol=p["sinkhorn_tol"],
+            debias=TERMS[p["sinkhorn_term"]],
+            backend=p["sinkhorn_backend"],
             check_finite=False,  # no device sync in the step; the engine watches the loss
         )
-        self.on_features = cfg.sinkhorn_on == "features"
+        self.on_features = p["sinkhorn_on"] == "features"
         # Under torchrun, the row-sharded Sinkhorn term (sinsim_ext.distributed.ShardedSinkhornLoss)
-        # when train.parallel.model chooses it: it takes this process's rows, not the gathered batch.
+        # when distribute() chooses it: it takes this process's rows, not the gathered batch.
         self.sharded_sinkhorn = None
 
     def convergence_limits(self):
         return {"sinkhorn_error": self.loss.sinkhorn.tolerance}
+
+    def distribute(self, batch, global_batch):
+        """The gathered outputs, and the row-sharded Sinkhorn solve when
+        :func:`shards_sinkhorn` chooses it (its gradient is by construction
+        the gathered solve's: :mod:`sinsim_ext.distributed`)."""
+        super().distribute(batch, global_batch)
+        p = self.params
+        if shards_sinkhorn(p["sinkhorn_shard"], global_batch, TERMS[p["sinkhorn_term"]], p["sinkhorn_tol"]):
+            from sinsim_ext.distributed import ShardedSinkhornLoss
+
+            self.sharded_sinkhorn = ShardedSinkhornLoss.like(self.loss.sinkhorn)
 
     def embed(self, x1, x2):
         (h1, h2), (z1, z2) = self.encode_pair(x1, x2)

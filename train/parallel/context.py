@@ -53,6 +53,12 @@ class Context:
     def who(self) -> str:
         return f"rank {self.rank} of {self.world}"
 
+    def make_trainer(self, cfg, method, images, views, optimizer, scheduler, batch_size: int, **options):
+        """This rank's data-parallel trainer of a run (:func:`.trainer.make_trainer`)."""
+        from .trainer import make_trainer
+
+        return make_trainer(self, cfg, method, images, views, optimizer, scheduler, batch_size, **options)
+
     def send(self, message: Any) -> None:
         """The driver sends ``message`` (anything ``torch.save`` takes) to every worker."""
         buffer = io.BytesIO()

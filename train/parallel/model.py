@@ -18,9 +18,10 @@ of one process on the whole batch (given the same BatchNorm statistics:
   convention and gives every rank the same loss to log and to check);
 * global BatchNorm (:mod:`.batchnorm`): an all-gather of the statistics with
   gradient, or torch's SyncBatchNorm, whose backward sums the same way;
-* SinSim's Sinkhorn term: either gathered like the rest, or row-sharded
-  (:func:`sinsim_ext.distributed.sharded_sinkhorn_cost`), whose gradient is by
-  construction that of the gathered computation.
+* a method's own distributed pieces (:meth:`train.methods.base.Method.distribute`;
+  SinSim's Sinkhorn term is either gathered like the rest, or row-sharded,
+  :func:`sinsim_ext.distributed.sharded_sinkhorn_cost`, whose gradient is by
+  construction that of the gathered computation) keep the same convention.
 
 Without ``--sync-bn`` each rank normalises its own ``B/W`` images (per-rank
 BatchNorm, as plain DistributedDataParallel does); the gradient is then
@@ -38,22 +39,12 @@ import torch.distributed.nn.functional as dist_nn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from sinsim_ext.distributed import ShardedSinkhornLoss
-
 from .batchnorm import convert_sync_batchnorm
 
 # torch 2.9+ marks torch.distributed.nn.functional deprecated in favour of the private
 # torch.distributed._functional_collectives; the public one is what this code relies on.
 warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
                         category=FutureWarning)
-
-SHARD_MODES = ("auto", "always", "never")
-#: ``--sinkhorn-shard auto`` shards the Sinkhorn solve when the gathered
-#: solve's cost matrices would take more than this many bytes per process
-#: (bench/test_distributed.py compares the two; docs/scaling.md: the
-#: sharded solve saves memory, the fused kernel on the gathered problem is faster).
-AUTO_SHARD_BYTES = 256 << 20
-
 
 class GatheredBatch:
     """All-gathers per-image outputs over the processes, with gradient."""
@@ -77,24 +68,6 @@ class GatheredBatch:
         return tuple(out)
 
 
-def gathered_sinkhorn_bytes(global_batch: int, debias: bool) -> int:
-    """Memory of the gathered solve's float32 cost matrices on each process."""
-    return 4 * global_batch * global_batch * (3 if debias else 1)
-
-
-def shards_sinkhorn(mode: str, global_batch: int, debias: bool, tol=None) -> bool:
-    """Whether SinSim's Sinkhorn term is solved row-sharded (``--sinkhorn-shard``).
-    ``auto`` never shards a solve with a stopping tolerance (``--sinkhorn-tol``),
-    which the sharded solve does not implement."""
-    if mode not in SHARD_MODES:
-        raise ValueError(f"--sinkhorn-shard must be one of {SHARD_MODES}, got {mode!r}")
-    if mode != "auto":
-        return mode == "always"
-    if tol is not None:
-        return False
-    return gathered_sinkhorn_bytes(global_batch, debias) > AUTO_SHARD_BYTES
-
-
 class TrainingStep(nn.Module):
     """The method's training step as a module's ``forward``: what
     DistributedDataParallel wraps (it synchronises the gradients of what its
@@ -108,19 +81,18 @@ class TrainingStep(nn.Module):
         return self.method.training_step(x1, x2)
 
 
-def make_data_parallel(method: nn.Module, device: torch.device, *, sync_bn: bool, shard_sinkhorn: bool,
+def make_data_parallel(method: nn.Module, device: torch.device, *, sync_bn: bool, global_batch: int,
                        local_rank: int) -> DistributedDataParallel:
     """Turn ``method`` (on ``device``, the same initial weights on every rank)
     into its data-parallel training step, in place: global BatchNorm with
-    ``sync_bn``, gathered outputs, the sharded Sinkhorn term for SinSim with
-    ``shard_sinkhorn``; returns the DDP module whose call is the step."""
+    ``sync_bn``, gathered outputs and the method's own distributed pieces
+    (:meth:`~train.methods.base.Method.distribute`); returns the DDP module
+    whose call is the step."""
     if sync_bn:
         converted = convert_sync_batchnorm(method, device)
         if converted is not method:
             raise RuntimeError("convert_sync_batchnorm replaced the method itself")
-    method.batch = GatheredBatch()
-    if shard_sinkhorn:
-        method.sharded_sinkhorn = ShardedSinkhornLoss.like(method.loss.sinkhorn)
+    method.distribute(GatheredBatch(), global_batch)
     if device.type == "cuda":
         method.to(memory_format=torch.channels_last)  # before DDP takes the parameters' layout
     return DistributedDataParallel(TrainingStep(method), device_ids=[local_rank] if device.type == "cuda" else None)

@@ -1,6 +1,6 @@
 """A pretraining run on every rank of the job: data, randomness, the step, the checkpoint's part.
 
-:func:`make_trainer` is what ``train.protocol.build_trainer`` returns under
+:func:`make_trainer` is what :func:`train.build.build_trainer` returns under
 torchrun. On the driver it first announces the run to the workers (they
 build the same trainer: :mod:`.worker`), then every rank wraps the method
 (:func:`.model.make_data_parallel`: DistributedDataParallel's construction is
@@ -39,7 +39,7 @@ from .. import stopping
 from ..engine import EpochStats, Trainer, TrainingDiverged, TrainingStopped
 from ..errors import RunError, TrainerError
 from .context import Context
-from .model import make_data_parallel, shards_sinkhorn
+from .model import make_data_parallel
 
 
 class JobAborted(TrainerError):
@@ -161,9 +161,7 @@ def make_trainer(ctx: Context, cfg, method, images, views, optimizer, scheduler,
         ctx.send(("train", cfg))
     device = images.device
     shard = batch_size // ctx.world
-    sharded = cfg.method == "sinsim" and shards_sinkhorn(cfg.sinkhorn_shard, batch_size,
-                                                         cfg.sinkhorn_term == "divergence", cfg.sinkhorn_tol)
-    step = make_data_parallel(method, device, sync_bn=cfg.sync_bn, shard_sinkhorn=sharded,
+    step = make_data_parallel(method, device, sync_bn=cfg.sync_bn, global_batch=batch_size,
                               local_rank=ctx.local_rank)
     order = torch.Generator(device=device).manual_seed(cfg.seed)
     augment = torch.Generator(device=device).manual_seed(augment_seed(cfg.seed, ctx.rank))

@@ -4,7 +4,7 @@ Messages from the driver (:meth:`train.parallel.context.Context.send`):
 
 * ``("train", cfg)``: a pretraining run is starting. Load the data (kept
   for the next run of the same dataset) and build the same trainer as the
-  driver (``train.protocol.build_trainer``; its DistributedDataParallel
+  driver (:func:`train.build.build_trainer`; its DistributedDataParallel
   construction meets the driver's);
 * ``("state", start_epoch, state)``: train from ``start_epoch`` (with the
   driver's restored model, optimiser, schedule and this rank's generators
@@ -25,10 +25,10 @@ from typing import Dict, Tuple
 
 import torch
 
-from ..datasets import ImageData, load_dataset
 from .. import cpu_threads, stopping
+from ..build import build_trainer, seed_everything
+from ..datasets import ImageData, load_dataset
 from ..engine import TrainingDiverged, TrainingStopped
-from ..protocol import build_trainer, seed_everything
 from .context import Context
 
 
@@ -41,7 +41,7 @@ def load_data(cfg, cache: Dict[Tuple, ImageData]) -> ImageData:
     return cache[key]
 
 
-def build(cfg, cache: Dict[Tuple, ImageData]):
+def build(cfg, cache: Dict[Tuple, ImageData], ctx: Context):
     """The trainer the driver builds for ``cfg`` (same seed, same sequence as
     ``train.protocol._run_method``)."""
     data = load_data(cfg, cache)
@@ -49,7 +49,7 @@ def build(cfg, cache: Dict[Tuple, ImageData]):
     seed_everything(cfg.seed)
     images = data.with_pretrain_subset(cfg.train_subset, cfg.seed).pretrain.to(torch.device(cfg.device))
     mean, std = data.channel_stats()
-    return build_trainer(cfg, images, data.channels, mean, std)
+    return build_trainer(cfg, images, data.channels, mean, std, job=ctx)
 
 
 def serve(ctx: Context) -> int:
@@ -70,7 +70,7 @@ def _serve(ctx: Context) -> None:
     while message[0] != "stop":
         if message[0] != "train":
             raise RuntimeError(f"{ctx.who()}: expected a run from the driver, got {message[0]!r}")
-        trainer = build(message[1], cache)
+        trainer = build(message[1], cache, ctx)
         message = ctx.receive()
         if message[0] != "state":
             continue  # the driver gave the announced run up; message is its next one
