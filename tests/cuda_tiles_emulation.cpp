@@ -16,7 +16,7 @@
 #include <random>
 #include <vector>
 
-#include "cuda_tiles.h"
+#include "cuda/tiles.h"
 
 using namespace sinsim::tiles;
 using Vec = std::vector<double>;

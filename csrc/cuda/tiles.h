@@ -1,6 +1,6 @@
 // Tile geometry and per-thread steps of the tiled CUDA kernels (the fused
-// backward, sinkhorn_cuda_backward.cu, and the pass solver,
-// sinkhorn_cuda_passes.cu), written as plain C++ that compiles for the host
+// backward, cuda/fused_backward.cu, and the pass solver,
+// cuda/pass_solver.cu), written as plain C++ that compiles for the host
 // too, so tests/cuda_tiles_emulation.cpp runs the same steps thread by thread
 // on the CPU.
 //
@@ -179,7 +179,7 @@ SINSIM_HD void lse_merge(T& mx, T& sm, T other_mx, T other_sm, Exp2 exp2) {
 }
 
 // ------------------------------------------------- the pass solver's steps
-// (sinkhorn_cuda_passes.cu; natural units f, g carried across stages)
+// (cuda/pass_solver.cu; natural units f, g carried across stages)
 
 constexpr double kLog2e = 1.4426950408889634;
 constexpr double kLn2 = 0.6931471805599453;
@@ -224,7 +224,7 @@ SINSIM_HD void finish_rows(int i0, int stride, int n, bool symmetric, bool stop,
   }
 }
 
-// Eps-scaling schedule (sinkhorn.h): iteration t of `stages` runs at
+// Eps-scaling schedule (core/sinkhorn.h): iteration t of `stages` runs at
 // eps / scaling^(stages - t + 1), later ones at eps.
 SINSIM_HD double stage_eps(int t, int stages, double eps, double scaling) {
   return t <= stages ? eps * pow(scaling, -static_cast<double>(stages - t + 1)) : eps;
@@ -232,7 +232,7 @@ SINSIM_HD double stage_eps(int t, int stages, double eps, double scaling) {
 
 // The number of stages for a problem whose largest cost is cost_max: the
 // smallest S >= 0 with eps / scaling^S >= cost_max, capped at max_iter - 1
-// (the formula of scaling_stages in sinkhorn.h, usable on the device).
+// (the formula of scaling_stages in core/sinkhorn.h, usable on the device).
 SINSIM_HD int stage_count(double cost_max, double eps, double scaling, int max_iter) {
   if (!(scaling > 0.0 && scaling < 1.0) || !(cost_max <= 1.7976931348623157e308) || cost_max <= eps) return 0;
   const double s = ceil(log(cost_max / eps) / log(1.0 / scaling) - 1e-9);

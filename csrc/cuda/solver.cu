@@ -17,10 +17,10 @@
 //    The marginal error travels with the exchange, so every block takes the
 //    same early-stopping decision on the device, with no host round trip.
 //    Symmetric problems (debias) exchange the averaged row potential instead.
-// Maths and notation: sinkhorn.h.
-#include "sinkhorn.h"
+// Maths and notation: core/sinkhorn.h.
+#include "core/sinkhorn.h"
 
-#include "cuda_kernel_choice.h"
+#include "cuda/kernel_choice.h"
 
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>

@@ -1,17 +1,17 @@
 // The pass solver of the CUDA back end: one launch per log-sum-exp pass over
 // all problems, the cost either stored (computed once) or recomputed in tiles
 // at every pass (the online mode: memory O((n + m) d)). It runs the
-// iterations of sinkhorn.h with eps-scaling and early stopping decided on the
+// iterations of core/sinkhorn.h with eps-scaling and early stopping decided on the
 // device, so a call reads nothing back from the device when it has no tol
 // (and, with a tol, one flag per checkpoint of the iterations).
 //
-// Selected by SINSIM_CUDA_KERNEL (cuda_kernel_choice.h): "online" for
+// Selected by SINSIM_CUDA_KERNEL (cuda/kernel_choice.h): "online" for
 // cost_mode="online", "scaling" for eps-scaled calls in the stored mode.
 //
 // State per problem, in natural units (carried over unchanged from one
 // eps-scaling stage to the next): f (n), g (m), the row update's result
 // `fresh` (n) and its error terms (n), the stage count S, a done flag.
-// Iteration t runs at eps_t (cuda_tiles.h: stage_eps) with s_t = log2(e) / eps_t:
+// Iteration t runs at eps_t (cuda/tiles.h: stage_eps) with s_t = log2(e) / eps_t:
 //   column pass (asymmetric problems):
 //       g_j = -LSE2_i(log2 a_i + s_t f_i - s_t C_ij) / s_t
 //   row pass (all problems; symmetric ones read p from g, and b = a):
@@ -24,7 +24,7 @@
 // The first column pass starts from f = 0. A pass skips the problems that
 // stopped. In the stored mode the cost is held once, K = -s C at the target
 // eps, and a pass at stage t reads it as (s_t / s) K.
-#include "sinkhorn_cuda_passes.h"
+#include "cuda/pass_solver.h"
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -34,8 +34,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "cuda_smem.cuh"
-#include "cuda_tiles.h"
+#include "cuda/smem.cuh"
+#include "cuda/tiles.h"
 
 namespace sinsim {
 namespace {

@@ -7,7 +7,7 @@
 // of its rows is, row by row,
 //     squared Euclidean:  G_i = 2 (r_i p_i - (P q)_i),            r = P 1
 //     cosine:             G_i = -(v_i - <v_i, ph_i> ph_i) / |p_i|,  v = P qh
-// (sinkhorn.h). The gradient in the column points is the same formula for the
+// (core/sinkhorn.h). The gradient in the column points is the same formula for the
 // transposed plan P^T, whose rows are the columns of P: swap (p, a, f) with
 // (q, b, g). So every output row block is one kind of task: a block owns 32
 // rows of p, walks q in tiles of 64 rows, recomputes the cost of each tile
@@ -22,7 +22,7 @@
 // grad_x and of grad_y of every batch element. Features up to kMaxFeatures
 // (the product accumulators live in registers); wider problems take the
 // composed backward (plan + batched products).
-#include "sinkhorn_cuda_backward.h"
+#include "cuda/fused_backward.h"
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -31,8 +31,8 @@
 
 #include <cmath>
 
-#include "cuda_smem.cuh"
-#include "cuda_tiles.h"
+#include "cuda/smem.cuh"
+#include "cuda/tiles.h"
 
 namespace sinsim {
 namespace {

@@ -3,11 +3,11 @@
 //
 // Each log-sum-exp reads the scaled cost K = -log2(e) C / eps in place, in one
 // pass shifted by the previous iteration's value (two passes when that guess
-// is off; cpu_loops_impl.h), so an iteration allocates nothing and
+// is off; cpu/loops_impl.h), so an iteration allocates nothing and
 // materialises no n x m temporary. The loops are compiled for each
 // instruction set (AVX-512, AVX2, baseline/NEON) and picked per call
-// (cpu_loops.h: torch's choice, or SINSIM_CPU_CAPABILITY).
-#include "sinkhorn.h"
+// (cpu/loops.h: torch's choice, or SINSIM_CPU_CAPABILITY).
+#include "core/sinkhorn.h"
 
 #include <ATen/Parallel.h>
 
@@ -17,7 +17,7 @@
 #include <optional>
 #include <vector>
 
-#include "cpu_loops.h"
+#include "cpu/loops.h"
 
 namespace sinsim {
 namespace {
@@ -267,7 +267,7 @@ void scale_in_place(T* K, int64_t count, T factor) {
 }
 
 // One problem of a set, in scaled units; writes f, g, n_iter, error at index bi.
-// With eps-scaling (sinkhorn.h) the first `stages` iterations run at larger
+// With eps-scaling (core/sinkhorn.h) the first `stages` iterations run at larger
 // eps: K, phi and gamma are held in the units of the current stage.
 template <typename T>
 void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,

@@ -1,4 +1,4 @@
-// Device-generic Sinkhorn solver: the iterations of sinkhorn.h written with
+// Device-generic Sinkhorn solver: the iterations of core/sinkhorn.h written with
 // ATen tensor operations in natural units (f, g, C; at::logsumexp), so it
 // runs on any device torch supports, one kernel launch per operation.
 //
@@ -8,7 +8,7 @@
 // host value per problem (the largest cost, for the number of stages) and,
 // with a tol, the error of every iteration at the target eps (on a GPU each
 // read is a device synchronisation).
-#include "sinkhorn.h"
+#include "core/sinkhorn.h"
 
 #include <cmath>
 

@@ -1,6 +1,6 @@
 // The CPU hot loops on ATen's portable vector type, at::vec::Vectorized<T>.
 //
-// Included only by cpu_loops_<isa>.cpp, each compiled with its instruction
+// Included only by cpu/loops_<isa>.cpp, each compiled with its instruction
 // set's flags and defining CPU_CAPABILITY and CPU_CAPABILITY_<ISA> first (the
 // macros ATen's own per-ISA kernels are compiled with). Everything here
 // lives in the namespace sinsim::cpu::CPU_CAPABILITY, so the copies compiled
@@ -11,7 +11,7 @@
 // Sinkhorn's potentials move little from one iteration to the next, so the
 // previous iteration's answer (rounded: lse_shift) is as good a shift and the
 // sum takes one pass. When that sum cannot be trusted (sum_is_trusted, in
-// cpu_loops.h) the loop redoes it with c = max v (the exact two-pass form).
+// cpu/loops.h) the loop redoes it with c = max v (the exact two-pass form).
 #pragma once
 
 #include <ATen/cpu/vec/functional.h>
@@ -23,7 +23,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "cpu_loops.h"
+#include "cpu/loops.h"
 
 namespace sinsim::cpu {
 inline namespace CPU_CAPABILITY {

@@ -82,7 +82,7 @@ at::Tensor plan_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
                     const SolverOptions& opt);
 // Device-generic solver written with ATen tensor operations (one kernel
 // launch per operation, any device): the eps-scaling path of the CUDA back
-// end (sinkhorn_generic.cpp). SINSIM_SOLVER=generic forces it on the CPU too.
+// end (core/generic.cpp). SINSIM_SOLVER=generic forces it on the CPU too.
 void solve_generic(std::vector<ProblemSet>& sets, const SolverOptions& opt);
 #ifdef SINSIM_WITH_CUDA
 void solve_cuda(std::vector<ProblemSet>& sets, const SolverOptions& opt);
@@ -120,7 +120,7 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
     c10::string_view cost, bool debias, bool online, PlanFn plan);
 
-// Typed entry points, one per registered back end (ops.cpp registers them).
+// Typed entry points, one per registered back end (core/ops.cpp registers them).
 ForwardResult sinkhorn_value_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                                  const at::Tensor& b, double eps, c10::string_view cost,
                                  int64_t max_iter, double tol, bool debias, double scaling,
@@ -146,7 +146,7 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
 std::vector<std::string> compiled_backends();
 
 // The instruction set of the CPU loops a call would use now ("default",
-// "avx2", "avx512"), and every one this build and CPU can run (cpu_loops.h).
+// "avx2", "avx512"), and every one this build and CPU can run (cpu/loops.h).
 std::string cpu_capability();
 std::vector<std::string> cpu_capabilities();
 

@@ -2,12 +2,12 @@
 // allocation, the value <a,f> + <b,g> (and the debiased divergence), and the
 // envelope-theorem backward composed from the plan and two batched products.
 // The device back ends (solve_*, plan_*) do the heavy work.
-#include "sinkhorn.h"
+#include "core/sinkhorn.h"
 
-#include "cuda_kernel_choice.h"
+#include "cuda/kernel_choice.h"
 #ifdef SINSIM_WITH_CUDA
-#include "sinkhorn_cuda_backward.h"
-#include "sinkhorn_cuda_passes.h"
+#include "cuda/fused_backward.h"
+#include "cuda/pass_solver.h"
 #endif
 
 #include <cmath>

@@ -1,11 +1,11 @@
 // The CPU back end's hot loops, compiled once per instruction set.
 //
-// cpu_loops_impl.h holds one implementation written on ATen's portable
-// vector type at::vec::Vectorized<T>; cpu_loops_default.cpp,
-// cpu_loops_avx2.cpp and cpu_loops_avx512.cpp compile it for baseline
+// cpu/loops_impl.h holds one implementation written on ATen's portable
+// vector type at::vec::Vectorized<T>; loops_default.cpp, loops_avx2.cpp
+// and loops_avx512.cpp compile it for baseline
 // hardware (NEON on aarch64, SSE2 on x86-64), AVX2+FMA and AVX-512, the way
 // ATen compiles its own kernels (CPU_CAPABILITY, and per-file -m flags set
-// by setup.py and CMakeLists.txt on x86-64). cpu_loops_dispatch.cpp picks
+// by setup.py and CMakeLists.txt on x86-64). loops_dispatch.cpp picks
 // the table for each call:
 //
 //   SINSIM_CPU_CAPABILITY = default | avx2 | avx512   (read at every call;
@@ -14,7 +14,7 @@
 //   otherwise torch's choice, at::get_cpu_capability(), which honours
 //   ATEN_CPU_CAPABILITY and the CPU's features.
 //
-// All exponentials are base 2 (the scaled units of sinkhorn.h).
+// All exponentials are base 2 (the scaled units of core/sinkhorn.h).
 #pragma once
 
 #include <cmath>
@@ -25,7 +25,7 @@
 
 namespace sinsim::cpu {
 
-// Shifted log-sum-exp (cpu_loops_impl.h). `static` helpers: every
+// Shifted log-sum-exp (cpu/loops_impl.h). `static` helpers: every
 // translation unit, whatever its instruction set, keeps its own copy.
 //
 // The shift used for a guess `hint` of LSE2: an integer of magnitude <= 2^21
