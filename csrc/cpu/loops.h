@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "core/cost_table.h"
+
 namespace sinsim::cpu {
 
 // Shifted log-sum-exp (cpu/loops_impl.h). `static` helpers: every
@@ -62,11 +64,10 @@ struct LoopTable {
   void (*col_lse2_exact)(const T* K, int64_t ld, const T* alpha, int64_t n, int64_t w, T* out);
   // out_ij = scale * c(x_i, y_j) for i < n, j < m (row-major, leading
   // dimension m); X is (n, d) row-major, Yt is Y transposed, (d, m) with
-  // leading dimension ldy. Cosine expects unit-norm rows and computes
-  // 1 - <x_i, y_j>; squared Euclidean sums (x_ik - y_jk)^2 directly (no
-  // cancellation).
+  // leading dimension ldy, both the cost's operands (core/cost_table.h: unit
+  // rows for the cosine cost).
   void (*cost_rows)(const T* X, int64_t n, const T* Yt, int64_t ldy, int64_t m, int64_t d,
-                    bool cosine, T scale, T* out);
+                    CostKind cost, T scale, T* out);
   // K_j <- 2^(u + w_j + K_j) in place, j < m.
   void (*plan_row)(T* K, const T* w, T u, int64_t m);
 };
