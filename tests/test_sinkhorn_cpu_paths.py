@@ -25,7 +25,7 @@ import torch
 import sinsim_ext
 from sinsim_ext import reference
 
-from helpers import points, rel_err
+from helpers import COSTS, points, rel_err
 
 PATHS = list(torch.ops.sinsim_ext.cpu_capabilities())
 ITERS = 40
@@ -97,7 +97,7 @@ def test_value_and_gradient_match_float64(path, dtype, n, m, d, zero_weights):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 def test_debiased_and_cosine_match_float64(path, gen, dtype, cost):
     x, y = points(gen, 37, 9), points(gen, 29, 9)
     kw = dict(eps=0.1, cost=cost, debias=True, max_iter=ITERS)
