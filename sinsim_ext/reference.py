@@ -67,7 +67,7 @@ def _row_error(a, f_old, f_new, eps):
 def scaling_stages(C: torch.Tensor, eps: float, scaling: Optional[float], max_iter: int) -> torch.Tensor:
     """Eps-scaling stages per problem, ``(B,)`` int64: the smallest ``S >= 0``
     with ``eps / scaling^S >= max_ij C_ij``, at most ``max_iter - 1``; zeros
-    without scaling (the formula of ``csrc/sinkhorn.h``)."""
+    without scaling (the formula of ``csrc/core/schedule.h``)."""
     batch = C.shape[0]
     if scaling is None:
         return torch.zeros(batch, dtype=torch.int64, device=C.device)

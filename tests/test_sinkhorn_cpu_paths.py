@@ -1,6 +1,6 @@
 """Every CPU code path of the kernel gives the float64 answer.
 
-The CPU loops are compiled once per instruction set (csrc/cpu_loops.h:
+The CPU loops are compiled once per instruction set (csrc/cpu/loops.h:
 default, avx2, avx512) and SINSIM_CPU_CAPABILITY forces one per call. Each
 test below runs on every path this build and CPU can run, against the
 pure-PyTorch reference in float64 with the same iterations (an independent
