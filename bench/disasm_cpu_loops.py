@@ -9,7 +9,7 @@ loop (of the innermost loops without calls, a backward branch and what it
 jumps over, the one with the most floating-point arithmetic) and the
 mnemonics in it, with the widest vector register it touches (xmm/ymm/zmm on
 x86, v.4s/q on ARM; "scalar" when none). A scalar hot loop in an AVX2 or
-AVX-512 object is the bug this file was written to catch.
+AVX-512 object is what this file catches.
 """
 
 from __future__ import annotations
