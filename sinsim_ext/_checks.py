@@ -4,7 +4,8 @@ Every public entry point funnels its arguments through :func:`prepare` (the
 options through :class:`sinsim_ext.SinkhornOptions`), so a bad call fails the
 same way whichever backend it would have reached: a ``TypeError`` or
 ``ValueError`` that names the argument and says what was expected.
-:func:`prepare` also puts the inputs in the one layout the kernels take: batched ``(B, n, d)`` / ``(B, m, d)`` points and ``(B, n)`` / ``(B, m)``
+:func:`prepare` also puts the inputs in the one layout the kernels take:
+batched ``(B, n, d)`` / ``(B, m, d)`` points and ``(B, n)`` / ``(B, m)``
 weights, contiguous, in the compute dtype (float32, or float64 when an input
 is float64; float16 and bfloat16 are computed in float32).
 """

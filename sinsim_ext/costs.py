@@ -110,7 +110,8 @@ class Cosine(GroundCost):
         return gx, gy
 
     def invalid_points(self, name, p):
-        return {f"{name} contains a zero vector, which has no direction for the cosine cost": (p.norm(dim=-1) == 0).any()}
+        message = f"{name} contains a zero vector, which has no direction for the cosine cost"
+        return {message: (p.norm(dim=-1) == 0).any()}
 
     def max_bound(self, x, y, debias):
         """2: cosines lie in [-1, 1]."""

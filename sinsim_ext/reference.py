@@ -2,9 +2,10 @@ r"""Pure-PyTorch log-domain Sinkhorn: the baseline the kernels are tested and ti
 
 Same functions (:func:`solve`, :func:`sinkhorn_cost`, :func:`sinkhorn`, with
 the same :class:`sinsim_ext.SinkhornOptions`) and the same iteration scheme as
-the compiled operator (:mod:`sinsim_ext.functions`), written with plain tensor operations and differentiated by autograd *through the
-iterations* (memory grows with ``max_iter``), exactly what a user without the
-extension would write. Nothing here calls the compiled library.
+the compiled operator (:mod:`sinsim_ext.functions`), written with plain
+tensor operations and differentiated by autograd *through the iterations*
+(memory grows with ``max_iter``), exactly what a user without the extension
+would write. Nothing here calls the compiled library.
 
 Problem (docs/design/maths.md): points ``x`` (n, d), ``y`` (m, d), weights ``a``,
 ``b`` on the simplex, cost ``C_ij = c(x_i, y_j)``, ``eps > 0``::

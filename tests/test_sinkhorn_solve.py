@@ -88,7 +88,8 @@ def test_options_are_validated_once_when_made_and_are_immutable():
 def test_fields_by_name_replace_those_of_the_options(gen):
     x, y = points(gen, 6, 3), points(gen, 5, 3)
     opts = SinkhornOptions(eps=2.0, max_iter=50)
-    assert torch.equal(sinsim_ext.sinkhorn_cost(x, y, opts, eps=0.5), sinsim_ext.sinkhorn_cost(x, y, eps=0.5, max_iter=50))
+    by_options = sinsim_ext.sinkhorn_cost(x, y, opts, eps=0.5)
+    assert torch.equal(by_options, sinsim_ext.sinkhorn_cost(x, y, eps=0.5, max_iter=50))
     with pytest.raises(TypeError, match="solve\\(\\) got an unexpected keyword argument 'epsilon'"):
         sinsim_ext.solve(x, y, epsilon=0.5)
     with pytest.raises(TypeError, match="options must be a sinsim_ext.SinkhornOptions"):
