@@ -76,27 +76,32 @@ if MODE == "1" and not WITH_CUDA:
         f"toolkit found: {CUDA_HOME or 'none'}, torch CUDA version: {torch.version.cuda or 'none (CPU build)'}"
     )
 
+# csrc/core: the op, its options, the cost table and the device-independent
+# driver; csrc/cpu and csrc/cuda: the back ends (csrc/cuda/kernel_choice.cpp is
+# plain C++, compiled in every build). Includes are relative to csrc/.
 csrc = ROOT / "csrc"
-sources = [str(p.relative_to(ROOT)) for p in sorted(csrc.glob("*.cpp"))]
-# ATen's vector headers (csrc/cpu_loops_impl.h) use `#pragma unroll`, unknown to GCC
+sources = [str(p.relative_to(ROOT)) for p in sorted(csrc.glob("*/*.cpp"))]
+include_dirs = [str(csrc)]
+# ATen's vector headers (csrc/cpu/loops_impl.h) use `#pragma unroll`, unknown to GCC
 cxx_flags = ["-O3", "-fopenmp", "-Wno-unknown-pragmas"]
 
-# The CPU loops' per-instruction-set copies (csrc/cpu_loops.h), compiled with
+# The CPU loops' per-instruction-set copies (csrc/cpu/loops.h), compiled with
 # their own flags the way ATen compiles its CPU_CAPABILITY kernels; elsewhere
 # they compile to empty tables and the default copy runs.
 ISA_FLAGS = {}
 if platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt":
     ISA_FLAGS = {
-        "cpu_loops_avx2.cpp": ["-mavx2", "-mfma"],
-        "cpu_loops_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
+        "loops_avx2.cpp": ["-mavx2", "-mfma"],
+        "loops_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
     }
 define_macros = []
 if WITH_CUDA:
-    sources += [str(p.relative_to(ROOT)) for p in sorted(csrc.glob("*.cu"))]
+    sources += [str(p.relative_to(ROOT)) for p in sorted(csrc.glob("cuda/*.cu"))]
     define_macros.append(("SINSIM_WITH_CUDA", None))
     extension = CUDAExtension(
         "sinsim_ext._C",
         sources,
+        include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo", "-DSINSIM_WITH_CUDA"]},
         extra_link_args=["-fopenmp"],
@@ -105,6 +110,7 @@ else:
     extension = CppExtension(
         "sinsim_ext._C",
         sources,
+        include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=["-fopenmp"],

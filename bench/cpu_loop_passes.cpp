@@ -13,7 +13,7 @@
 #include <random>
 #include <vector>
 
-#include "cpu_loops.h"
+#include "cpu/loops.h"
 
 using namespace sinsim::cpu;
 

@@ -2,7 +2,7 @@
 
     python bench/cpu_loop_passes.py [n]
 
-Compiles bench/cpu_loop_passes.cpp against the csrc/cpu_loops_*.o objects
+Compiles bench/cpu_loop_passes.cpp against the csrc/cpu/loops_*.o objects
 of the last in-place build (python setup.py build_ext --inplace) and runs it:
 ns per entry of K for the row and column log-sum-exp in one shifted pass
 and in the exact two-pass form, and the time of an n x n cost matrix
@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(n: str = "1024") -> None:
-    objects = sorted(glob.glob(str(ROOT / "build" / "temp.*" / "csrc" / "cpu_loops_*.o")))
+    objects = sorted(glob.glob(str(ROOT / "build" / "temp.*" / "csrc" / "cpu" / "loops_*.o")))
     objects = [o for o in objects if "dispatch" not in o]
     if not objects:
-        sys.exit("no csrc/cpu_loops_*.o found: build in place first (python setup.py build_ext --inplace)")
+        sys.exit("no csrc/cpu/loops_*.o found: build in place first (python setup.py build_ext --inplace)")
     lib = Path(torch.__file__).parent / "lib"
     with tempfile.TemporaryDirectory() as tmp:
         exe = Path(tmp) / "cpu_loop_passes"

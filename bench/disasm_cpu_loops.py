@@ -1,15 +1,15 @@
 """Which instructions the CPU loops' hot loops compile to, per code path.
 
     python bench/disasm_cpu_loops.py                      # the objects of the last in-place build
-    python bench/disasm_cpu_loops.py path/to/cpu_loops_avx2.o ...
-    OBJDUMP=aarch64-linux-gnu-objdump python bench/disasm_cpu_loops.py arm/cpu_loops_default.o
+    python bench/disasm_cpu_loops.py path/to/loops_avx2.o ...
+    OBJDUMP=aarch64-linux-gnu-objdump python bench/disasm_cpu_loops.py arm/loops_default.o
 
-For each float32 loop function of csrc/cpu_loops_impl.h it prints the hot
+For each float32 loop function of csrc/cpu/loops_impl.h it prints the hot
 loop (of the innermost loops without calls, a backward branch and what it
 jumps over, the one with the most floating-point arithmetic) and the
 mnemonics in it, with the widest vector register it touches (xmm/ymm/zmm on
 x86, v.4s/q on ARM; "scalar" when none). A scalar hot loop in an AVX2 or
-AVX-512 object is the bug this file was written to catch.
+AVX-512 object is what this file catches.
 """
 
 from __future__ import annotations
@@ -123,10 +123,10 @@ def hot_loop(functions, candidates):
 
 
 def main(argv):
-    objects = argv or sorted(glob.glob(str(ROOT / "build" / "temp.*" / "csrc" / "cpu_loops_*.o")))
+    objects = argv or sorted(glob.glob(str(ROOT / "build" / "temp.*" / "csrc" / "cpu" / "loops_*.o")))
     objects = [o for o in objects if "dispatch" not in o]
     if not objects:
-        sys.exit("no cpu_loops_*.o found: build in place first (python setup.py build_ext --inplace)")
+        sys.exit("no csrc/cpu/loops_*.o found: build in place first (python setup.py build_ext --inplace)")
     for obj in objects:
         report(obj)
 

@@ -20,7 +20,7 @@ and tol = 1e-11 (its marginal error is printed). Problems (n points each):
   matching pairs: the harder case the convergence defaults were measured on);
 * ``separated``: Gaussian points of scale 10 in 6-d (costs up to ~1e3), where
   the plan is nearly a permutation: eps-scaling's best case;
-* ``gauss-2d``: standard Gaussian points in 2-d (issue 11's 2-d case), a
+* ``gauss-2d``: standard Gaussian points in 2-d (the 2-d case of the convergence tests), a
   dense problem with near ties: plain Sinkhorn's worst case.
 """
 

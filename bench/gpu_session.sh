@@ -12,10 +12,10 @@
 #   v2:    the paths selected by SINSIM_CUDA_KERNEL (fused backward, online mode,
 #          eps-scaling on the device): their CUDA tests (JUnit XML too), then their
 #          benchmark cases beside the verified kernel's (bench_v2.json / _table.txt);
-#          about 6 minutes with the build on an H100/H200
+#          about 6 minutes with the build on a Hopper GPU
 #   peers: bench/test_peers.py on the GPU (SINSIM_PEERS_N sizes, default 4096,1024);
 #          the peers are carried as wheels in .whl/ (README of the device tool)
-#   paper: the CIFAR-10 (JPEG copy) variants grid of issue 9 from .gpu_carry/,
+#   paper: the CIFAR-10 (JPEG copy) variants grid from .gpu_carry/,
 #          resumable cell by cell; PAPER_ARGS replaces its default arguments
 set -uo pipefail
 export PYTHONUNBUFFERED=1

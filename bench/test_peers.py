@@ -1,4 +1,4 @@
-r"""Time to equal accuracy: this operator against GeomLoss, POT and OTT-JAX (issue 11, item 4).
+r"""Time to equal accuracy: this operator against GeomLoss, POT and OTT-JAX.
 
 For each problem (n points in d = 128, float32, eps, ``unit`` or ``normal``
 points; ``bench/equal_accuracy.py``) and each solver (``bench/peer_solvers.py``):

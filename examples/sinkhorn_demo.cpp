@@ -1,5 +1,5 @@
 // Calls the Sinkhorn operator from C++ without Python, through the C++ API of
-// csrc/sinkhorn.h and through the PyTorch dispatcher (as TorchScript or any
+// csrc/core/sinkhorn.h and through the PyTorch dispatcher (as TorchScript or any
 // libtorch program would), and prints both values and the convergence report.
 //
 //   ./sinkhorn_demo [n] [m] [d]      (defaults 64 48 16)
@@ -10,7 +10,7 @@
 #include <iomanip>
 #include <iostream>
 
-#include "sinkhorn.h"
+#include "core/sinkhorn.h"
 
 int main(int argc, char** argv) {
   const int64_t n = argc > 1 ? std::atoll(argv[1]) : 64;

@@ -1,18 +1,22 @@
 """SinSim: a fast, differentiable Sinkhorn operator for PyTorch, and the
 losses of SinSim (SimCLR + lambda * Sinkhorn) and its baselines.
 
-Public API: the operator (``sinkhorn_cost``, ``sinkhorn``, ``transport_plan``,
-``backends``), its pure-PyTorch twin (``reference``) and the losses.
+Public API: the operator (``solve``, with ``sinkhorn_cost``, ``sinkhorn``,
+``transport_plan`` and ``backends``), its options (``SinkhornOptions``) and
+result (``SinkhornResult``), its pure-PyTorch twin (``reference``) and the
+losses.
 
     >>> import torch, sinsim_ext
     >>> x, y = torch.randn(256, 128), torch.randn(256, 128)
-    >>> sinsim_ext.sinkhorn_cost(x, y, eps=0.05)          # differentiable scalar
+    >>> res = sinsim_ext.solve(x, y, eps=0.05)            # value, f, g, plan, n_iter, error
+    >>> sinsim_ext.sinkhorn_cost(x, y, eps=0.05)          # the value alone, a differentiable scalar
 """
 
 from . import losses, reference
-from .losses import BarlowTwinsLoss, BYOLLoss, NTXentLoss, SinkhornLoss, SinSimLoss, VICRegLoss
 from .convergence import CONVERGENCE_TOL, SinkhornConvergenceWarning
-from .ops import backends, sinkhorn, sinkhorn_cost
+from .functions import backends, sinkhorn, sinkhorn_cost, solve
+from .losses import BarlowTwinsLoss, BYOLLoss, NTXentLoss, SinkhornLoss, SinSimLoss, VICRegLoss
+from .options import SinkhornOptions
 from .plan import transport_plan
 from .result import SinkhornResult
 
@@ -26,6 +30,7 @@ __all__ = [
     "NTXentLoss",
     "SinSimLoss",
     "SinkhornLoss",
+    "SinkhornOptions",
     "SinkhornResult",
     "VICRegLoss",
     "losses",
@@ -33,5 +38,6 @@ __all__ = [
     "reference",
     "sinkhorn",
     "sinkhorn_cost",
+    "solve",
     "transport_plan",
 ]

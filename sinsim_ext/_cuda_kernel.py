@@ -15,7 +15,7 @@ when the environment variable ``SINSIM_CUDA_KERNEL`` selects them:
   pass solver instead of the fused kernel: an A/B of the two forwards, not in
   ``v2``).
 
-The C++ back end reads the variable on every call (``csrc/cuda_kernel_choice.h``);
+The C++ back end reads the variable on every call (``csrc/cuda/kernel_choice.h``);
 this module parses the same grammar for the choices made in Python
 (``cost_mode="auto"``). Set it before the first call: ``torch.compile``
 reads it once, when it traces.

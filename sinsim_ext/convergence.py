@@ -40,6 +40,7 @@ from typing import Callable, Optional
 import torch
 
 from ._modes import in_vmap, is_compiling
+from .options import SinkhornOptions
 from .resolution import limits, value_rounding
 
 __all__ = ["CONVERGENCE_TOL", "SinkhornConvergenceWarning", "is_converged", "warn_unconverged"]
@@ -74,8 +75,9 @@ def is_converged(error, tol: Optional[float] = None) -> bool:
     return worst < threshold(tol)
 
 
-def advice(worst: float, tol: Optional[float], max_iter: int, scaling: Optional[float]) -> str:
+def advice(worst: float, options: SinkhornOptions) -> str:
     """The message of the warning: what was reached, and what to change."""
+    tol, max_iter, scaling = options.tol, options.max_iter, options.scaling
     goal = f"tol={tol:g}" if tol is not None else f"the default convergence threshold {CONVERGENCE_TOL:g} (no tol given)"
     fixes = [f"raise max_iter (now {max_iter})"]
     if scaling is None:
@@ -119,11 +121,8 @@ def unresolved_advice(measured, dtype: torch.dtype, worst: float) -> Optional[st
 
 def warn_unconverged(
     error: torch.Tensor,
+    options: SinkhornOptions,
     *,
-    tol: Optional[float],
-    max_iter: int,
-    scaling: Optional[float] = None,
-    check_finite: bool = True,
     stacklevel: int = 3,
     resolution: Optional[Callable[[], torch.Tensor]] = None,
     dtype: torch.dtype = torch.float32,
@@ -133,7 +132,8 @@ def warn_unconverged(
     Skipped while torch.compile traces, inside ``torch.func.vmap`` (the
     compiled operator's vmap rule checks the whole batch instead), and for
     GPU tensors when the check would add the only device synchronisation of
-    the call (``check_finite=False`` and no ``tol``): see the module docstring.
+    the call (``options.check_finite`` off and no ``options.tol``): see the
+    module docstring.
     ``resolution``: a function giving :func:`sinsim_ext.resolution.ratios`
     of the problems (called only when the check runs; read in the same
     transfer); past the limits of the compute ``dtype`` the warning says that
@@ -141,7 +141,7 @@ def warn_unconverged(
     """
     if is_compiling() or in_vmap() or error.numel() == 0:
         return
-    if error.device.type != "cpu" and not check_finite and tol is None:
+    if error.device.type != "cpu" and not options.check_finite and options.tol is None:
         return
     values = [error.detach().max().double().reshape(1)]
     if resolution is not None:
@@ -149,7 +149,7 @@ def warn_unconverged(
     read = torch.cat(values).tolist()
     worst = read[0]
     message = unresolved_advice(read[1:], dtype, worst) if resolution is not None else None
-    if message is None and not worst < threshold(tol):
-        message = advice(worst, tol, max_iter, scaling)
+    if message is None and not worst < threshold(options.tol):
+        message = advice(worst, options)
     if message is not None:
         warnings.warn(message, SinkhornConvergenceWarning, stacklevel=stacklevel)

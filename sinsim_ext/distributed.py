@@ -65,32 +65,51 @@ Memory per process: the ``n_r x m`` block ``C_r`` (+ ``n_r x n`` and
 entries per block row chunk; the gathered solve keeps ``n x m`` (x 3 with
 ``debias``) on every process.
 
+The options are :class:`sinsim_ext.SinkhornOptions`, checked as the
+single-process solve checks them (:func:`sinsim_ext._checks.prepare`: the
+points, their values, the options), its convergence report too
+(:mod:`sinsim_ext.convergence`); the cost is the table's
+(:mod:`sinsim_ext.costs`).
+
 Limits (each raises a clear error): uniform weights only; the same number
-of rows ``n_r`` (and ``m_r``) on every process; no ``tol`` (every process
-runs ``max_iter`` iterations: a stopping test would cost a collective per
-iteration); no double backward or forward mode. All processes of ``group``
-must call it with the same options (it is a collective).
+of rows ``n_r`` (and ``m_r``) on every process; the options of
+:data:`UNSUPPORTED` at their defaults only (no ``tol``: every process runs
+``max_iter`` iterations, a stopping test would cost a collective per
+iteration; no eps-scaling; no ``cost_mode``); no double backward or forward
+mode. All processes of ``group`` must call it with the same options (it is a
+collective).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import prepare
+from ._checks import Problem, prepare, value_flags
 from .convergence import warn_unconverged
 from .costs import cost_matrix, cost_vjp
+from .losses import SinkhornLoss
+from .options import OptionAttributes, SinkhornOptions
+from .result import debiased
 
-__all__ = ["CHUNK_ENTRIES", "ShardedSinkhornLoss", "sharded_sinkhorn_cost"]
+__all__ = ["CHUNK_ENTRIES", "UNSUPPORTED", "ShardedSinkhornLoss", "sharded_sinkhorn_cost"]
 
 #: Largest temporary (entries) a row chunk of a block makes: the log-sum-exps
 #: and the backward's plan rows are computed this many entries at a time.
 CHUNK_ENTRIES = 1 << 22
+
+#: The options the sharded solve takes at their default only, and why.
+UNSUPPORTED = {
+    "tol": "runs exactly max_iter iterations (a stopping test would cost a collective per iteration)",
+    "scaling": "runs plain iterations (eps-scaling is not implemented there)",
+    "cost_mode": "keeps its rows of the cost matrix (cost_mode chooses the compiled operator's memory use)",
+}
+_DEFAULTS = SinkhornOptions()
 
 _SUM, _MAX = dist.ReduceOp.SUM, dist.ReduceOp.MAX
 # (group, rank, n_r, m_r, d) whose sizes were checked against the other processes'
@@ -214,7 +233,7 @@ def _solve(grp: _Group, x_r, y_r, x, y, eps: float, cost: str, iters: int, debia
     potentials = [f, g]
     errors = [local[1]]
     if debias:
-        value = value - 0.5 * ((q_x.sum() + p_x.sum()) / n + (q_y.sum() + p_y.sum()) / m)
+        value = debiased(value, (q_x.sum() + p_x.sum()) / n, (q_y.sum() + p_y.sum()) / m)
         potentials += [q_x, p_x, q_y, p_y]
         errors += [err_x, err_y]
     return value, potentials, torch.stack(errors)
@@ -268,8 +287,8 @@ class _ShardedSinkhorn(torch.autograd.Function):
         if debias:
             cols_xx = summed[m * d : (m + n) * d].view(n, d)
             cols_yy = summed[(m + n) * d :].view(m, d)
-            grad_x = grad_x - 0.5 * (rows_xx + cols_xx[mine_x])
-            grad_y = grad_y - 0.5 * (rows_yy + cols_yy[mine_y])
+            grad_x = debiased(grad_x, rows_xx, cols_xx[mine_x])
+            grad_y = debiased(grad_y, rows_yy, cols_yy[mine_y])
         return total * grad_x, total * grad_y, None, None, None, None, None
 
 
@@ -288,32 +307,32 @@ def _check_shapes(grp: _Group, x_r: torch.Tensor, y_r: torch.Tensor) -> None:
     _CHECKED_SHAPES.add(key)
 
 
-def _check_values(grp: _Group, x_r: torch.Tensor, y_r: torch.Tensor, cost: str) -> None:
-    """NaN/inf (and zero vectors under the cosine cost) on any process: every
-    process raises the same error (one all-gather of the flags), none is left waiting."""
-    checks = {"x contains NaN or inf": ~torch.isfinite(x_r).all(), "y contains NaN or inf": ~torch.isfinite(y_r).all()}
-    if cost == "cosine":
-        checks["x contains a zero vector, which has no direction for the cosine cost"] = (x_r.norm(dim=-1) == 0).any()
-        checks["y contains a zero vector, which has no direction for the cosine cost"] = (y_r.norm(dim=-1) == 0).any()
-    every = grp.gather_rows(torch.stack(list(checks.values())).to(torch.int64).view(1, -1)).tolist()  # (ranks, checks)
-    for k, message in enumerate(checks):
-        ranks = [r for r, flags in enumerate(every) if flags[k]]
+def _check_values(grp: _Group, pb: Problem) -> None:
+    """The value checks of the single-process solve (:func:`sinsim_ext._checks.value_flags`)
+    on every process: every process raises the same error (one all-gather of
+    the flags), none is left waiting."""
+    flags = value_flags(pb.x, pb.y, pb.a, pb.b, False, False, pb.options.cost)
+    every = grp.gather_rows(torch.stack(list(flags.values())).to(torch.int64).view(1, -1)).tolist()  # (ranks, checks)
+    for k, message in enumerate(flags):
+        ranks = [r for r, bad in enumerate(every) if bad[k]]
         if ranks:
             raise ValueError(f"{message} (on rank {', '.join(map(str, ranks))})")
+
+
+def unsupported(options: SinkhornOptions) -> dict:
+    """``{option: why}`` of the options the sharded solve does not implement
+    (those of :data:`UNSUPPORTED` away from their defaults)."""
+    return {name: why for name, why in UNSUPPORTED.items() if getattr(options, name) != getattr(_DEFAULTS, name)}
 
 
 def sharded_sinkhorn_cost(
     x: torch.Tensor,
     y: torch.Tensor,
+    options: Optional[SinkhornOptions] = None,
     *,
-    eps: float = 0.05,
-    cost: str = "sqeuclidean",
-    max_iter: int = 100,
-    debias: bool = False,
-    tol: Optional[float] = None,
-    check_finite: bool = True,
     return_error: bool = False,
     group=None,
+    **fields,
 ):
     r"""``OT_eps`` (or with ``debias`` the Sinkhorn divergence) between the
     point clouds whose rows are spread over the processes of ``group``.
@@ -327,9 +346,12 @@ def sharded_sinkhorn_cost(
         x: this process's rows of the first cloud, ``(n_r, d)``; the same
             ``n_r`` on every process.
         y: this process's rows of the second cloud, ``(m_r, d)``.
-        eps, cost, max_iter, debias, check_finite: as :func:`sinsim_ext.sinkhorn_cost`
-            (uniform weights).
-        tol: must be None: the sharded solve runs ``max_iter`` iterations.
+        options: a :class:`sinsim_ext.SinkhornOptions`, as for
+            :func:`sinsim_ext.sinkhorn_cost` (uniform weights): ``eps``,
+            ``cost``, ``max_iter``, ``debias``, ``check_finite``; the options
+            of :data:`UNSUPPORTED` (``tol``, ``scaling``, ``cost_mode``) at
+            their defaults only.
+        fields: options by name, replacing those of ``options``.
         return_error: also return the final L1 row-marginal error (the worst
             of the problems with ``debias``; the same on every process) as a
             detached device tensor, and do not warn: the caller reads it
@@ -345,73 +367,63 @@ def sharded_sinkhorn_cost(
         and ``y`` (first-order reverse mode). With ``return_error``,
         ``(value, error)``.
     """
-    if tol is not None:
-        raise ValueError("tol: the row-sharded Sinkhorn solve runs exactly max_iter iterations (a stopping test "
-                         "would cost a collective per iteration); pass tol=None")
+    options = SinkhornOptions.resolve(options, fields, "sharded_sinkhorn_cost")
+    for name, why in unsupported(options).items():
+        raise ValueError(f"{name}: the row-sharded Sinkhorn solve {why}; pass {name}={getattr(_DEFAULTS, name)!r}")
     for name, t in (("x", x), ("y", y)):
         if isinstance(t, torch.Tensor) and t.dim() != 2:
             raise ValueError(f"{name} must be this process's rows, shape (n_r, d); got {tuple(t.shape)} "
                              "(batches of problems are not supported by the sharded solve)")
-    pb = prepare(x, y, eps=eps, cost=cost, max_iter=max_iter, check_finite=False)
+    pb = prepare(x, y, options.replace(check_finite=False), caller="sharded_sinkhorn_cost")
     grp = _Group(group)
     x_r, y_r = pb.x[0], pb.y[0]
     _check_shapes(grp, x_r, y_r)
-    if check_finite:
-        _check_values(grp, x_r, y_r, pb.cost)
-    value, errors = _ShardedSinkhorn.apply(x_r, y_r, grp, pb.eps, pb.cost, pb.max_iter, bool(debias))
+    if options.check_finite:
+        _check_values(grp, pb)
+    value, errors = _ShardedSinkhorn.apply(x_r, y_r, grp, options.eps, options.cost, options.max_iter, options.debias)
     value = value.to(pb.out_dtype)
     if return_error:
         return value, errors.detach().amax()
-    warn_unconverged(errors, tol=None, max_iter=pb.max_iter, check_finite=check_finite)
+    warn_unconverged(errors, options)
     return value
 
 
-class ShardedSinkhornLoss(nn.Module):
+class ShardedSinkhornLoss(OptionAttributes, nn.Module):
     r""":class:`sinsim_ext.losses.SinkhornLoss` on a batch spread over the
     processes of ``group``: each process passes its rows of the two views'
     embeddings and gets the loss of the whole batch, from the row-sharded
     solve (:func:`sharded_sinkhorn_cost`; gradient convention there).
 
     Build it from a ``SinkhornLoss`` with :meth:`like` so both compute the
-    same term. Its options: ``eps``, ``cost``, ``normalize``, ``max_iter``,
-    ``debias``, ``check_finite`` (``backend`` does not apply: this is plain
-    PyTorch plus collectives, on any device).
+    same term: the same :class:`sinsim_ext.SinkhornOptions` and ``normalize``
+    (``backend`` does not apply: this is plain PyTorch plus collectives, on
+    any device).
     """
 
-    #: The SinkhornLoss attributes this class reproduces; :meth:`like` refuses a
-    #: loss with any other public attribute (an option added to SinkhornLoss
-    #: that the sharded solve would silently ignore).
-    KNOWN_OPTIONS = ("eps", "cost", "normalize", "max_iter", "debias", "backend", "check_finite", "training")
-    #: SinkhornLoss options the sharded solve takes only at their default (None).
-    DEFAULT_ONLY = ("tol", "scaling")
-
-    def __init__(self, eps: float = 0.05, cost: str = "sqeuclidean", normalize: bool = True, max_iter: int = 100,
-                 debias: bool = False, check_finite: bool = False, group=None):
+    def __init__(self, options: Optional[SinkhornOptions] = None, *, normalize: bool = True, group=None, **fields):
         super().__init__()
-        self.eps, self.cost, self.normalize = float(eps), cost, bool(normalize)
-        self.max_iter, self.debias, self.check_finite = int(max_iter), bool(debias), bool(check_finite)
+        self.options = SinkhornOptions.resolve(options, fields, "ShardedSinkhornLoss", base=SinkhornLoss.DEFAULTS)
+        refused = unsupported(self.options)
+        if refused:
+            raise NotImplementedError(
+                f"the row-sharded Sinkhorn solve does not implement the option(s) {sorted(refused)}: "
+                + "; ".join(f"it {why}" for why in refused.values())
+                + "; gather the batch and use SinkhornLoss instead (the trainer: --sinkhorn-shard never)")
+        self.normalize = bool(normalize)
         self.group = group
 
     @classmethod
     def like(cls, loss: nn.Module, group=None) -> "ShardedSinkhornLoss":
-        options: Dict = {k: v for k, v in vars(loss).items() if not k.startswith("_")}
-        unknown = sorted(set(options) - set(cls.KNOWN_OPTIONS) - set(cls.DEFAULT_ONLY))
-        unknown += sorted(k for k in cls.DEFAULT_ONLY if options.get(k) is not None)
-        if unknown:
-            raise NotImplementedError(
-                f"the row-sharded Sinkhorn solve does not implement the SinkhornLoss option(s) {unknown}; "
-                "gather the batch and use SinkhornLoss instead (the trainer: --sinkhorn-shard never)")
-        return cls(eps=loss.eps, cost=loss.cost, normalize=loss.normalize, max_iter=loss.max_iter,
-                   debias=loss.debias, check_finite=loss.check_finite, group=group)
+        """The sharded twin of a :class:`sinsim_ext.SinkhornLoss` (its options and
+        ``normalize``); ``NotImplementedError`` for options the sharded solve does not implement."""
+        return cls(loss.options, normalize=loss.normalize, group=group)
 
     def _solve(self, x: torch.Tensor, y: torch.Tensor, return_error: bool):
         with torch.autocast(device_type=x.device.type, enabled=False):
             x, y = x.float(), y.float()
             if self.normalize:
                 x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-            return sharded_sinkhorn_cost(x, y, eps=self.eps, cost=self.cost, max_iter=self.max_iter,
-                                         debias=self.debias, check_finite=self.check_finite,
-                                         return_error=return_error, group=self.group)
+            return sharded_sinkhorn_cost(x, y, self.options, return_error=return_error, group=self.group)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self._solve(x, y, return_error=False)
@@ -422,5 +434,6 @@ class ShardedSinkhornLoss(nn.Module):
         return self._solve(x, y, return_error=True)
 
     def extra_repr(self) -> str:
-        return (f"eps={self.eps}, cost={self.cost!r}, normalize={self.normalize}, max_iter={self.max_iter}, "
-                f"debias={self.debias}")
+        o = self.options
+        return f"eps={o.eps}, cost={o.cost!r}, normalize={self.normalize}, max_iter={o.max_iter}, debias={o.debias}"
+

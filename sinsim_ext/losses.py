@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import reference
-from ._checks import check_eps, check_scaling, check_tol
 from .convergence import threshold
-from .ops import backends, sinkhorn_cost
+from .functions import sinkhorn_cost
+from .ops import backends
+from .options import OptionAttributes, SinkhornOptions
 
 # The devices the compiled kernel was built for, read once (not inside a step
 # that torch.compile traces).
@@ -111,7 +112,7 @@ class NTXentLoss(nn.Module):
         return F.cross_entropy(logits, positives)
 
 
-class SinkhornLoss(nn.Module):
+class SinkhornLoss(OptionAttributes, nn.Module):
     r"""Entropic optimal-transport cost between two batches of embeddings.
 
     The empirical distributions ``mu = 1/n sum_i delta_{x_i}`` and
@@ -132,22 +133,22 @@ class SinkhornLoss(nn.Module):
     MMD using Sinkhorn Divergences", AISTATS 2019 (the debiased divergence).
 
     Args:
-        eps: entropic regularisation, in units of the cost.
-        cost: ``"sqeuclidean"`` or ``"cosine"``.
+        options: the solve's :class:`sinsim_ext.SinkhornOptions` (eps, cost,
+            max_iter, tol, scaling, debias, check_finite, cost_mode); when
+            None, the defaults with ``check_finite=False``: in a training step
+            a bad input gives a NaN loss, which the training loop detects
+            without the device synchronisation of the value checks.
         normalize: L2-normalise the embeddings first.
-        max_iter: Sinkhorn iterations.
-        debias: use the Sinkhorn divergence.
         backend: ``"kernel"`` (the compiled operator), ``"reference"`` (plain
             PyTorch, autograd through the iterations) or ``"auto"`` (the
             kernel when it is compiled for the inputs' device, else the
             reference).
-        check_finite: validate the inputs for NaN/inf (one device sync per
-            call on GPUs). Off by default: in a training step a bad input
-            gives a NaN loss, which the training loop detects without a sync.
-        tol: stop once the marginal error is below ``tol`` (and the
-            convergence threshold); None: all ``max_iter`` iterations.
-        scaling: eps-scaling ratio in (0, 1) (see
-            :func:`sinsim_ext.sinkhorn_cost`), None for plain iterations.
+        **fields: options by name, replacing those of ``options``
+            (``SinkhornLoss(eps=0.1, debias=True)``).
+
+    The options are also attributes (``loss.eps``, ``loss.max_iter``, ...);
+    assigning one (``loss.eps = 0.1``) validates it and replaces
+    ``loss.options``.
 
     Convergence: :meth:`value_and_error` returns the final marginal error as
     a device tensor next to the value (no device synchronisation), for a
@@ -157,31 +158,17 @@ class SinkhornLoss(nn.Module):
     """
 
     BACKENDS = ("auto", "kernel", "reference")
+    #: The options a SinkhornLoss starts from when it is given none.
+    DEFAULTS = SinkhornOptions(check_finite=False)
 
-    def __init__(
-        self,
-        eps: float = 0.05,
-        cost: str = "sqeuclidean",
-        normalize: bool = True,
-        max_iter: int = 100,
-        debias: bool = False,
-        backend: str = "auto",
-        check_finite: bool = False,
-        tol: Optional[float] = None,
-        scaling: Optional[float] = None,
-    ):
+    def __init__(self, options: Optional[SinkhornOptions] = None, *, normalize: bool = True, backend: str = "auto",
+                 **fields):
         super().__init__()
         if backend not in self.BACKENDS:
             raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
-        self.tol = None if tol is None else check_tol(tol)
-        self.scaling = check_scaling(scaling)
-        self.eps = check_eps(eps)
-        self.cost = cost
+        self.options = SinkhornOptions.resolve(options, fields, "SinkhornLoss", base=self.DEFAULTS)
         self.normalize = bool(normalize)
-        self.max_iter = int(max_iter)
-        self.debias = bool(debias)
         self.backend = backend
-        self.check_finite = bool(check_finite)
 
     def solver(self, device: torch.device):
         """The Sinkhorn function this loss calls for inputs on ``device``."""
@@ -193,25 +180,13 @@ class SinkhornLoss(nn.Module):
     def tolerance(self) -> float:
         """The marginal error below which a solve counts as converged (``tol``, or
         :data:`sinsim_ext.CONVERGENCE_TOL`)."""
-        return threshold(self.tol)
+        return threshold(self.options.tol)
 
     def _solve(self, x: torch.Tensor, y: torch.Tensor, return_error: bool):
         x, y = x.float(), y.float()
         if self.normalize:
             x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-        solve = self.solver(x.device)
-        return solve(
-            x,
-            y,
-            eps=self.eps,
-            cost=self.cost,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            debias=self.debias,
-            check_finite=self.check_finite,
-            scaling=self.scaling,
-            return_error=return_error,
-        )
+        return self.solver(x.device)(x, y, self.options, return_error=return_error)
 
     @_without_autocast
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -226,10 +201,11 @@ class SinkhornLoss(nn.Module):
         return self._solve(x, y, return_error=True)
 
     def extra_repr(self) -> str:
+        o = self.options
         return (
-            f"eps={self.eps}, cost={self.cost!r}, normalize={self.normalize}, "
-            f"max_iter={self.max_iter}, debias={self.debias}, backend={self.backend!r}, "
-            f"tol={self.tol}, scaling={self.scaling}"
+            f"eps={o.eps}, cost={o.cost!r}, normalize={self.normalize}, "
+            f"max_iter={o.max_iter}, debias={o.debias}, backend={self.backend!r}, "
+            f"tol={o.tol}, scaling={o.scaling}"
         )
 
 
@@ -246,9 +222,9 @@ class SinSimLoss(nn.Module):
     Args:
         temperature: NT-Xent temperature.
         weight: ``lambda``, the weight of the Sinkhorn term.
-        **sinkhorn: keyword arguments of :class:`SinkhornLoss` (``eps``,
-            ``cost``, ``normalize``, ``max_iter``, ``debias``, ``backend``,
-            ``check_finite``).
+        **sinkhorn: keyword arguments of :class:`SinkhornLoss` (``options``,
+            ``normalize``, ``backend``, and the options by name: ``eps``,
+            ``cost``, ``max_iter``, ``debias``, ...).
     """
 
     def __init__(self, temperature: float = 0.5, weight: float = 0.1, **sinkhorn):

@@ -1,4 +1,4 @@
-r"""The compiled Sinkhorn operator: thin wrappers over ``torch.ops.sinsim_ext``.
+r"""The compiled Sinkhorn operator: ``torch.ops.sinsim_ext`` and what PyTorch needs around it.
 
 The C++ library (``csrc/``) declares two ops and implements them for CPU and,
 when built with CUDA, for CUDA:
@@ -10,8 +10,8 @@ when built with CUDA, for CUDA:
 
 This module registers their fake kernels (so ``torch.compile`` can trace
 them), a vmap rule, and an Autograd kernel (the autograd.Function
-``_SinkhornValue``, which also has forward mode), then exposes the public
-functions.
+``_SinkhornValue``, which also has forward mode), and chooses the cost mode;
+:mod:`sinsim_ext.functions` holds the public functions that call it.
 
 Differentiation (docs/design/maths.md, "The first-order backward"). At the fixed point the value
 ``OT = <a, f> + <b, g>`` has ``dOT/dC = P`` with
@@ -32,10 +32,12 @@ Both are exact at convergence; after a fixed small number of iterations the
 first is the gradient of the current plan's transport cost, the usual choice
 in practice.
 
-Adding an argument to the op: the C++ schema (``csrc/ops.cpp``), the fields of
-:class:`_Options` (in schema order) and :func:`_op_inputs`. Everything else
-handles the options as one opaque tuple. Adding an output: :class:`_Outputs`,
-:data:`_OUTPUT_BATCH_DIM` and the fake kernel.
+Adding an option: a field of :class:`sinsim_ext.SinkhornOptions`; if the
+kernels read it, also an argument of the op: the C++ schema
+(``csrc/core/ops.cpp``), the fields of :class:`_OpOptions` (in schema order)
+and :func:`_op_inputs`. Everything else handles the op's options as one
+opaque tuple. Adding an output: :class:`_Outputs`, :data:`_OUTPUT_BATCH_DIM`
+and the fake kernel.
 """
 
 from __future__ import annotations
@@ -55,30 +57,37 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
 
 from . import _cuda_kernel
 from ._batching import fold, unfold
-from ._checks import Problem, error_or_unknown, prepare, warn_if_unconverged
+from ._checks import Problem
+from ._modes import functorch_active, has_tangent, is_compiling, refuse_nested_forward_mode
 from .convergence import warn_unconverged
-from ._modes import derivatives_wanted, functorch_active, has_tangent, is_compiling, refuse_nested_forward_mode
 from .costs import cost_matrix, cost_vjp
 from .implicit import implicit_potentials, plan
-from .result import SinkhornResult
+from .options import COST_MODES, SinkhornOptions
+from .result import debiased
 
-__all__ = ["backends", "sinkhorn", "sinkhorn_cost"]
+__all__ = ["CUDA_ONLINE_MEMORY_FRACTION", "ONLINE_THRESHOLD_BYTES", "backends"]
 
 _VALUE = "sinsim_ext::sinkhorn_value"
 _BACKWARD = "sinsim_ext::sinkhorn_value_backward"
 _N_TENSORS = 4  # the op's leading tensor arguments: x, y, a, b
 
 
-class _Options(NamedTuple):
-    """The op's non-tensor arguments, in schema order after ``x, y, a, b``."""
+class _OpOptions(NamedTuple):
+    """The op's non-tensor arguments, in schema order after ``x, y, a, b``
+    (:class:`sinsim_ext.SinkhornOptions` as the op takes them)."""
 
     eps: float
     cost: str
     max_iter: int
-    tol: float
+    tol: float  # 0: no tol
     debias: bool
     scaling: float = 0.0  # eps-scaling ratio in (0, 1); 0: plain iterations
     online: bool = False  # recompute the cost in blocks (CPU), see cost_mode
+
+    def options(self) -> SinkhornOptions:
+        """The solve's options (``check_finite`` off: the op does not check values)."""
+        return SinkhornOptions(eps=self.eps, cost=self.cost, max_iter=self.max_iter, tol=self.tol or None,
+                               scaling=self.scaling or None, debias=self.debias, check_finite=False)
 
 
 class _Outputs(NamedTuple):
@@ -98,8 +107,6 @@ class _Outputs(NamedTuple):
 # Where each output keeps its batch dimension (vmap folds the mapped one into it).
 _OUTPUT_BATCH_DIM = _Outputs(value=0, f=0, g=0, f_xx=0, g_xx=0, f_yy=0, g_yy=0, n_iter=1, error=1)
 
-
-COST_MODES = ("auto", "stored", "online")
 
 ONLINE_THRESHOLD_BYTES = 1 << 30
 """``cost_mode="auto"`` recomputes the cost online (CPU) when the stored mode
@@ -135,8 +142,7 @@ _BACKENDS = tuple(torch.ops.sinsim_ext.compiled_backends())
 
 
 def _use_online(pb: Problem, debias: bool, cost_mode: str) -> bool:
-    if not isinstance(cost_mode, str) or cost_mode not in COST_MODES:
-        raise ValueError(f"cost_mode must be one of {COST_MODES}, got {cost_mode!r}")
+    """Whether the op recomputes the cost online, for a ``cost_mode`` of :data:`COST_MODES`."""
     cuda_parts = _cuda_kernel.selected_for(pb.x.device.type, _BACKENDS)
     if cost_mode != "auto":
         return cost_mode == "online"
@@ -152,22 +158,23 @@ def _use_online(pb: Problem, debias: bool, cost_mode: str) -> bool:
     return batch * entries * pb.x.element_size() > ONLINE_THRESHOLD_BYTES
 
 
-def _op_inputs(pb: Problem, debias: bool, cost_mode: str = "auto") -> tuple:
+def _op_inputs(pb: Problem) -> tuple:
     """The arguments of ``torch.ops.sinsim_ext.sinkhorn_value`` for a validated problem."""
-    options = _Options(
-        eps=pb.eps,
-        cost=pb.cost,
-        max_iter=pb.max_iter,
-        tol=pb.tol if pb.tol is not None else 0.0,
-        debias=bool(debias),
-        scaling=pb.scaling if pb.scaling is not None else 0.0,
-        online=_use_online(pb, debias, cost_mode),
+    opt = pb.options
+    options = _OpOptions(
+        eps=opt.eps,
+        cost=opt.cost,
+        max_iter=opt.max_iter,
+        tol=opt.tol if opt.tol is not None else 0.0,
+        debias=opt.debias,
+        scaling=opt.scaling if opt.scaling is not None else 0.0,
+        online=_use_online(pb, opt.debias, opt.cost_mode),
     )
     return (pb.x, pb.y, pb.a, pb.b, *options)
 
 
-def _split(inputs) -> Tuple[tuple, _Options]:
-    return tuple(inputs[:_N_TENSORS]), _Options(*inputs[_N_TENSORS:])
+def _split(inputs) -> Tuple[tuple, _OpOptions]:
+    return tuple(inputs[:_N_TENSORS]), _OpOptions(*inputs[_N_TENSORS:])
 
 
 # --------------------------------------------------------------------------- fake kernels
@@ -175,7 +182,7 @@ def _split(inputs) -> Tuple[tuple, _Options]:
 
 @torch.library.register_fake(_VALUE)
 def _sinkhorn_value_fake(x, y, a, b, *options):
-    opt = _Options(*options)
+    opt = _OpOptions(*options)
     batch, n, m = x.shape[0], x.shape[1], y.shape[1]
     problems = 3 if opt.debias else 1
 
@@ -210,14 +217,7 @@ def _value_vmap(apply, info, in_dims, *inputs):
     size = info.batch_size
     tensors, opt = _split(inputs)
     out = _Outputs(*apply(*fold(size, in_dims[:_N_TENSORS], tensors), *opt))
-    warn_unconverged(
-        out.error,
-        tol=opt.tol if opt.tol > 0 else None,
-        max_iter=opt.max_iter,
-        scaling=opt.scaling if opt.scaling > 0 else None,
-        check_finite=False,
-        stacklevel=5,
-    )
+    warn_unconverged(out.error, opt.options(), stacklevel=5)
     # Outputs with no elements are "absent" placeholders (the symmetric
     # potentials without debias): not mapped.
     dims = tuple(None if t.numel() == 0 else d for t, d in zip(out, _OUTPUT_BATCH_DIM))
@@ -243,7 +243,7 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(*out[1:])
 
 
-def _compiled_gradient(grad_value, x, y, a, b, potentials, opt: _Options, needs):
+def _compiled_gradient(grad_value, x, y, a, b, potentials, opt: _OpOptions, needs):
     """The fast first-order backward: the C++ op for the points, the potentials for the weights."""
     f, g, f_xx, g_xx, f_yy, g_yy = potentials
     grad_x = grad_y = grad_a = grad_b = None
@@ -252,15 +252,15 @@ def _compiled_gradient(grad_value, x, y, a, b, potentials, opt: _Options, needs)
             grad_value, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, opt.eps, opt.cost, opt.debias, opt.online
         )
     if needs[2]:
-        df = f - 0.5 * (f_xx + g_xx) if opt.debias else f
+        df = debiased(f, f_xx, g_xx) if opt.debias else f
         grad_a = grad_value.unsqueeze(-1) * df
     if needs[3]:
-        dg = g - 0.5 * (f_yy + g_yy) if opt.debias else g
+        dg = debiased(g, f_yy, g_yy) if opt.debias else g
         grad_b = grad_value.unsqueeze(-1) * dg
     return grad_x, grad_y, grad_a, grad_b
 
 
-def _problem_gradient(x, y, a, b, f0, g0, opt: _Options):
+def _problem_gradient(x, y, a, b, f0, g0, opt: _OpOptions):
     """``(dOT/dx, dOT/dy, dOT/da, dOT/db)`` of one problem, as differentiable PyTorch."""
     C = cost_matrix(x, y, opt.cost)
     f, g = implicit_potentials(C, a, b, f0, g0, opt.eps)
@@ -268,17 +268,15 @@ def _problem_gradient(x, y, a, b, f0, g0, opt: _Options):
     return grad_x, grad_y, f, g
 
 
-def _differentiable_gradient(x, y, a, b, potentials, opt: _Options):
+def _differentiable_gradient(x, y, a, b, potentials, opt: _OpOptions):
     """Gradient of the value (per unit cotangent) that can itself be differentiated."""
     f, g, f_xx, g_xx, f_yy, g_yy = potentials
     grad_x, grad_y, grad_a, grad_b = _problem_gradient(x, y, a, b, f, g, opt)
     if opt.debias:
         gx1, gx2, ga1, ga2 = _problem_gradient(x, x, a, a, f_xx, g_xx, opt)
         gy1, gy2, gb1, gb2 = _problem_gradient(y, y, b, b, f_yy, g_yy, opt)
-        grad_x = grad_x - 0.5 * (gx1 + gx2)
-        grad_y = grad_y - 0.5 * (gy1 + gy2)
-        grad_a = grad_a - 0.5 * (ga1 + ga2)
-        grad_b = grad_b - 0.5 * (gb1 + gb2)
+        grad_x, grad_y = debiased(grad_x, gx1, gx2), debiased(grad_y, gy1, gy2)
+        grad_a, grad_b = debiased(grad_a, ga1, ga2), debiased(grad_b, gb1, gb2)
     return grad_x, grad_y, grad_a, grad_b
 
 
@@ -291,7 +289,7 @@ def _backward_with(differentiable: bool, ctx, grad_value):
         grads = tuple(gr * s if need else None for gr, s, need in zip(grads, scale, needs))
     else:
         grads = _compiled_gradient(grad_value, x, y, a, b, potentials, ctx.opt, needs)
-    return (*grads, *([None] * len(_Options._fields)))
+    return (*grads, *([None] * len(_OpOptions._fields)))
 
 
 class _SinkhornValue(torch.autograd.Function):
@@ -356,19 +354,20 @@ _LIB = torch.library.Library("sinsim_ext", "IMPL")  # kept alive: owns the regis
 _LIB.impl("sinkhorn_value", _value_autograd_kernel, "Autograd", with_keyset=True)
 
 
-def _value_op(pb: Problem, debias: bool, *, detach: bool = False, cost_mode: str = "auto"):
-    """The op, through its Autograd kernel; inside torch.func transforms the
-    Function directly (an op's Autograd kernel cannot start a Function there).
-    ``detach``: solve only (no derivative of the op's outputs is recorded)."""
-    inputs = _op_inputs(pb, debias, cost_mode)
+def value_op(pb: Problem, *, detach: bool = False) -> _Outputs:
+    """The op on a validated problem, through its Autograd kernel; inside
+    torch.func transforms the Function directly (an op's Autograd kernel
+    cannot start a Function there). ``detach``: solve only (no derivative of
+    the op's outputs is recorded)."""
+    inputs = _op_inputs(pb)
     if detach:
         inputs = tuple(t.detach() for t in inputs[:_N_TENSORS]) + inputs[_N_TENSORS:]
     if not is_compiling() and functorch_active():
-        return _SinkhornValue.apply(*inputs)
-    return torch.ops.sinsim_ext.sinkhorn_value(*inputs)
+        return _Outputs(*_SinkhornValue.apply(*inputs))
+    return _Outputs(*torch.ops.sinsim_ext.sinkhorn_value(*inputs))
 
 
-def _double_backward_guard(*inputs) -> Optional[torch.Tensor]:
+def double_backward_guard(*inputs) -> Optional[torch.Tensor]:
     """A zero whose backward reads the inputs that require grad (under torch.compile).
 
     AOTAutograd refuses double backward by attaching an erroring node to the
@@ -387,171 +386,7 @@ def _double_backward_guard(*inputs) -> Optional[torch.Tensor]:
     return zero
 
 
-# --------------------------------------------------------------------------- public API
-
-
-def sinkhorn_cost(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float = 0.05,
-    cost: str = "sqeuclidean",
-    a: Optional[torch.Tensor] = None,
-    b: Optional[torch.Tensor] = None,
-    max_iter: int = 100,
-    tol: Optional[float] = None,
-    debias: bool = False,
-    check_finite: bool = True,
-    scaling: Optional[float] = None,
-    return_error: bool = False,
-    cost_mode: str = "auto",
-):
-    r"""Entropy-regularised optimal-transport cost between two point clouds.
-
-    ``OT_eps(x, y) = <a, f> + <b, g>`` at the Sinkhorn fixed point (see
-    :mod:`sinsim_ext.reference` for the iteration), or, with ``debias=True``,
-    the Sinkhorn divergence ``OT(x, y) - OT(x, x)/2 - OT(y, y)/2``, which is
-    zero when the two clouds coincide.
-
-    Args:
-        x: points ``(n, d)``, or a batch ``(B, n, d)``.
-        y: points ``(m, d)``, or ``(B, m, d)`` (batched like ``x``).
-        eps: entropic regularisation, > 0, in units of the cost.
-        cost: ``"sqeuclidean"`` (``||x_i - y_j||^2``) or ``"cosine"``
-            (``1 - cos(x_i, y_j)``).
-        a, b: weights ``(n,)``/``(B, n)`` and ``(m,)``/``(B, m)``,
-            non-negative, summing to 1; uniform when None.
-        max_iter: iterations (each a column then a row update), the
-            eps-scaling stages included.
-        tol: stop a problem once its L1 marginal error is below ``tol``.
-            Without it all ``max_iter`` iterations run. Either way a result
-            whose final error is not below ``tol`` (or, without ``tol``,
-            :data:`sinsim_ext.CONVERGENCE_TOL` = 1e-3) raises a
-            :class:`sinsim_ext.SinkhornConvergenceWarning` with the error
-            reached and what to change; on GPUs only when the check adds no
-            device synchronisation of its own (``check_finite=True`` or a
-            ``tol``), never inside code compiled by ``torch.compile``
-            (:mod:`sinsim_ext.convergence`).
-        debias: return the Sinkhorn divergence (three problems solved
-            together).
-        check_finite: check the data for NaN/inf, negative weights and so on
-            (one device synchronisation on GPUs), also inside
-            ``torch.compile`` and ``torch.func.vmap``; off, bad values give NaN.
-        scaling: eps-scaling (GeomLoss's ``scaling``, annealing): ``None``
-            for plain iterations, or a ratio in (0, 1). The iterations start
-            at ``eps_1 = eps / scaling^K >= max_ij C_ij`` (the scale of the
-            cost), one iteration per stage, ``eps_{k+1} = scaling * eps_k``,
-            the potentials ``f``, ``g`` carried over from stage to stage,
-            then plain iterations at ``eps`` until ``tol`` / ``max_iter``
-            (``K`` is capped at ``max_iter - 1``). Small ``eps`` (1e-3 and
-            below relative to the cost) converges in far fewer iterations
-            (docs/performance/convergence.md). The derivatives are taken at the final ``eps``.
-        return_error: also return the final marginal error, ``(value,
-            error)``, ``error`` shaped like the value (the worst of the three
-            problems with ``debias``), a device tensor; no warning is issued
-            then (the caller reads the error when it wants, e.g. a training
-            loop, without a device synchronisation per step). The error is
-            NaN (unknown) for a problem the compute dtype cannot resolve, eps
-            far below or far above its costs (:mod:`sinsim_ext.resolution`),
-            where the marginal error would read small on a wrong result.
-        cost_mode: ``"stored"`` keeps the ``(n, m)`` cost matrix for the
-            iterations (and the ``(B, n, m)`` plan for the backward);
-            ``"online"`` recomputes the cost in blocks of rows at every pass
-            (GeomLoss's online backend; on CUDA only when the environment
-            variable ``SINSIM_CUDA_KERNEL`` selects ``online`` or ``v2``, see
-            :mod:`sinsim_ext._cuda_kernel`): memory ``O((n + m) d)`` for the
-            iterations and the first-order backward, time ``d`` multiply-adds
-            per entry and pass; ``"auto"`` (default) goes online on the CPU
-            when the stored mode would hold more than
-            :data:`ONLINE_THRESHOLD_BYTES` (1 GiB), and on CUDA (with that
-            selection) when the stored costs would take more than
-            :data:`CUDA_ONLINE_MEMORY_FRACTION` of the device's memory.
-            Double backward, forward mode and ``torch.func`` still form the
-            ``(n, m)`` plan.
-
-    Returns:
-        The value, a scalar for unbatched inputs or ``(B,)``, in the promoted
-        dtype of ``x`` and ``y`` (float16/bfloat16 inputs are computed in
-        float32). Differentiable in ``x``, ``y``, ``a`` and ``b``:
-
-        * ``backward()``: the compiled envelope-theorem gradient (no autograd
-          through the iterations; memory does not depend on ``max_iter``);
-        * ``create_graph=True`` (gradient penalties, Hessian-vector products),
-          forward mode (``torch.func.jvp``, ``torch.autograd.forward_ad``) and
-          ``torch.func`` transforms (grad, vjp, jacrev, jacfwd, hessian,
-          vmap): exact derivatives of the converged value by implicit
-          differentiation (:mod:`sinsim_ext.implicit`); they cost a conjugate-
-          gradient solve with the ``(n, m)`` plan.
-
-        Under ``torch.compile`` first-order reverse mode works (``fullgraph``
-        included); double backward raises PyTorch's "does not currently
-        support double backward" error.
-    """
-    pb = prepare(
-        x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
-    )
-    out = _Outputs(*_value_op(pb, debias, cost_mode=cost_mode))
-    if not return_error:
-        warn_if_unconverged(out.error, pb, debias)
-    value = out.value.to(pb.out_dtype)
-    guard = _double_backward_guard(x, y, a, b) if is_compiling() else None
-    if guard is not None:
-        value = value + guard.to(value.dtype)
-    if not pb.batched:
-        value = value[0]
-    if return_error:
-        error = error_or_unknown(out.error.detach().amax(0), pb, debias)
-        return value, (error if pb.batched else error[0])
-    return value
-
-
-def sinkhorn(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float = 0.05,
-    cost: str = "sqeuclidean",
-    a: Optional[torch.Tensor] = None,
-    b: Optional[torch.Tensor] = None,
-    max_iter: int = 100,
-    tol: Optional[float] = None,
-    check_finite: bool = True,
-    scaling: Optional[float] = None,
-    cost_mode: str = "auto",
-) -> SinkhornResult:
-    """Solve the problem and return the potentials and convergence report.
-
-    Same arguments as :func:`sinkhorn_cost` (``scaling`` and ``cost_mode`` included; the
-    ``error`` field is the convergence report, and the same
-    :class:`sinsim_ext.SinkhornConvergenceWarning` fires). When ``x``, ``y``, ``a`` or
-    ``b`` require grad (or under forward mode or a ``torch.func`` transform)
-    the potentials ``f`` and ``g`` are differentiable in them, by implicit
-    differentiation of the fixed point (:mod:`sinsim_ext.implicit`), so::
-
-        res = sinkhorn(x, y, eps=eps, tol=1e-6, max_iter=1000)
-        P = transport_plan(x, y, res.f, res.g, eps=eps)   # differentiable plan
-
-    is differentiable end to end (reverse, forward, any order). That keeps
-    the ``(n, m)`` cost matrix for the backward; call under
-    ``torch.no_grad()`` when you need the values only. The potentials are
-    defined up to ``(f + t, g - t)``: gauge-invariant quantities (the plan,
-    ``f_i + g_j``, ``<a, f> + <b, g>``) have exact derivatives; ``f`` and
-    ``g`` alone are differentiated as the representative with constant
-    ``<a, f> - <b, g>``. The derivatives are those of the converged fixed
-    point: pass a ``tol`` and enough ``max_iter``. Under ``torch.compile``
-    the differentiable potentials cause a graph break.
-    """
-    pb = prepare(
-        x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
-    )
-    out = _Outputs(*_value_op(pb, debias=False, detach=True, cost_mode=cost_mode))
-    f, g, n_iter, error = out.f, out.g, out.n_iter[0], out.error[0]
-    warn_if_unconverged(error, pb)
-    if derivatives_wanted(pb.x, pb.y, pb.a, pb.b):
-        f, g = implicit_potentials(cost_matrix(pb.x, pb.y, pb.cost), pb.a, pb.b, f, g, pb.eps)
-    if not pb.batched:
-        f, g, n_iter, error = f[0], g[0], n_iter[0], error[0]
-    return SinkhornResult(f, g, n_iter, error)
+# --------------------------------------------------------------------------- build
 
 
 def backends() -> Tuple[str, ...]:

@@ -25,7 +25,8 @@ def transport_plan(
     """``P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``, shape ``(n, m)`` or ``(B, n, m)``.
 
     ``f`` and ``g`` come from :func:`sinsim_ext.sinkhorn` (or its reference
-    twin) called with the same ``x``, ``y``, ``eps``, ``cost``, ``a``, ``b``.
+    twin) called with the same ``x``, ``y``, ``eps``, ``cost``, ``a``, ``b``
+    (:attr:`sinsim_ext.SinkhornResult.plan` is this plan of a result).
     Its row sums are ``a`` (exactly, up to rounding) and its column sums
     approach ``b`` as the iterations converge.
 
@@ -36,11 +37,11 @@ def transport_plan(
     be zero; the plan's first derivatives with respect to them are exact (no
     NaN from ``log 0``).
     """
-    pb = prepare(x, y, eps=eps, cost=cost, a=a, b=b)
+    pb = prepare(x, y, a=a, b=b, caller="transport_plan", eps=eps, cost=cost)
     f2 = _potential("f", f, pb.a.shape, pb.batched, "x").to(pb.x.dtype)
     g2 = _potential("g", g, pb.b.shape, pb.batched, "y").to(pb.x.dtype)
-    P = plan(cost_matrix(pb.x, pb.y, pb.cost), f2, g2, pb.a, pb.b, pb.eps)
-    return P if pb.batched else P[0]
+    P = plan(cost_matrix(pb.x, pb.y, pb.options.cost), f2, g2, pb.a, pb.b, pb.options.eps)
+    return pb.unbatched(P)
 
 
 def _potential(name: str, t, shape: torch.Size, batched: bool, points: str) -> torch.Tensor:

@@ -1,9 +1,11 @@
 r"""Pure-PyTorch log-domain Sinkhorn: the baseline the kernels are tested and timed against.
 
-Same signatures and the same iteration scheme as :mod:`sinsim_ext.ops`, written
-with plain tensor operations and differentiated by autograd *through the
-iterations* (memory grows with ``max_iter``), exactly what a user without the
-extension would write. Nothing here calls the compiled library.
+Same functions (:func:`solve`, :func:`sinkhorn_cost`, :func:`sinkhorn`, with
+the same :class:`sinsim_ext.SinkhornOptions`) and the same iteration scheme as
+the compiled operator (:mod:`sinsim_ext.functions`), written with plain
+tensor operations and differentiated by autograd *through the iterations*
+(memory grows with ``max_iter``), exactly what a user without the extension
+would write. Nothing here calls the compiled library.
 
 Problem (docs/design/maths.md): points ``x`` (n, d), ``y`` (m, d), weights ``a``,
 ``b`` on the simplex, cost ``C_ij = c(x_i, y_j)``, ``eps > 0``::
@@ -44,9 +46,10 @@ import torch
 
 from ._checks import Problem, error_or_unknown, prepare, warn_if_unconverged
 from .costs import cost_matrix
+from .options import SinkhornOptions
 from .result import SinkhornResult
 
-__all__ = ["cost_matrix", "sinkhorn", "sinkhorn_cost"]
+__all__ = ["cost_matrix", "sinkhorn", "sinkhorn_cost", "solve"]
 
 
 def _row_update(C, g, log_b, eps):
@@ -65,7 +68,7 @@ def _row_error(a, f_old, f_new, eps):
 def scaling_stages(C: torch.Tensor, eps: float, scaling: Optional[float], max_iter: int) -> torch.Tensor:
     """Eps-scaling stages per problem, ``(B,)`` int64: the smallest ``S >= 0``
     with ``eps / scaling^S >= max_ij C_ij``, at most ``max_iter - 1``; zeros
-    without scaling (the formula of ``csrc/sinkhorn.h``)."""
+    without scaling (the formula of ``csrc/core/schedule.h``)."""
     batch = C.shape[0]
     if scaling is None:
         return torch.zeros(batch, dtype=torch.int64, device=C.device)
@@ -145,75 +148,105 @@ def _solve_symmetric(C, a, eps, max_iter, tol, scaling=None) -> Tuple[torch.Tens
 
 
 def _ot(problem: Problem, x, y, a, b, symmetric: bool):
-    C = cost_matrix(x, y, problem.cost)
+    opt = problem.options
+    C = cost_matrix(x, y, opt.cost)
     if symmetric:
-        return _solve_symmetric(C, a, problem.eps, problem.max_iter, problem.tol, problem.scaling)
-    return _solve(C, a, b, problem.eps, problem.max_iter, problem.tol, problem.scaling)
+        return _solve_symmetric(C, a, opt.eps, opt.max_iter, opt.tol, opt.scaling)
+    return _solve(C, a, b, opt.eps, opt.max_iter, opt.tol, opt.scaling)
+
+
+def _prepare(x, y, options, a, b, fields, caller: str) -> Problem:
+    pb = prepare(x, y, options, a=a, b=b, caller=caller, **fields)
+    if pb.options.cost_mode != "auto":
+        raise ValueError(f"cost_mode={pb.options.cost_mode!r}: the reference keeps the (n, m) cost matrix; "
+                         "cost_mode chooses the compiled operator's memory use (leave it 'auto' here)")
+    return pb
+
+
+def _value(pb: Problem):
+    """``(value, f, g, n_iter, errors)``: the value (the divergence with
+    ``debias``), the cross problem's potentials and iterations, and the
+    errors of every problem, ``(problems, B)``."""
+    f, g, n_iter, err = _ot(pb, pb.x, pb.y, pb.a, pb.b, symmetric=False)
+    errors, counts = [err], [n_iter]
+    value = (pb.a * f).sum(-1) + (pb.b * g).sum(-1)
+    if pb.options.debias:
+        fx, gx, nx, ex = _ot(pb, pb.x, pb.x, pb.a, pb.a, symmetric=True)
+        fy, gy, ny, ey = _ot(pb, pb.y, pb.y, pb.b, pb.b, symmetric=True)
+        value = value - 0.5 * ((pb.a * (fx + gx)).sum(-1) + (pb.b * (fy + gy)).sum(-1))
+        errors += [ex, ey]
+        counts += [nx, ny]
+    return value.to(pb.out_dtype), f, g, torch.stack(counts).amax(0), torch.stack(errors)
+
+
+def solve(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    options: Optional[SinkhornOptions] = None,
+    *,
+    a: Optional[torch.Tensor] = None,
+    b: Optional[torch.Tensor] = None,
+    **fields,
+) -> SinkhornResult:
+    """:func:`sinsim_ext.solve` by autograd through the iterations (the eps-scaling stages included)."""
+    pb = _prepare(x, y, options, a, b, fields, "solve")
+    value, f, g, n_iter, errors = _value(pb)
+    warn_if_unconverged(errors, pb)
+    error = error_or_unknown(errors.detach().amax(0), pb)
+
+    def plan_of(f, g):
+        f, g = (f, g) if pb.batched else (f.unsqueeze(0), g.unsqueeze(0))
+        C = cost_matrix(pb.x, pb.y, pb.options.cost)
+        Z = (f.unsqueeze(-1) + g.unsqueeze(-2) - C) / pb.options.eps
+        return pb.unbatched(pb.a.unsqueeze(-1) * pb.b.unsqueeze(-2) * Z.exp())
+
+    u = pb.unbatched
+    return SinkhornResult(u(value), u(f), u(g), u(n_iter), u(error), plan=plan_of)
 
 
 def sinkhorn(
     x: torch.Tensor,
     y: torch.Tensor,
+    options: Optional[SinkhornOptions] = None,
     *,
-    eps: float = 0.05,
-    cost: str = "sqeuclidean",
     a: Optional[torch.Tensor] = None,
     b: Optional[torch.Tensor] = None,
-    max_iter: int = 100,
-    tol: Optional[float] = None,
-    check_finite: bool = True,
-    scaling: Optional[float] = None,
+    **fields,
 ) -> SinkhornResult:
-    """Potentials ``f``, ``g``; iterations run; final marginal error. See the module docstring."""
-    pb = prepare(
-        x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
-    )
+    """Potentials ``f``, ``g``; iterations run; final marginal error (of
+    ``OT(x, y)``, no ``debias``), as :func:`sinsim_ext.sinkhorn`. See the module docstring."""
+    if fields.get("debias") or (options is not None and getattr(options, "debias", False)):
+        raise TypeError("sinkhorn() returns the potentials of OT(x, y) alone and takes no debias; "
+                        "sinsim_ext.reference.solve(..., debias=True) gives the divergence with those potentials")
+    pb = _prepare(x, y, options, a, b, fields, "sinkhorn")
     f, g, n_iter, error = _ot(pb, pb.x, pb.y, pb.a, pb.b, symmetric=False)
     warn_if_unconverged(error, pb)
-    if not pb.batched:
-        f, g, n_iter, error = f[0], g[0], n_iter[0], error[0]
-    return SinkhornResult(f, g, n_iter, error)
+    value = ((pb.a * f).sum(-1) + (pb.b * g).sum(-1)).to(pb.out_dtype)
+    u = pb.unbatched
+    return SinkhornResult(u(value), u(f), u(g), u(n_iter), u(error))
 
 
 def sinkhorn_cost(
     x: torch.Tensor,
     y: torch.Tensor,
+    options: Optional[SinkhornOptions] = None,
     *,
-    eps: float = 0.05,
-    cost: str = "sqeuclidean",
     a: Optional[torch.Tensor] = None,
     b: Optional[torch.Tensor] = None,
-    max_iter: int = 100,
-    tol: Optional[float] = None,
-    debias: bool = False,
-    check_finite: bool = True,
-    scaling: Optional[float] = None,
     return_error: bool = False,
+    **fields,
 ):
     """Regularised OT value ``<a, f> + <b, g>``, or with ``debias=True`` the
     Sinkhorn divergence ``OT(x, y) - OT(x, x)/2 - OT(y, y)/2``.
 
     Differentiable by autograd through every iteration (the eps-scaling
-    stages included). ``scaling`` and ``return_error`` as in
+    stages included). The options and ``return_error`` as in
     :func:`sinsim_ext.sinkhorn_cost`.
     """
-    pb = prepare(
-        x, y, eps=eps, cost=cost, a=a, b=b, max_iter=max_iter, tol=tol, check_finite=check_finite, scaling=scaling
-    )
-    f, g, _, err = _ot(pb, pb.x, pb.y, pb.a, pb.b, symmetric=False)
-    errors = [err]
-    value = (pb.a * f).sum(-1) + (pb.b * g).sum(-1)
-    if debias:
-        fx, gx, _, ex = _ot(pb, pb.x, pb.x, pb.a, pb.a, symmetric=True)
-        fy, gy, _, ey = _ot(pb, pb.y, pb.y, pb.b, pb.b, symmetric=True)
-        value = value - 0.5 * ((pb.a * (fx + gx)).sum(-1) + (pb.b * (fy + gy)).sum(-1))
-        errors += [ex, ey]
-    errors = torch.stack(errors)
-    value = value.to(pb.out_dtype)
-    if not pb.batched:
-        value = value[0]
+    pb = _prepare(x, y, options, a, b, fields, "sinkhorn_cost")
+    value, _, _, _, errors = _value(pb)
+    value = pb.unbatched(value)
     if return_error:
-        error = error_or_unknown(errors.detach().amax(0), pb, debias)
-        return value, (error if pb.batched else error[0])
-    warn_if_unconverged(errors, pb, debias)
+        return value, pb.unbatched(error_or_unknown(errors.detach().amax(0), pb))
+    warn_if_unconverged(errors, pb)
     return value

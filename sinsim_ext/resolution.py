@@ -5,22 +5,24 @@ far below nor far above the costs. Both ends are measured per problem from the
 points alone (one pass over them, no ``(n, m)`` matrix, no host read), as the
 two rows of :func:`ratios`:
 
-* **eps far below the costs** (row 0, ``max_ij C_ij / eps``, bounded by
-  ``(max |x_i| + max |y_j|)^2 / eps`` for the squared Euclidean cost, and by
-  ``2 / eps`` for the cosine cost). The kernels hold ``K = -log2(e) C / eps``,
-  which a type with ``p`` mantissa bits rounds by up to ``|K| 2^-p``: at
-  ``|K| = 2^(p-3)`` that is 1/8 in the exponent of every plan entry (a factor
-  2^(1/8) = 9 %). Beyond it the marginal error itself is unreliable: it can
-  read 0 on a wrong plan (float32 past ``1.5e6``, float64 past ``7.8e14``).
+* **eps far below the costs** (row 0, ``max_ij C_ij / eps``, with the cost's
+  bound on ``max C``, :meth:`sinsim_ext.costs.GroundCost.max_bound`:
+  ``(max |x_i| + max |y_j|)^2`` for the squared Euclidean cost, 2 for the
+  cosine cost). The kernels hold ``K = -log2(e) C / eps``, which a type with
+  ``p`` mantissa bits rounds by up to ``|K| 2^-p``: at ``|K| = 2^(p-3)`` that
+  is 1/8 in the exponent of every plan entry (a factor 2^(1/8) = 9 %). Beyond
+  it the marginal error itself is unreliable: it can read 0 on a wrong plan
+  (float32 past ``1.5e6``, float64 past ``7.8e14``).
 * **eps far above the costs** (row 1, ``eps / M`` with ``M = <a b^T, C>``, the
-  mean cost, which is also the limit of ``OT_eps`` as eps grows, so the scale
-  of the value there). The potentials are then eps-sized (``eps`` times
-  log-sum-exps of terms near ``log b_j``) and carry rounding errors of a few
-  ``eps u`` (``u`` the unit roundoff): float32 at ``eps = 1e8`` returns -11.9
-  for a mean cost of 1.9, with a marginal error of 0. The value is off by up
-  to about ``4 u eps / M`` of the mean cost (measured: 2 to 4 ``u eps``), so
-  1 % at the limit ``2^-9 / u`` (float32: ``eps / M`` up to ``32768``, where
-  n = 64 to 3000 points measured 0.03 to 0.4 %; float64: ``1.8e13``). With
+  mean cost, :meth:`sinsim_ext.costs.GroundCost.mean`, which is also the limit
+  of ``OT_eps`` as eps grows, so the scale of the value there). The potentials
+  are then eps-sized (``eps`` times log-sum-exps of terms near ``log b_j``)
+  and carry rounding errors of a few ``eps u`` (``u`` the unit roundoff):
+  float32 at ``eps = 1e8`` returns -11.9 for a mean cost of 1.9, with a
+  marginal error of 0. The value is off by up to about ``4 u eps / M`` of the
+  mean cost (measured: 2 to 4 ``u eps``), so 1 % at the limit ``2^-9 / u``
+  (float32: ``eps / M`` up to ``32768``, where n = 64 to 3000 points measured
+  0.03 to 0.4 %; float64: ``1.8e13``). With
   ``debias`` the scale is the cross problem's ``M``. Clouds that coincide
   (every cost 0, ``M = 0``) are not flagged: their value is 0, returned up
   to that same rounding, ``4 u eps`` in absolute terms.
@@ -37,6 +39,8 @@ import math
 from typing import NamedTuple, Optional
 
 import torch
+
+from .costs import COSTS
 
 LOG2E = 1.4426950408889634
 
@@ -70,22 +74,6 @@ def limits(dtype: torch.dtype) -> Limits:
     return LIMITS[dtype]
 
 
-def _mean_sqeuclidean(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum_ij a_i b_j |x_i - y_j|^2 = Var_a(x) + Var_b(y) + |mean_a x - mean_b y|^2`` per problem."""
-    x_mean = (a.unsqueeze(-1) * x).sum(-2)
-    y_mean = (b.unsqueeze(-1) * y).sum(-2)
-    x_var = (a * (x - x_mean.unsqueeze(-2)).square().sum(-1)).sum(-1)
-    y_var = (b * (y - y_mean.unsqueeze(-2)).square().sum(-1)).sum(-1)
-    return x_var + y_var + (x_mean - y_mean).square().sum(-1)
-
-
-def _mean_cosine(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum_ij a_i b_j (1 - cos(x_i, y_j)) = 1 - <mean_a x/|x|, mean_b y/|y|>`` per problem."""
-    x_dir = (a.unsqueeze(-1) * torch.nn.functional.normalize(x, dim=-1)).sum(-2)
-    y_dir = (b.unsqueeze(-1) * torch.nn.functional.normalize(y, dim=-1)).sum(-2)
-    return 1.0 - (x_dir * y_dir).sum(-1)
-
-
 def ratios(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float, cost: str,
            debias: bool = False) -> torch.Tensor:
     """``(2, B)`` float64 on the points' device: per problem of the batch
@@ -93,13 +81,8 @@ def ratios(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, e
     with ``debias``) and ``eps / mean cost`` (0 when every cost is 0)."""
     with torch.no_grad():
         x, y, a, b = (t.detach().double() for t in (x, y, a, b))
-        if cost == "cosine":
-            reach = torch.full(x.shape[:1], 2.0, dtype=x.dtype, device=x.device)
-            mean = _mean_cosine(x, y, a, b)
-        else:
-            rx, ry = x.norm(dim=-1).amax(-1), y.norm(dim=-1).amax(-1)
-            reach = (2 * torch.maximum(rx, ry) if debias else rx + ry).square()
-            mean = _mean_sqeuclidean(x, y, a, b)
+        reach = COSTS[cost].max_bound(x, y, debias)
+        mean = COSTS[cost].mean(x, y, a, b)
         above = torch.where(mean > 0, eps / mean, torch.zeros_like(mean))
         return torch.stack([reach / eps, above])
 

@@ -1,11 +1,11 @@
-// Runs the per-thread steps of the tiled CUDA kernels (csrc/cuda_tiles.h) on
+// Runs the per-thread steps of the tiled CUDA kernels (csrc/cuda/tiles.h) on
 // the CPU, thread by thread, in the order the kernels run them. Built and run
 // by tests/test_cuda_tiles.py, in two modes:
 //   no arguments: compares the steps with direct double-precision loops;
 //     prints one "name max_relative_error" line per check and "stages ..."
 //     lines for the eps-scaling schedule;
 //   "solve": reads one problem from stdin and runs the pass solver
-//     (sinkhorn_cuda_passes.cu) on it: its passes, merges, per-problem finish
+//     (csrc/cuda/pass_solver.cu) on it: its passes, merges, per-problem finish
 //     and stage count, in double; prints n_iter, error, f and g (the test
 //     compares them with the CPU kernel).
 #include <array>
@@ -16,10 +16,15 @@
 #include <random>
 #include <vector>
 
-#include "cuda_tiles.h"
+#include "cuda/tiles.h"
 
+using namespace sinsim;
 using namespace sinsim::tiles;
 using Vec = std::vector<double>;
+
+// The cost table's entry (csrc/core/cost_table.h) the kernels are instantiated with.
+template <bool kCosine>
+using CostFor = Cost<kCosine ? CostKind::Cosine : CostKind::SqEuclidean>;
 
 namespace {
 
@@ -60,7 +65,7 @@ double max_rel(const Vec& got, const Vec& want) {
   return top / scale;
 }
 
-// sinkhorn_cuda_backward.cu's block loop for one term, one batch element:
+// csrc/cuda/fused_backward.cu's block loop for one term, one batch element:
 // G_i = 2 (r_i p_i - (P q)_i) or the cosine form, for every row of p.
 template <bool kCosine, int DMAX>
 Vec emulate_backward(const Vec& p, int n_p, const Vec& q, int n_q, int d, const Vec& u, const Vec& w, double s,
@@ -83,8 +88,8 @@ Vec emulate_backward(const Vec& p, int n_p, const Vec& q, int n_q, int d, const 
       for (int c = 0; c < kCols; ++c) ws[c] = j0 + c < n_q ? w[j0 + c] : minus_infinity<double>();
       for (int tid = 0; tid < kThreads; ++tid) {
         double acc[kRowReps][kColReps] = {};
-        add_cost<double, kCosine>(tid, ps.data(), qs.data(), d, acc);
-        plan_tile<double, kCosine>(tid, acc, us.data(), ws.data(), s, Ps.data(), rsum[tid], Exp2Host());
+        add_cost<double, CostFor<kCosine>>(tid, ps.data(), qs.data(), d, acc);
+        plan_tile<double, CostFor<kCosine>>(tid, acc, us.data(), ws.data(), s, Ps.data(), rsum[tid], Exp2Host());
       }
       for (int tid = 0; tid < kThreads; ++tid)
         add_product<double, KREPS>(tid, Ps.data(), qs.data(), std::min(kCols, n_q - j0), d, prod[tid]);
@@ -139,7 +144,7 @@ Vec direct_backward(const Vec& p, int n_p, const Vec& q, int n_q, int d, const V
   return out;
 }
 
-// sinkhorn_cuda_passes.cu's online row pass for one problem:
+// csrc/cuda/pass_solver.cu's online row pass for one problem:
 // out_i = -LSE2_j(kap_j + scale * C_ij), the features staged kChunk at a time.
 template <bool kCosine>
 Vec emulate_lse_pass(const Vec& p, int n_p, const Vec& q, int n_q, int d, const Vec& kap, double scale) {
@@ -165,14 +170,14 @@ Vec emulate_lse_pass(const Vec& p, int n_p, const Vec& q, int n_q, int d, const 
           stage_rows(tid, p.data(), row0, kRows, n_p, k0, width, d, ps.data(), kLdp);
           stage_rows(tid, q.data(), j0, kCols, n_q, k0, width, d, qs.data(), kLdq);
         }
-        for (int tid = 0; tid < kThreads; ++tid) add_cost<double, kCosine>(tid, ps.data(), qs.data(), width, acc[tid]);
+        for (int tid = 0; tid < kThreads; ++tid) add_cost<double, CostFor<kCosine>>(tid, ps.data(), qs.data(), width, acc[tid]);
       }
       for (int tid = 0; tid < kThreads; ++tid)
         for (int r = 0; r < kRowReps; ++r) {
           double v[kColReps];
           for (int c = 0; c < kColReps; ++c) {
             const int col = col_of(tid, c);
-            v[c] = col < cols ? ks[col] + scale * cost_of<double, kCosine>(acc[tid][r][c]) : minus_infinity<double>();
+            v[c] = col < cols ? ks[col] + scale * CostFor<kCosine>::finish(acc[tid][r][c]) : minus_infinity<double>();
           }
           lse_add(v, mx[tid][r], sm[tid][r], Exp2Host());
         }
@@ -279,13 +284,13 @@ Vec tile_costs(const Vec& p, int n_p, const Vec& q, int n_q, int d) {
           stage_rows(tid, p.data(), row0, kRows, n_p, k0, width, d, ps.data(), kLdp);
           stage_rows(tid, q.data(), j0, kCols, n_q, k0, width, d, qs.data(), kLdq);
         }
-        for (int tid = 0; tid < kThreads; ++tid) add_cost<double, kCosine>(tid, ps.data(), qs.data(), width, acc[tid]);
+        for (int tid = 0; tid < kThreads; ++tid) add_cost<double, CostFor<kCosine>>(tid, ps.data(), qs.data(), width, acc[tid]);
       }
       for (int tid = 0; tid < kThreads; ++tid)
         for (int r = 0; r < kRowReps; ++r)
           for (int c = 0; c < kColReps; ++c) {
             const int i = row0 + row_of(tid, r), j = j0 + col_of(tid, c);
-            if (i < n_p && j < n_q) C[static_cast<size_t>(i) * n_q + j] = cost_of<double, kCosine>(acc[tid][r][c]);
+            if (i < n_p && j < n_q) C[static_cast<size_t>(i) * n_q + j] = CostFor<kCosine>::finish(acc[tid][r][c]);
           }
     }
   return C;
@@ -357,7 +362,7 @@ Vec transpose(const Vec& X, int rows, int cols) {
   return T;
 }
 
-// sinkhorn_cuda_passes.cu's run() for one problem, in double.
+// csrc/cuda/pass_solver.cu's run() for one problem, in double.
 template <bool kCosine>
 int solve_mode() {
   int n, m, d, max_iter, symmetric, online;
@@ -383,7 +388,7 @@ int solve_mode() {
     emulate_pass(online ? C : K, n, m, Vec(m, 0.0), online ? -s : 1.0, true, mx, sm);
     double low = INFINITY;
     for (int i = 0; i < n; ++i) low = std::min(low, mx[i]);
-    stages = stage_count(-low / s, eps, scaling, max_iter);
+    stages = static_cast<int>(scaling_stages(-low / s, eps, scaling, max_iter));
   }
   int n_iter = 0;
   double error = 0;
@@ -401,7 +406,7 @@ int solve_mode() {
     for (int i = 0; i < n; ++i) row_result(mx[i], sm[i], st, symmetric ? g[i] : f[i], a[i], fresh[i], err_rows[i]);
     double err = 0;
     for (int i = 0; i < n; ++i) err += err_rows[i];
-    const bool stop = should_stop(t, max_iter, stages, tol, err);
+    const bool stop = stops_after_with(t, max_iter, stages, tol, err);
     n_iter = t;
     error = err;
     finish_rows(0, 1, n, symmetric != 0, stop, fresh.data(), f.data(), g.data());
@@ -434,6 +439,6 @@ int main(int argc, char** argv) {
                              {1e4, 1e-3, 0.95, 1000}, {2.0, 1e-3, 0.7, 2}, {INFINITY, 0.1, 0.9, 50}};
   for (const auto& c : cases)
     std::printf("stages %.17g %.17g %.17g %d %d\n", c[0], c[1], c[2], static_cast<int>(c[3]),
-                stage_count(c[0], c[1], c[2], static_cast<int>(c[3])));
+                static_cast<int>(scaling_stages(c[0], c[1], c[2], static_cast<int>(c[3]))));
   return 0;
 }

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from sinsim_ext.costs import COSTS as _COST_TABLE
 from sinsim_ext.testing import rel_err  # noqa: F401  (re-exported for the tests)
+
+#: Every ground cost of the operator: the tests parametrised over the costs run each.
+COSTS = tuple(_COST_TABLE)
 
 
 def points(gen, *shape, dtype=torch.float64, scale=1.0, device="cpu"):

@@ -1,7 +1,7 @@
 """SINSIM_CUDA_KERNEL: the opt-in that selects the CUDA back end's newer paths.
 
 The C++ back end and the Python side parse the variable separately
-(csrc/cuda_kernel_choice.cpp, sinsim_ext/_cuda_kernel.py); both must accept
+(csrc/cuda/kernel_choice.cpp, sinsim_ext/_cuda_kernel.py); both must accept
 and refuse the same values. Bad values fail every call, on any device; a
 selection in a build without CUDA says once that it has no effect; CPU calls
 give the same results whatever is selected. The memory rule of

@@ -1,4 +1,4 @@
-"""The tiled CUDA kernels' per-thread steps (csrc/cuda_tiles.h), run on the CPU.
+"""The tiled CUDA kernels' per-thread steps (csrc/cuda/tiles.h), run on the CPU.
 
 tests/cuda_tiles_emulation.cpp runs the steps of the fused backward and of the
 online pass thread by thread, in the kernels' order (staging, cost, plan,
@@ -6,7 +6,7 @@ product, running log-sum-exp, merges over a row of the thread grid), on odd
 sizes and both costs, and compares with direct double loops; it also checks
 that the 1-d grid visits every (batch, task, row block) once and prints the
 eps-scaling stage counts, compared here with a plain search. In its "solve"
-mode it runs the whole pass solver (sinkhorn_cuda_passes.cu) on one problem
+mode it runs the whole pass solver (csrc/cuda/pass_solver.cu) on one problem
 with those steps, the stored or the recomputed cost, eps-scaling and tol, and
 its f, g, iteration count and error are compared here with the CPU kernel's.
 What it cannot check (warp shuffles, barriers, the device's exp2, the launch

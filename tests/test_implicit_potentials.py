@@ -14,7 +14,7 @@ from torch.autograd import gradcheck, gradgradcheck
 import sinsim_ext
 from sinsim_ext import implicit
 
-from helpers import points, rel_err, simplex
+from helpers import COSTS, points, rel_err, simplex
 
 CONVERGED = dict(tol=1e-13, max_iter=20000)
 CHECK = dict(eps=1e-6, atol=1e-5, rtol=1e-4)
@@ -71,7 +71,7 @@ def test_plan_solve_derivatives(gen):
     assert gradgradcheck(fn, (P, q1, q2), **CHECK)
 
 
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 def test_plan_gradcheck_and_gradgradcheck(gen, cost):
     x = points(gen, 5, 3).requires_grad_()
     y = points(gen, 4, 3).requires_grad_()
@@ -95,7 +95,7 @@ def test_plan_gradgradcheck_batched(gen):
     assert gradgradcheck(_plan, (x, y), **CHECK)
 
 
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 def test_plan_jvp_matches_finite_differences_of_converged_solves(gen, cost):
     x, y = points(gen, 7, 3), points(gen, 6, 3)
     a, b = simplex(gen, 7), simplex(gen, 6)

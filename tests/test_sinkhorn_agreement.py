@@ -13,7 +13,7 @@ import torch
 import sinsim_ext
 from sinsim_ext import reference
 
-from helpers import points, rel_err, simplex
+from helpers import COSTS, points, rel_err, simplex
 
 CONVERGED = dict(tol=1e-12, max_iter=20000)
 SIZES = [(1, 1, 1), (1, 6, 3), (6, 1, 3), (5, 9, 1), (17, 17, 4), (33, 20, 6), (48, 64, 16)]
@@ -31,7 +31,7 @@ def _close(a, b, tol=1e-8):
 
 
 @pytest.mark.parametrize("n,m,d", SIZES)
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("eps", [0.1, 1.0])
 def test_value_and_potentials_match_reference(gen, n, m, d, cost, eps):
     x, y = _inputs(gen, n, m, d)
@@ -45,7 +45,7 @@ def test_value_and_potentials_match_reference(gen, n, m, d, cost, eps):
 
 
 @pytest.mark.parametrize("n,m,d", [(1, 4, 2), (9, 5, 3), (24, 30, 8)])
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 def test_weighted_and_debiased_match_reference(gen, n, m, d, cost):
     x, y = _inputs(gen, n, m, d)
     a, b = simplex(gen, n), simplex(gen, m)

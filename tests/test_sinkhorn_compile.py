@@ -1,7 +1,7 @@
 """The operator under torch.compile: the value checks still run (they are an op
 of the graph), first-order reverse mode works, and what is not supported there
-raises instead of returning a wrong number. NaN input under torch.compile with
-the default check_finite=True used to come back as NaN."""
+raises instead of returning a wrong number (NaN input with the default
+check_finite=True raises, as in eager mode)."""
 
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ def test_vmap_checks_values(gen):
 @pytest.mark.parametrize("fullgraph", [False, True])
 def test_compiled_double_backward_raises(gen, fullgraph):
     """torch.compile does not do double backward. With the Sinkhorn term alone
-    PyTorch says so; with another term of the same input PyTorch's guard used to
-    miss the compiled part and the Hessian silently lost the Sinkhorn term (it
-    does on main). Both must raise."""
+    PyTorch says so; with another term of the same input PyTorch's guard can
+    miss the compiled part, and the Hessian would silently lose the Sinkhorn
+    term. Both must raise."""
     x = points(gen, 6, 3).requires_grad_()
     y = points(gen, 5, 3)
     compiled = torch.compile(lambda x: sinsim_ext.sinkhorn_cost(x, y, eps=0.5, check_finite=False), fullgraph=fullgraph)

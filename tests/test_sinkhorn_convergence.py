@@ -1,5 +1,5 @@
 """No silent non-convergence: every unconverged result warns, with or without
-tol, and a converged one never does (issue 11's cases)."""
+tol, and a converged one never does."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ UNCONVERGED = r"did not converge: marginal error .* max_iter=100"
 UNRESOLVED = r"float32 cannot resolve this plan: max cost / eps is up to"
 
 
-def _issue_cases(gen):
-    """The unconverged cases of issue 11, at sizes a unit test can afford.
+def _unconverged_cases(gen):
+    """Unconverged cases (small eps, norm-100 points, 2-d data) at sizes a unit test can afford.
     In float32, norm-100 points at eps <= 1e-3 are beyond what float32
     resolves (max C / eps ~ 4e7; at eps = 1e-4 the marginal error can even
     read 0 on a wrong plan): that is what the warning says there."""
@@ -39,8 +39,8 @@ def _issue_cases(gen):
 
 @pytest.mark.parametrize("solver", list(SOLVERS))
 @pytest.mark.parametrize("tol", [None, 1e-6])
-def test_every_unconverged_issue_case_warns(gen, solver, tol):
-    for name, (x, y), eps, pattern in _issue_cases(gen):
+def test_every_unconverged_case_warns(gen, solver, tol):
+    for name, (x, y), eps, pattern in _unconverged_cases(gen):
         with pytest.warns(SinkhornConvergenceWarning, match=pattern) as rec:
             SOLVERS[solver](x, y, eps=eps, tol=tol)
         message = str(rec[0].message)

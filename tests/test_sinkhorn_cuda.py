@@ -17,7 +17,7 @@ import sinsim_ext
 from sinsim_ext import CONVERGENCE_TOL, SinkhornConvergenceWarning, reference
 
 from cuda_helpers import DEV, poison_allocator, solve, unit, views
-from helpers import rel_err, simplex
+from helpers import COSTS, rel_err, simplex
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU on this machine", allow_module_level=True)
@@ -43,7 +43,7 @@ SIZES = [
 
 
 @pytest.mark.parametrize("n,m,d", SIZES)
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 def test_fixed_iterations_match_float64_reference(gen, n, m, d, cost):
     x, y = unit(gen, n, d), unit(gen, m, d)
     kw = dict(eps=0.05, cost=cost, max_iter=30)
@@ -66,7 +66,7 @@ def test_float32_close_to_float64(gen, n, m, d):
 
 
 @pytest.mark.parametrize("n,m", [(7, 5), (64, 48), (300, 200)])
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 def test_converged_matches_cpu_kernel_and_reference(gen, n, m, cost):
     x, y = unit(gen, n, 6), unit(gen, m, 6)
     a, b = simplex(gen, n, device=DEV), simplex(gen, m, device=DEV)
@@ -118,7 +118,7 @@ def test_results_are_deterministic(gen):
         assert torch.equal(first.f, again.f) and torch.equal(first.g, again.g)
 
 
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("debias", [False, True])
 def test_gradients_match_autograd_through_the_reference(gen, cost, debias):
     x, y = unit(gen, 300, 16), unit(gen, 200, 16)
@@ -159,7 +159,7 @@ def test_gradgradcheck_and_plan_on_cuda(gen):
     assert torch.autograd.gradgradcheck(plan, (x, y), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 def test_hvp_jvp_and_vmap_match_cpu(gen, cost):
     x, y = unit(gen, 200, 16), unit(gen, 150, 16)
     v = unit(gen, 200, 16)
@@ -206,7 +206,7 @@ def test_cuda_and_cpu_inputs_mixed_are_rejected(gen):
         sinsim_ext.sinkhorn_cost(x, y, a=torch.full((5,), 0.2, dtype=torch.float64))
 
 
-# --- eps-scaling, convergence reports and the cost modes on the GPU (issue 11) ---
+# --- eps-scaling, convergence reports and the cost modes on the GPU ---
 
 
 @pytest.mark.parametrize("eps", [1e-2, 1e-3])

@@ -27,7 +27,7 @@ import sinsim_ext
 from sinsim_ext import SinkhornConvergenceWarning, ops, reference
 
 from cuda_helpers import DEV, poison_allocator, solve, unit, views
-from helpers import rel_err, simplex
+from helpers import COSTS, rel_err, simplex
 
 pytestmark = pytest.mark.cuda
 
@@ -98,7 +98,7 @@ BACKWARD_SIZES = [
 
 
 @pytest.mark.parametrize("B,n,m,d", BACKWARD_SIZES)
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("debias", [False, True])
 def test_fused_backward_matches_the_verified_backward(gen, select, B, n, m, d, cost, debias):
     """Same forward, two backwards: the fused kernel against plan + batched products (float64)."""
@@ -117,7 +117,7 @@ def test_fused_backward_matches_the_verified_backward(gen, select, B, n, m, d, c
         assert close(g, w, 1e-11)
 
 
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("debias", [False, True])
 def test_fused_backward_matches_autograd_through_the_reference(gen, select, cost, debias):
     select("backward")
@@ -176,7 +176,7 @@ ONLINE_SIZES = [(1, 1, 1, 1), (1, 33, 17, 5), (3, 45, 70, 37), (1, 100, 1000, 16
 
 
 @pytest.mark.parametrize("B,n,m,d", ONLINE_SIZES)
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("debias", [False, True])
 @pytest.mark.parametrize("part,mode", [("online", "online"), ("v2", "online"), ("passes", "stored")])
 def test_pass_solver_matches_the_fused_kernel(gen, select, B, n, m, d, cost, debias, part, mode):

@@ -21,7 +21,7 @@ scipy_optimize = pytest.importorskip("scipy.optimize")
 import sinsim_ext
 from sinsim_ext.reference import cost_matrix
 
-from helpers import points, unit_points
+from helpers import COSTS, points, unit_points
 
 
 def _assignment_cost(x, y, cost):
@@ -30,7 +30,7 @@ def _assignment_cost(x, y, cost):
     return float(C[rows, cols].mean())
 
 
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 def test_value_tends_to_optimal_assignment(gen, cost):
     """W0 - slack <= OT_eps <= W0 + eps log n, and the gap shrinks with eps.
 

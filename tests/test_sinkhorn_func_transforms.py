@@ -1,8 +1,7 @@
 """Every torch.func transform of the operator agrees with the same transform of
 the pure-PyTorch reference (autograd through its iterations) at convergence,
-or raises an error that names the alternative. grad/jacrev used to fail with
-an internal message about setup_context, vmap with "Cannot access data
-pointer"."""
+or raises an error that names the alternative (never an internal message
+such as one about setup_context or "Cannot access data pointer")."""
 
 from __future__ import annotations
 

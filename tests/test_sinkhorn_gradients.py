@@ -11,7 +11,7 @@ from torch.autograd.gradcheck import gradcheck
 import sinsim_ext
 from sinsim_ext import reference
 
-from helpers import points, rel_err
+from helpers import COSTS, points, rel_err
 from sinsim_ext.testing import saved_tensor_bytes
 
 CONVERGED = dict(tol=1e-13, max_iter=20000)
@@ -23,7 +23,7 @@ def _normalised(w):
     return w / w.sum(-1, keepdim=True)
 
 
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("debias", [False, True])
 def test_gradcheck_points(gen, cost, debias):
     x = points(gen, 7, 3).requires_grad_()
@@ -54,7 +54,7 @@ def test_gradcheck_batched(gen):
     assert gradcheck(fn, (x, y), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 def test_gradient_matches_autograd_through_reference(gen, cost):
     x = points(gen, 20, 6).requires_grad_()
     y = points(gen, 30, 6).requires_grad_()

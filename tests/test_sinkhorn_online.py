@@ -12,7 +12,7 @@ import torch
 import sinsim_ext
 from sinsim_ext import SinkhornConvergenceWarning, ops
 
-from helpers import points, rel_err, simplex
+from helpers import COSTS, points, rel_err, simplex
 
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
 
@@ -26,7 +26,7 @@ def _value_and_grads(x, y, mode, **kw):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("n, m", [(1, 7), (33, 17), (1000, 257)])
 @pytest.mark.parametrize("debias", [False, True])
 def test_online_agrees_with_stored(gen, dtype, cost, n, m, debias):

@@ -9,7 +9,7 @@ import torch
 
 import sinsim_ext
 
-from helpers import points, unit_points
+from helpers import COSTS, points, unit_points
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -28,7 +28,7 @@ def test_unit_vectors_small_eps(gen, dtype, eps, debias):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("cost", COSTS)
 def test_unnormalised_points_of_norm_100(gen, dtype, cost):
     x = (100 * unit_points(gen, 30, 5, dtype=dtype)).requires_grad_()
     y = (100 * unit_points(gen, 25, 5, dtype=dtype)).requires_grad_()

@@ -3,8 +3,8 @@
 // torch.compile needs are registered from Python in sinsim_ext/ops.py.
 #include <torch/library.h>
 
-#include "cuda_kernel_choice.h"
-#include "sinkhorn.h"
+#include "cuda/kernel_choice.h"
+#include "core/sinkhorn.h"
 
 TORCH_LIBRARY(sinsim_ext, m) {
   m.def(

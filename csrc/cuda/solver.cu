@@ -17,10 +17,10 @@
 //    The marginal error travels with the exchange, so every block takes the
 //    same early-stopping decision on the device, with no host round trip.
 //    Symmetric problems (debias) exchange the averaged row potential instead.
-// Maths and notation: sinkhorn.h.
-#include "sinkhorn.h"
+// Maths and notation: core/sinkhorn.h.
+#include "core/sinkhorn.h"
 
-#include "cuda_kernel_choice.h"
+#include "cuda/kernel_choice.h"
 
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
@@ -45,7 +45,6 @@ namespace cg = cooperative_groups;
 namespace sinsim {
 namespace {
 
-constexpr double kLog2e = 1.4426950408889634;
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kChunkA = 4;  // vectors per lane in flight in the row phase
@@ -144,7 +143,10 @@ __device__ __forceinline__ P* rank_ptr(P* local, int rank) {
 constexpr int kTile = 64, kTileK = 16, kTileThreads = 256;
 
 // out[b][i][j] = scale * c(x_i, y_j) for j < m (-inf in the padding up to ld);
-// with a plan epilogue: out = 2^(u_i + w_j + scale * c(x_i, y_j)).
+// with a plan epilogue: out = 2^(u_i + w_j + scale * c(x_i, y_j)). The cost
+// (core/cost_table.h) is chosen by a run-time flag between its two entries;
+// another cost needs a CostKind argument here instead, which changes the
+// machine code of this verified kernel (run its tests on a device).
 template <typename T, bool kPlan>
 __global__ void __launch_bounds__(kTileThreads)
     cost_kernel(const T* __restrict__ X, const T* __restrict__ Y, const T* __restrict__ u,
@@ -184,12 +186,13 @@ __global__ void __launch_bounds__(kTileThreads)
       for (int p = 0; p < 4; ++p)
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
+          T f1, f2;
           if (cosine) {
-            acc[p][q] += xv[p] * yv[q];
+            Cost<CostKind::Cosine>::factors(xv[p], yv[q], f1, f2);
           } else {
-            const T t = xv[p] - yv[q];
-            acc[p][q] += t * t;
+            Cost<CostKind::SqEuclidean>::factors(xv[p], yv[q], f1, f2);
           }
+          acc[p][q] += f1 * f2;
         }
     }
     __syncthreads();
@@ -206,7 +209,7 @@ __global__ void __launch_bounds__(kTileThreads)
       if (j >= m) {
         v = neg_inf<T>();
       } else {
-        const T c = cosine ? T(1) - acc[p][q] : acc[p][q];
+        const T c = cosine ? Cost<CostKind::Cosine>::finish(acc[p][q]) : Cost<CostKind::SqEuclidean>::finish(acc[p][q]);
         v = scale * c;
         if (kPlan) v = Num<T>::exp2(u[static_cast<int64_t>(b) * n + i] + w[static_cast<int64_t>(b) * m + j] + v);
       }
@@ -215,7 +218,7 @@ __global__ void __launch_bounds__(kTileThreads)
   }
 }
 
-// Launches cost_kernel over B problems; x, y must be unit rows for cosine.
+// Launches cost_kernel over B problems; x, y are the cost's operands (cost_operand).
 template <typename T, bool kPlan>
 void launch_cost(const at::Tensor& x, const at::Tensor& y, const T* u, const T* w, int ld, T scale,
                  bool cosine, T* out) {
@@ -484,6 +487,7 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
     cluster_barrier();  // every payload of the cluster has landed
     T err = T(0);
     for (int r = 0; r < G; ++r) err += recv_err[r];
+    // core/schedule.h's stops_at_target, written out: calling it changes this kernel's machine code
     stop = may_stop && (t >= P.max_iter || (P.tol > 0 && static_cast<double>(err) < P.tol));
     if (P.Q == 1) {
       for (int b0 = 0; b0 < slice * G; b0 += kThreads) {
@@ -528,7 +532,7 @@ __global__ void __launch_bounds__(kThreads, 1) sinkhorn_kernel(LaunchParams<T> P
       }
       __syncthreads();
       err = misc[1];
-      stop = may_stop && (t >= P.max_iter || (P.tol > 0 && static_cast<double>(err) < P.tol));
+      stop = may_stop && (t >= P.max_iter || (P.tol > 0 && static_cast<double>(err) < P.tol));  // as above
       for (int b0 = 0; b0 < slice * Qp; b0 += kThreads) {
         const int idx = b0 + tid, jj = idx / Qp, qq = idx % Qp, j = j_lo + jj;
         const bool valid = jj < slice && j < j_hi;
@@ -949,8 +953,8 @@ void solve_sets(std::vector<ProblemSet>& sets, const SolverOptions& opt, bool by
     const int B = set.x.size(0), n = set.x.size(1), m = set.y.size(1);
     const int ld = align_up(m, VW);
     const bool cosine = opt.cost == CostKind::Cosine;
-    const at::Tensor xs = cosine ? set.x / set.x.norm(2, -1, true).clamp_min(1e-30) : set.x;
-    const at::Tensor ys = set.symmetric ? xs : (cosine ? set.y / set.y.norm(2, -1, true).clamp_min(1e-30) : set.y);
+    const at::Tensor xs = cost_operand(set.x, opt.cost).rows;
+    const at::Tensor ys = set.symmetric ? xs : cost_operand(set.y, opt.cost).rows;
     at::Tensor K = at::empty({B, n, ld}, set.x.options());
     launch_cost<T, false>(xs.contiguous(), ys.contiguous(), nullptr, nullptr, ld, -scale, cosine, K.data_ptr<T>());
     const at::Tensor la = set.a.log2().contiguous();
@@ -1023,8 +1027,8 @@ at::Tensor plan_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
     const bool cosine = opt.cost == CostKind::Cosine;
     const at::Tensor u = (a.log2() + f * s).contiguous();
     const at::Tensor w = (b.log2() + g * s).contiguous();
-    const at::Tensor xs = cosine ? x / x.norm(2, -1, true).clamp_min(1e-30) : x;
-    const at::Tensor ys = cosine ? y / y.norm(2, -1, true).clamp_min(1e-30) : y;
+    const at::Tensor xs = cost_operand(x, opt.cost).rows;
+    const at::Tensor ys = cost_operand(y, opt.cost).rows;
     launch_cost<T, true>(xs.contiguous(), ys.contiguous(), u.data_ptr<T>(), w.data_ptr<T>(), static_cast<int>(m), -s,
                          cosine, P.data_ptr<T>());
   });

@@ -1,8 +1,8 @@
-// Picks the CPU loops' instruction set for each call (see cpu_loops.h).
-#include "cpu_loops.h"
+// Picks the CPU loops' instruction set for each call (see cpu/loops.h).
+#include "cpu/loops.h"
 
 #include <ATen/Version.h>
-#include "sinkhorn.h"
+#include "core/sinkhorn.h"
 #include <c10/util/Exception.h>
 
 #include <algorithm>

@@ -4,10 +4,11 @@
 //
 // For a plan P_ij = 2^(u_i + w_j - s C(p_i, q_j)) (u = log2 a + s f,
 // w = log2 b + s g, s = log2(e) / eps) the gradient of <P, C> in the points p
-// of its rows is, row by row,
-//     squared Euclidean:  G_i = 2 (r_i p_i - (P q)_i),            r = P 1
-//     cosine:             G_i = -(v_i - <v_i, ph_i> ph_i) / |p_i|,  v = P qh
-// (sinkhorn.h). The gradient in the column points is the same formula for the
+// of its rows is, row by row, the cost's pullback (core/cost_table.h) of
+// r = P 1 and v = P q~ (q~ the operands of q: unit rows for the cosine cost):
+//     squared Euclidean:  G_i = 2 (r_i p_i - v_i)
+//     cosine:             G_i = -(v_i - <v_i, ph_i> ph_i) / |p_i|
+// The gradient in the column points is the same formula for the
 // transposed plan P^T, whose rows are the columns of P: swap (p, a, f) with
 // (q, b, g). So every output row block is one kind of task: a block owns 32
 // rows of p, walks q in tiles of 64 rows, recomputes the cost of each tile
@@ -22,7 +23,7 @@
 // grad_x and of grad_y of every batch element. Features up to kMaxFeatures
 // (the product accumulators live in registers); wider problems take the
 // composed backward (plan + batched products).
-#include "sinkhorn_cuda_backward.h"
+#include "cuda/fused_backward.h"
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -31,8 +32,8 @@
 
 #include <cmath>
 
-#include "cuda_smem.cuh"
-#include "cuda_tiles.h"
+#include "cuda/smem.cuh"
+#include "cuda/tiles.h"
 
 namespace sinsim {
 namespace {
@@ -70,7 +71,7 @@ constexpr int kMaxTasks = 2;
 // weight in the output.
 template <typename T>
 struct Term {
-  const T* q;   // (B, n_q, d); unit rows for the cosine cost
+  const T* q;   // (B, n_q, d), the cost's operands
   const T* wp;  // weights of the rows (B, n_p)
   const T* fp;  // potential of the rows (B, n_p)
   const T* wq;  // weights of the columns (B, n_q)
@@ -81,8 +82,8 @@ struct Term {
 
 template <typename T>
 struct Task {
-  const T* p;      // (B, n_p, d); unit rows for the cosine cost
-  const T* norms;  // cosine: |p_i| of the raw points (B, n_p); unused otherwise
+  const T* p;      // (B, n_p, d), the cost's operands
+  const T* norms;  // unit-row costs: |p_i| of the raw points (B, n_p); unused otherwise
   T* out;          // (B, n_p, d)
   int n_p;
   int terms;
@@ -124,7 +125,7 @@ __device__ __forceinline__ T row_sum(T v) {
   return v;
 }
 
-template <typename T, bool kCosine, int DMAX>
+template <typename T, typename Cost, int DMAX>
 __global__ void __launch_bounds__(kThreads) fused_backward_kernel(Params<T> P) {
   constexpr int KREPS = DMAX / kSide;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -180,8 +181,8 @@ __global__ void __launch_bounds__(kThreads) fused_backward_kernel(Params<T> P) {
       for (int r = 0; r < kRowReps; ++r)
 #pragma unroll
         for (int c = 0; c < kColReps; ++c) acc[r][c] = T(0);
-      add_cost<T, kCosine>(tid, ps, qs, d, acc);
-      plan_tile<T, kCosine>(tid, acc, us, ws, P.s, Ps, rsum, exp2);
+      add_cost<T, Cost>(tid, ps, qs, d, acc);
+      plan_tile<T, Cost>(tid, acc, us, ws, P.s, Ps, rsum, exp2);
       __syncthreads();
       add_product<T, KREPS>(tid, Ps, qs, min(kCols, n_q - j0), d, prod);
     }
@@ -193,7 +194,7 @@ __global__ void __launch_bounds__(kThreads) fused_backward_kernel(Params<T> P) {
       const int row = row_of(tid, r), i = row0 + row;
       const T rs = row_sum(rsum[r]);
       T dot = T(0);
-      if (kCosine) {
+      if (Cost::kUnitRows) {
 #pragma unroll
         for (int k = 0; k < KREPS; ++k) {
           const int f = feature_of(tid, k);
@@ -202,13 +203,13 @@ __global__ void __launch_bounds__(kThreads) fused_backward_kernel(Params<T> P) {
         dot = row_sum(dot);
       }
       if (i >= n_p) continue;
-      const T inv_norm = kCosine ? T(1) / task.norms[static_cast<int64_t>(b) * n_p + i] : T(0);
+      const T norm = Cost::kUnitRows ? task.norms[static_cast<int64_t>(b) * n_p + i] : T(1);
 #pragma unroll
       for (int k = 0; k < KREPS; ++k) {
         const int f = feature_of(tid, k);
         if (f >= d) continue;
         const T pf = ps[f * kLdp + row];
-        const T g = kCosine ? -(prod[r][k] - dot * pf) * inv_norm : T(2) * (rs * pf - prod[r][k]);
+        const T g = Cost::pullback(rs, prod[r][k], pf, dot, norm);
         T* o = out + static_cast<int64_t>(i) * d + f;
         *o = t == 0 ? w * g : *o + w * g;
       }
@@ -216,9 +217,9 @@ __global__ void __launch_bounds__(kThreads) fused_backward_kernel(Params<T> P) {
   }
 }
 
-template <typename T, bool kCosine, int DMAX>
+template <typename T, typename Cost, int DMAX>
 void launch(const Params<T>& P, int blocks, size_t smem_bytes, cudaStream_t stream) {
-  auto kernel = fused_backward_kernel<T, kCosine, DMAX>;
+  auto kernel = fused_backward_kernel<T, Cost, DMAX>;
   ensure_dynamic_smem(kernel, smem_bytes);
   kernel<<<blocks, kThreads, smem_bytes, stream>>>(P);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -262,12 +263,11 @@ std::tuple<at::Tensor, at::Tensor> fused_backward_cuda(
     const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx, const at::Tensor& g_xx, const at::Tensor& f_yy,
     const at::Tensor& g_yy, double eps, CostKind cost, bool debias) {
   const c10::cuda::CUDAGuard guard(x.device());
-  const bool cosine = cost == CostKind::Cosine;
-  // cosine: unit rows and the raw norms; the squared Euclidean cost reads neither
-  const at::Tensor nx = cosine ? x.norm(2, -1).clamp_min(1e-30).contiguous() : x;
-  const at::Tensor ny = cosine ? y.norm(2, -1).clamp_min(1e-30).contiguous() : y;
-  const at::Tensor xs = cosine ? (x / nx.unsqueeze(-1)).contiguous() : x;
-  const at::Tensor ys = cosine ? (y / ny.unsqueeze(-1)).contiguous() : y;
+  // the cost's operands, and for unit-row costs the raw norms (unread otherwise)
+  const CostOperand ox = cost_operand(x, cost), oy = cost_operand(y, cost);
+  const at::Tensor xs = ox.rows.contiguous(), ys = oy.rows.contiguous();
+  const at::Tensor nx = ox.norms.defined() ? ox.norms.contiguous() : x;
+  const at::Tensor ny = oy.norms.defined() ? oy.norms.contiguous() : y;
   const at::Tensor grad_t = grad.to(x.scalar_type()).contiguous();
   at::Tensor gx = at::empty_like(x), gy = at::empty_like(y);
   const int B = static_cast<int>(x.size(0)), n = static_cast<int>(x.size(1)), m = static_cast<int>(y.size(1));
@@ -308,13 +308,16 @@ std::tuple<at::Tensor, at::Tensor> fused_backward_cuda(
     const int blocks = B * (P.row_blocks[0] + P.row_blocks[1]);
     const size_t smem = smem_bytes_for<T>(d);
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    if constexpr (sizeof(T) == 8) {
-      cosine ? launch<T, true, 128>(P, blocks, smem, stream) : launch<T, false, 128>(P, blocks, smem, stream);
-    } else if (d <= 128) {
-      cosine ? launch<T, true, 128>(P, blocks, smem, stream) : launch<T, false, 128>(P, blocks, smem, stream);
-    } else {
-      cosine ? launch<T, true, 256>(P, blocks, smem, stream) : launch<T, false, 256>(P, blocks, smem, stream);
-    }
+    dispatch_cost(cost, [&](auto kind) {
+      using Cost = decltype(kind);
+      if constexpr (sizeof(T) == 8) {
+        launch<T, Cost, 128>(P, blocks, smem, stream);
+      } else if (d <= 128) {
+        launch<T, Cost, 128>(P, blocks, smem, stream);
+      } else {
+        launch<T, Cost, 256>(P, blocks, smem, stream);
+      }
+    });
   });
   return {gx, gy};
 }

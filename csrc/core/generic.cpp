@@ -1,4 +1,4 @@
-// Device-generic Sinkhorn solver: the iterations of sinkhorn.h written with
+// Device-generic Sinkhorn solver: the iterations of core/sinkhorn.h written with
 // ATen tensor operations in natural units (f, g, C; at::logsumexp), so it
 // runs on any device torch supports, one kernel launch per operation.
 //
@@ -8,22 +8,12 @@
 // host value per problem (the largest cost, for the number of stages) and,
 // with a tol, the error of every iteration at the target eps (on a GPU each
 // read is a device synchronisation).
-#include "sinkhorn.h"
+#include "core/sinkhorn.h"
 
 #include <cmath>
 
 namespace sinsim {
 namespace {
-
-at::Tensor cost_matrix(const at::Tensor& x, const at::Tensor& y, CostKind cost) {
-  if (cost == CostKind::Cosine) {
-    const at::Tensor xh = x / x.norm(2, -1, true).clamp_min(1e-30);
-    const at::Tensor yh = y / y.norm(2, -1, true).clamp_min(1e-30);
-    return 1.0 - at::mm(xh, yh.t());
-  }
-  const at::Tensor x2 = (x * x).sum(-1, true), y2 = (y * y).sum(-1).unsqueeze(0);
-  return (x2 + y2 - 2.0 * at::mm(x, y.t())).clamp_min(0.0);
-}
 
 // f_i = -e LSE_j(log b_j + (g_j - C_ij) / e)
 at::Tensor row_update(const at::Tensor& C, const at::Tensor& g, const at::Tensor& lb, double e) {
@@ -44,11 +34,8 @@ at::Tensor row_error(const at::Tensor& a, const at::Tensor& f_old, const at::Ten
 void solve_problem(const ProblemSet& set, int64_t bi, const SolverOptions& opt) {
   const at::Tensor C = cost_matrix(set.x[bi], set.y[bi], opt.cost);
   const at::Tensor a = set.a[bi], la = a.log(), lb = set.b[bi].log();
-  const int64_t stages = opt.scaling > 0 ? scaling_stages(C.max().item<double>(), opt) : 0;
-  auto eps_at = [&](int64_t t) {
-    return t <= stages ? opt.eps * std::pow(opt.scaling, -static_cast<double>(stages - t + 1)) : opt.eps;
-  };
-  const bool stop_on_tol = opt.tol > 0;
+  const int64_t stages = opt.scaling > 0 ? opt.stages(C.max().item<double>()) : 0;
+  const auto eps_at = [&](int64_t t) { return stage_eps(t, stages, opt.eps, opt.scaling); };
   int64_t iters = 0;
   at::Tensor err, f, g;
   if (set.symmetric) {
@@ -58,7 +45,7 @@ void solve_problem(const ProblemSet& set, int64_t bi, const SolverOptions& opt) 
       f = row_update(C, p, la, e);
       err = row_error(a, p, f, e);
       iters = t;
-      if (t == opt.max_iter || (t > stages && stop_on_tol && err.item<double>() < opt.tol)) break;
+      if (opt.stops_after(t, stages, [&] { return err.item<double>(); })) break;
       p = 0.5 * (p + f);
     }
     g = p;
@@ -71,7 +58,7 @@ void solve_problem(const ProblemSet& set, int64_t bi, const SolverOptions& opt) 
       err = row_error(a, f, f_new, e);
       f = f_new;
       iters = t;
-      if (t == opt.max_iter || (t > stages && stop_on_tol && err.item<double>() < opt.tol)) break;
+      if (opt.stops_after(t, stages, [&] { return err.item<double>(); })) break;
       g = col_update(C, f, la, eps_at(t + 1));
     }
   }

@@ -3,11 +3,11 @@
 //
 // Each log-sum-exp reads the scaled cost K = -log2(e) C / eps in place, in one
 // pass shifted by the previous iteration's value (two passes when that guess
-// is off; cpu_loops_impl.h), so an iteration allocates nothing and
+// is off; cpu/loops_impl.h), so an iteration allocates nothing and
 // materialises no n x m temporary. The loops are compiled for each
 // instruction set (AVX-512, AVX2, baseline/NEON) and picked per call
-// (cpu_loops.h: torch's choice, or SINSIM_CPU_CAPABILITY).
-#include "sinkhorn.h"
+// (cpu/loops.h: torch's choice, or SINSIM_CPU_CAPABILITY).
+#include "core/sinkhorn.h"
 
 #include <ATen/Parallel.h>
 
@@ -17,15 +17,13 @@
 #include <optional>
 #include <vector>
 
-#include "cpu_loops.h"
+#include "cpu/loops.h"
 
 namespace sinsim {
 namespace {
 
 using cpu::LoopTable;
 
-constexpr double kLog2e = 1.4426950408889634;
-constexpr double kLn2 = 0.6931471805599453;
 // Work (entries of K) below which a loop is not worth splitting across
 // threads: 2^16 entries are about 10 us of AVX2 log-sum-exp, a few times the
 // cost of a parallel region on an idle machine. On a busy one, a region whose
@@ -38,26 +36,22 @@ constexpr int64_t kColumnBlock = 64;
 
 int64_t rows_per_task(int64_t row_len) { return std::max<int64_t>(1, kParallelWork / std::max<int64_t>(row_len, 1)); }
 
-at::Tensor unit_rows(const at::Tensor& p) {
-  return p / p.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
-}
-
-// The operands of the cost for one problem: x (n, d) and y (m, d)
-// contiguous (unit rows for the cosine cost). y is transposed once so the
-// loops vectorise over columns; its rows are padded by 64 bytes so that a
-// panel of them does not map to a single L1 set when m * sizeof(T) is a
-// multiple of 4 KiB.
+// The operands of the cost for one problem: x (n, d) and y (m, d) as the
+// cost reads them (cost_operand: unit rows for the cosine cost), x
+// contiguous. y is transposed once so the loops vectorise over columns; its
+// rows are padded by 64 bytes so that a panel of them does not map to a
+// single L1 set when m * sizeof(T) is a multiple of 4 KiB.
 template <typename T>
 struct CostOperands {
   at::Tensor xs, yt;
   const T* X;
   const T* Yt;
   int64_t n, m, d, ldy;
-  bool cosine;
+  CostKind cost;
 
-  CostOperands(const at::Tensor& x, const at::Tensor& y, CostKind cost) : cosine(cost == CostKind::Cosine) {
-    xs = cosine ? unit_rows(x).contiguous() : x;
-    const at::Tensor ys = cosine ? unit_rows(y) : y;
+  CostOperands(const at::Tensor& x, const at::Tensor& y, CostKind kind) : cost(kind) {
+    xs = cost_operand(x, kind).rows.contiguous();
+    const at::Tensor ys = cost_operand(y, kind).rows;
     n = xs.size(0);
     m = ys.size(0);
     d = xs.size(1);
@@ -70,7 +64,7 @@ struct CostOperands {
 
   // out (rows, m) = scale * C for the rows [i0, i0 + rows)
   void rows(const LoopTable<T>& loops, int64_t i0, int64_t count, T scale, T* out) const {
-    loops.cost_rows(X + i0 * d, count, Yt, ldy, m, d, cosine, scale, out);
+    loops.cost_rows(X + i0 * d, count, Yt, ldy, m, d, cost, scale, out);
   }
 };
 
@@ -267,7 +261,7 @@ void scale_in_place(T* K, int64_t count, T factor) {
 }
 
 // One problem of a set, in scaled units; writes f, g, n_iter, error at index bi.
-// With eps-scaling (sinkhorn.h) the first `stages` iterations run at larger
+// With eps-scaling (core/sinkhorn.h) the first `stages` iterations run at larger
 // eps: K, phi and gamma are held in the units of the current stage.
 template <typename T>
 void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,
@@ -275,7 +269,6 @@ void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,
   const at::Tensor x = set.x[bi], y = set.y[bi];
   const int64_t n = x.size(0), m = y.size(0);
   const T s = static_cast<T>(kLog2e / opt.eps);
-  const bool stop_on_tol = opt.tol > 0;
 
   const CostOperands<T> ops(x, y, opt.cost);
   at::Tensor K_t;
@@ -285,7 +278,7 @@ void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,
     K.K = K_t.data_ptr<T>();
     fill_cost<T>(loops, ops, -s, K.K);
   }
-  const int64_t stages = opt.scaling > 0 ? scaling_stages(cost_max(K, n, m, s), opt) : 0;
+  const int64_t stages = opt.scaling > 0 ? opt.stages(cost_max(K, n, m, s)) : 0;
   const T up = stages > 0 ? static_cast<T>(1.0 / opt.scaling) : T(1);
   if (stages > 0) {
     const T first = static_cast<T>(std::pow(opt.scaling, static_cast<double>(stages)));
@@ -331,7 +324,7 @@ void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,
       std::copy(gamma.begin(), gamma.end(), phi.begin());  // phi_old = p for the error
       err = row_update(K, shifted.data(), a, n, m, phi.data(), err_rows.data());
       iters = t;
-      if (t == opt.max_iter || (t > stages && stop_on_tol && err < opt.tol)) break;
+      if (opt.stops_after(t, stages, KnownError<T>{err})) break;
       for (int64_t j = 0; j < m; ++j) gamma[j] = T(0.5) * (gamma[j] + phi[j]);
       next_stage(t, gamma.data(), m, nullptr, 0);
     }
@@ -342,7 +335,7 @@ void solve_one(const LoopTable<T>& loops, const ProblemSet& set, int64_t bi,
       for (int64_t j = 0; j < m; ++j) shifted[j] = lb[j] + gamma[j];
       err = row_update(K, shifted.data(), a, n, m, phi.data(), err_rows.data());
       iters = t;
-      if (t == opt.max_iter || (t > stages && stop_on_tol && err < opt.tol)) break;
+      if (opt.stops_after(t, stages, KnownError<T>{err})) break;
       next_stage(t, phi.data(), n, gamma.data(), m);
       for (int64_t i = 0; i < n; ++i) shifted[i] = la[i] + phi[i];
       col_update(K, shifted.data(), n, m, gamma.data(), *scratch);

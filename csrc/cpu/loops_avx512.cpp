@@ -1,9 +1,9 @@
 // The CPU loops for x86-64 with AVX-512 F/BW/VL/DQ and FMA (ATen's AVX512
 // capability). setup.py and CMakeLists.txt compile this file alone with
 // -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma; without them it holds no
-// loops. The dispatcher (cpu_loops_dispatch.cpp) checks the CPU before it
+// loops. The dispatcher (cpu/loops_dispatch.cpp) checks the CPU before it
 // calls anything here.
-#include "cpu_loops.h"
+#include "cpu/loops.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
     defined(__AVX512DQ__) && defined(__FMA__)
@@ -13,7 +13,7 @@
 #define CPU_CAPABILITY AVX512
 #define CPU_CAPABILITY_AVX512
 #define CPU_LOOPS_NAME "avx512"
-#include "cpu_loops_impl.h"
+#include "cpu/loops_impl.h"
 
 const sinsim::cpu::Loops* sinsim::cpu::loops_avx512() { return &AVX512::kLoops; }
 #else

@@ -1,11 +1,11 @@
-// The fused backward of the CUDA back end (sinkhorn_cuda_backward.cu).
+// The fused backward of the CUDA back end (cuda/fused_backward.cu).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <tuple>
 
-#include "sinkhorn.h"
+#include "core/sinkhorn.h"
 
 namespace sinsim {
 
@@ -15,7 +15,7 @@ namespace sinsim {
 bool fused_backward_supported(const at::Tensor& x);
 
 // The gradient of the value in x and y (the driver's composed backward,
-// sinkhorn_driver.cpp, in one launch): inputs contiguous, on one CUDA device.
+// core/driver.cpp, in one launch): inputs contiguous, on one CUDA device.
 std::tuple<at::Tensor, at::Tensor> fused_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a, const at::Tensor& b,
     const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx, const at::Tensor& g_xx, const at::Tensor& f_yy,

@@ -2,12 +2,12 @@
 // allocation, the value <a,f> + <b,g> (and the debiased divergence), and the
 // envelope-theorem backward composed from the plan and two batched products.
 // The device back ends (solve_*, plan_*) do the heavy work.
-#include "sinkhorn.h"
+#include "core/sinkhorn.h"
 
-#include "cuda_kernel_choice.h"
+#include "cuda/kernel_choice.h"
 #ifdef SINSIM_WITH_CUDA
-#include "sinkhorn_cuda_backward.h"
-#include "sinkhorn_cuda_passes.h"
+#include "cuda/fused_backward.h"
+#include "cuda/pass_solver.h"
 #endif
 
 #include <cmath>
@@ -16,10 +16,14 @@
 
 namespace sinsim {
 
-CostKind parse_cost(c10::string_view name) {
-  if (name == "sqeuclidean") return CostKind::SqEuclidean;
-  if (name == "cosine") return CostKind::Cosine;
-  TORCH_CHECK_VALUE(false, "cost must be 'sqeuclidean' or 'cosine', got '", std::string(name), "'");
+SolverOptions solver_options(double eps, c10::string_view cost, int64_t max_iter, double tol, double scaling,
+                             bool online) {
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, "eps must be finite and > 0, got ", eps);
+  TORCH_CHECK_VALUE(max_iter >= 1, "max_iter must be >= 1, got ", max_iter);
+  TORCH_CHECK_VALUE(std::isfinite(tol), "tol must be finite, got ", tol);
+  TORCH_CHECK_VALUE(scaling == 0.0 || (scaling > 0.0 && scaling < 1.0),
+                    "scaling must be 0 (no eps-scaling) or strictly between 0 and 1, got ", scaling);
+  return SolverOptions{eps, parse_cost(cost), max_iter, tol, scaling, online};
 }
 
 namespace {
@@ -43,8 +47,7 @@ void check_weights(const char* name, const at::Tensor& w, const at::Tensor& poin
                     ", got ", w.device());
 }
 
-void check_args(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a, const at::Tensor& b,
-                double eps) {
+void check_args(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a, const at::Tensor& b) {
   check_points("x", x);
   check_points("y", y);
   TORCH_CHECK_VALUE(x.device() == y.device(), "x and y must be on the same device, got ",
@@ -57,33 +60,22 @@ void check_args(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a, c
                     x.size(2), " and ", y.size(2));
   check_weights("a", a, x);
   check_weights("b", b, y);
-  TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, "eps must be finite and > 0, got ", eps);
 }
 
-// value = <P, C(x, y)> with P fixed: its gradient in x and y.
-std::tuple<at::Tensor, at::Tensor> plan_gradients(const at::Tensor& P, const at::Tensor& x,
-                                                  const at::Tensor& y, CostKind cost) {
-  if (cost == CostKind::SqEuclidean) {
-    const at::Tensor r = P.sum(2, /*keepdim=*/true);
-    const at::Tensor c = P.sum(1).unsqueeze(-1);
-    at::Tensor gx = 2.0 * (r * x - at::bmm(P, y));
-    at::Tensor gy = 2.0 * (c * y - at::bmm(P.transpose(1, 2), x));
-    return {gx, gy};
-  }
-  // C_ij = 1 - <xh_i, yh_j>:  dC_ij/dx_i = -(I - xh_i xh_i^T) yh_j / |x_i|.
-  const at::Tensor nx = x.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
-  const at::Tensor ny = y.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
-  const at::Tensor xh = x / nx, yh = y / ny;
-  const at::Tensor px = at::bmm(P, yh);
-  const at::Tensor py = at::bmm(P.transpose(1, 2), xh);
-  at::Tensor gx = -(px - (px * xh).sum(-1, true) * xh) / nx;
-  at::Tensor gy = -(py - (py * yh).sum(-1, true) * yh) / ny;
+// The gradient of <P, C(x, y)> in x and y with the plan P (B, n, m) held fixed.
+std::tuple<at::Tensor, at::Tensor> plan_gradients(const at::Tensor& P, const at::Tensor& x, const at::Tensor& y,
+                                                  CostKind cost) {
+  const CostOperand ox = cost_operand(x, cost), oy = cost_operand(y, cost);
+  const bool sums = cost_needs_row_sums(cost);
+  const at::Tensor Pt = P.transpose(1, 2);
+  at::Tensor gx = cost_pullback(cost, ox, sums ? P.sum(2, /*keepdim=*/true) : at::Tensor(), at::bmm(P, oy.rows));
+  at::Tensor gy = cost_pullback(cost, oy, sums ? P.sum(1).unsqueeze(-1) : at::Tensor(), at::bmm(Pt, ox.rows));
   return {gx, gy};
 }
 
 // plan_gradients without the (B, n, m) plan: rows of P in blocks of at most
 // kPlanBlockBytes, each giving its rows of grad_x and adding its part of
-// P^T x (or P^T xh) and of the column sums.
+// the column sums and of P^T operand(x), from which grad_y follows.
 constexpr int64_t kPlanBlockBytes = 32 << 20;
 
 std::tuple<at::Tensor, at::Tensor> blocked_plan_gradients(const at::Tensor& x, const at::Tensor& y,
@@ -92,46 +84,36 @@ std::tuple<at::Tensor, at::Tensor> blocked_plan_gradients(const at::Tensor& x, c
                                                           const SolverOptions& opt, PlanFn plan) {
   const int64_t B = x.size(0), n = x.size(1), m = y.size(1);
   const int64_t rows = std::max<int64_t>(1, kPlanBlockBytes / (B * m * static_cast<int64_t>(x.element_size())));
-  const bool cosine = opt.cost == CostKind::Cosine;
-  const at::Tensor nx = x.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
-  const at::Tensor ny = y.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
-  const at::Tensor xh = x / nx, yh = y / ny;
+  const CostOperand ox = cost_operand(x, opt.cost), oy = cost_operand(y, opt.cost);
+  const bool sums = cost_needs_row_sums(opt.cost);
   at::Tensor gx = at::empty_like(x);
-  at::Tensor col = at::zeros({B, m, 1}, x.options());
-  at::Tensor pt = at::zeros_like(y);  // P^T x (sqeuclidean) or P^T xh (cosine)
+  at::Tensor col = sums ? at::zeros({B, m, 1}, x.options()) : at::Tensor();
+  at::Tensor pt = at::zeros_like(y);  // P^T operand(x)
   for (int64_t i0 = 0; i0 < n; i0 += rows) {
     const int64_t r = std::min(rows, n - i0);
-    const at::Tensor xb = x.narrow(1, i0, r).contiguous();
-    const at::Tensor P = plan(xb, y, a.narrow(1, i0, r).contiguous(), b, f.narrow(1, i0, r).contiguous(), g, opt);
-    if (cosine) {
-      const at::Tensor xhb = xh.narrow(1, i0, r), nxb = nx.narrow(1, i0, r);
-      const at::Tensor px = at::bmm(P, yh);
-      gx.narrow(1, i0, r).copy_(-(px - (px * xhb).sum(-1, true) * xhb) / nxb);
-      pt += at::bmm(P.transpose(1, 2), xhb);
-    } else {
-      gx.narrow(1, i0, r).copy_(2.0 * (P.sum(2, /*keepdim=*/true) * xb - at::bmm(P, y)));
-      col += P.sum(1).unsqueeze(-1);
-      pt += at::bmm(P.transpose(1, 2), xb);
-    }
+    const CostOperand xb = ox.narrow(i0, r);
+    const at::Tensor P = plan(xb.points, y, a.narrow(1, i0, r).contiguous(), b, f.narrow(1, i0, r).contiguous(), g, opt);
+    gx.narrow(1, i0, r).copy_(cost_pullback(opt.cost, xb, sums ? P.sum(2, /*keepdim=*/true) : at::Tensor(),
+                                            at::bmm(P, oy.rows)));
+    if (sums) col += P.sum(1).unsqueeze(-1);
+    pt += at::bmm(P.transpose(1, 2), xb.rows);
   }
-  if (cosine) return {gx, -(pt - (pt * yh).sum(-1, true) * yh) / ny};
-  return {gx, 2.0 * (col * y - pt)};
+  return {gx, cost_pullback(opt.cost, oy, col, pt)};
+}
+
+// The Sinkhorn divergence's combination, S = cross - (first + second) / 2:
+// of the three values, and of their gradients.
+at::Tensor debiased(const at::Tensor& cross, const at::Tensor& first, const at::Tensor& second) {
+  return cross - 0.5 * (first + second);
 }
 
 at::Tensor dot_rows(const at::Tensor& w, const at::Tensor& p) { return (w * p).sum(-1); }
 
 }  // namespace
 
-ForwardResult sinkhorn_value_forward(const at::Tensor& x_in, const at::Tensor& y_in,
-                                     const at::Tensor& a_in, const at::Tensor& b_in, double eps,
-                                     c10::string_view cost, int64_t max_iter, double tol,
-                                     bool debias, double scaling, bool online, SolveFn solve) {
-  check_args(x_in, y_in, a_in, b_in, eps);
-  TORCH_CHECK_VALUE(max_iter >= 1, "max_iter must be >= 1, got ", max_iter);
-  TORCH_CHECK_VALUE(std::isfinite(tol), "tol must be finite, got ", tol);
-  TORCH_CHECK_VALUE(scaling == 0.0 || (scaling > 0.0 && scaling < 1.0),
-                    "scaling must be 0 (no eps-scaling) or strictly between 0 and 1, got ", scaling);
-  const SolverOptions opt{eps, parse_cost(cost), max_iter, tol, scaling, online};
+ForwardResult sinkhorn_value_forward(const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& a_in,
+                                     const at::Tensor& b_in, const SolverOptions& opt, bool debias, SolveFn solve) {
+  check_args(x_in, y_in, a_in, b_in);
   const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   const at::Tensor a = a_in.contiguous(), b = b_in.contiguous();
   const int64_t B = x.size(0), n = x.size(1), m = y.size(1);
@@ -155,17 +137,15 @@ ForwardResult sinkhorn_value_forward(const at::Tensor& x_in, const at::Tensor& y
   solve(sets, opt);
 
   at::Tensor value = dot_rows(a, f) + dot_rows(b, g);
-  if (debias) {
-    value = value - 0.5 * (dot_rows(a, f_xx + g_xx) + dot_rows(b, f_yy + g_yy));
-  }
+  if (debias) value = debiased(value, dot_rows(a, f_xx + g_xx), dot_rows(b, f_yy + g_yy));
   return {value, f, g, f_xx, g_xx, f_yy, g_yy, n_iter, error};
 }
 
 namespace {
 
 void check_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
-                         const at::Tensor& b, double eps) {
-  check_args(x, y, a, b, eps);
+                         const at::Tensor& b) {
+  check_args(x, y, a, b);
   TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == x.size(0), "grad must have shape (",
                     x.size(0), ",), got ", grad.sizes());
 }
@@ -175,24 +155,23 @@ void check_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
     const at::Tensor& grad, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& a_in,
     const at::Tensor& b_in, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
-    const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias, bool online, PlanFn plan) {
-  check_backward_args(grad, x_in, y_in, a_in, b_in, eps);
-  const SolverOptions opt{eps, parse_cost(cost), 1, 0.0};
+    const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, const SolverOptions& opt,
+    bool debias, PlanFn plan) {
+  check_backward_args(grad, x_in, y_in, a_in, b_in);
   const at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   const at::Tensor a = a_in.contiguous(), b = b_in.contiguous();
 
   const auto grads = [&](const at::Tensor& p, const at::Tensor& q, const at::Tensor& wp,
                          const at::Tensor& wq, const at::Tensor& fp, const at::Tensor& gq) {
-    return online ? blocked_plan_gradients(p, q, wp, wq, fp.contiguous(), gq.contiguous(), opt, plan)
+    return opt.online ? blocked_plan_gradients(p, q, wp, wq, fp.contiguous(), gq.contiguous(), opt, plan)
                   : plan_gradients(plan(p, q, wp, wq, fp.contiguous(), gq.contiguous(), opt), p, q, opt.cost);
   };
   auto [gx, gy] = grads(x, y, a, b, f, g);
   if (debias) {
     auto [gx1, gx2] = grads(x, x, a, a, f_xx, g_xx);
     auto [gy1, gy2] = grads(y, y, b, b, f_yy, g_yy);
-    gx = gx - 0.5 * (gx1 + gx2);
-    gy = gy - 0.5 * (gy1 + gy2);
+    gx = debiased(gx, gx1, gx2);
+    gy = debiased(gy, gy1, gy2);
   }
   const at::Tensor scale = grad.to(x.scalar_type()).view({-1, 1, 1});
   return {gx * scale, gy * scale};
@@ -207,7 +186,7 @@ ForwardResult sinkhorn_value_cpu(const at::Tensor& x, const at::Tensor& y, const
   TORCH_CHECK_VALUE(solver == nullptr || generic || std::string(solver) == "kernel",
                     "SINSIM_SOLVER must be 'kernel' or 'generic', got '", solver, "'");
   TORCH_CHECK_VALUE(!(online && generic), "the online cost mode runs in the CPU kernel only; unset SINSIM_SOLVER");
-  return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, scaling, online,
+  return sinkhorn_value_forward(x, y, a, b, solver_options(eps, cost, max_iter, tol, scaling, online), debias,
                                 generic ? &solve_generic : &solve_cpu);
 }
 
@@ -216,8 +195,8 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cpu(
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
     c10::string_view cost, bool debias, bool online) {
-  return sinkhorn_value_backward(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias,
-                                 online, &plan_cpu);
+  return sinkhorn_value_backward(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy,
+                                 solver_options(eps, cost, 1, 0.0, 0.0, online), debias, &plan_cpu);
 }
 
 #ifdef SINSIM_WITH_CUDA
@@ -231,17 +210,17 @@ ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, cons
                               "SINSIM_CUDA_KERNEL=online (or v2): it awaits its tests on a device; use "
                               "cost_mode='stored' on CUDA, or the CPU");
   // The fused kernel runs plain iterations only. Eps-scaling takes the
-  // device-generic solver (checked on an H200 by tests/test_sinkhorn_cuda.py;
-  // about 9x slower per iteration than the fused kernel, docs/performance/gpu.md), or
-  // the pass solver when selected; the online mode is the pass solver's, and
-  // plain iterations take it too when `passes` is selected.
+  // device-generic solver (about 9x slower per iteration than the fused
+  // kernel, docs/performance/gpu.md), or the pass solver when selected; the
+  // online mode is the pass solver's, and plain iterations take it too when
+  // `passes` is selected.
   SolveFn solve = choice.passes ? &solve_cuda_passes : &solve_cuda;
   if (online) {
     solve = &solve_cuda_passes;
   } else if (scaling > 0.0) {
     solve = choice.scaling ? &solve_cuda_passes : &solve_generic;
   }
-  return sinkhorn_value_forward(x, y, a, b, eps, cost, max_iter, tol, debias, scaling, online, solve);
+  return sinkhorn_value_forward(x, y, a, b, solver_options(eps, cost, max_iter, tol, scaling, online), debias, solve);
 }
 
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
@@ -249,18 +228,17 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
     const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
     c10::string_view cost, bool debias, bool online) {
+  const SolverOptions opt = solver_options(eps, cost, 1, 0.0, 0.0, online);
   if (cuda_kernel_choice().backward) {
-    check_backward_args(grad, x, y, a, b, eps);
-    const CostKind kind = parse_cost(cost);
+    check_backward_args(grad, x, y, a, b);
     const at::Tensor xc = x.contiguous();
     if (fused_backward_supported(xc)) {
       const auto c = [](const at::Tensor& t) { return t.contiguous(); };
       return fused_backward_cuda(grad, xc, c(y), c(a), c(b), c(f), c(g), c(f_xx), c(g_xx), c(f_yy), c(g_yy), eps,
-                                 kind, debias);
+                                 opt.cost, debias);
     }
   }
-  return sinkhorn_value_backward(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, eps, cost, debias,
-                                 online, &plan_cuda);
+  return sinkhorn_value_backward(grad, x, y, a, b, f, g, f_xx, g_xx, f_yy, g_yy, opt, debias, &plan_cuda);
 }
 #endif
 

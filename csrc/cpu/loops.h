@@ -1,11 +1,11 @@
 // The CPU back end's hot loops, compiled once per instruction set.
 //
-// cpu_loops_impl.h holds one implementation written on ATen's portable
-// vector type at::vec::Vectorized<T>; cpu_loops_default.cpp,
-// cpu_loops_avx2.cpp and cpu_loops_avx512.cpp compile it for baseline
+// cpu/loops_impl.h holds one implementation written on ATen's portable
+// vector type at::vec::Vectorized<T>; loops_default.cpp, loops_avx2.cpp
+// and loops_avx512.cpp compile it for baseline
 // hardware (NEON on aarch64, SSE2 on x86-64), AVX2+FMA and AVX-512, the way
 // ATen compiles its own kernels (CPU_CAPABILITY, and per-file -m flags set
-// by setup.py and CMakeLists.txt on x86-64). cpu_loops_dispatch.cpp picks
+// by setup.py and CMakeLists.txt on x86-64). loops_dispatch.cpp picks
 // the table for each call:
 //
 //   SINSIM_CPU_CAPABILITY = default | avx2 | avx512   (read at every call;
@@ -14,7 +14,7 @@
 //   otherwise torch's choice, at::get_cpu_capability(), which honours
 //   ATEN_CPU_CAPABILITY and the CPU's features.
 //
-// All exponentials are base 2 (the scaled units of sinkhorn.h).
+// All exponentials are base 2 (the scaled units of core/sinkhorn.h).
 #pragma once
 
 #include <cmath>
@@ -23,9 +23,11 @@
 #include <string>
 #include <vector>
 
+#include "core/cost_table.h"
+
 namespace sinsim::cpu {
 
-// Shifted log-sum-exp (cpu_loops_impl.h). `static` helpers: every
+// Shifted log-sum-exp (cpu/loops_impl.h). `static` helpers: every
 // translation unit, whatever its instruction set, keeps its own copy.
 //
 // The shift used for a guess `hint` of LSE2: an integer of magnitude <= 2^21
@@ -62,11 +64,10 @@ struct LoopTable {
   void (*col_lse2_exact)(const T* K, int64_t ld, const T* alpha, int64_t n, int64_t w, T* out);
   // out_ij = scale * c(x_i, y_j) for i < n, j < m (row-major, leading
   // dimension m); X is (n, d) row-major, Yt is Y transposed, (d, m) with
-  // leading dimension ldy. Cosine expects unit-norm rows and computes
-  // 1 - <x_i, y_j>; squared Euclidean sums (x_ik - y_jk)^2 directly (no
-  // cancellation).
+  // leading dimension ldy, both the cost's operands (core/cost_table.h: unit
+  // rows for the cosine cost).
   void (*cost_rows)(const T* X, int64_t n, const T* Yt, int64_t ldy, int64_t m, int64_t d,
-                    bool cosine, T scale, T* out);
+                    CostKind cost, T scale, T* out);
   // K_j <- 2^(u + w_j + K_j) in place, j < m.
   void (*plan_row)(T* K, const T* w, T u, int64_t m);
 };

@@ -1,17 +1,17 @@
 // The pass solver of the CUDA back end: one launch per log-sum-exp pass over
 // all problems, the cost either stored (computed once) or recomputed in tiles
 // at every pass (the online mode: memory O((n + m) d)). It runs the
-// iterations of sinkhorn.h with eps-scaling and early stopping decided on the
+// iterations of core/sinkhorn.h with eps-scaling and early stopping decided on the
 // device, so a call reads nothing back from the device when it has no tol
 // (and, with a tol, one flag per checkpoint of the iterations).
 //
-// Selected by SINSIM_CUDA_KERNEL (cuda_kernel_choice.h): "online" for
+// Selected by SINSIM_CUDA_KERNEL (cuda/kernel_choice.h): "online" for
 // cost_mode="online", "scaling" for eps-scaled calls in the stored mode.
 //
 // State per problem, in natural units (carried over unchanged from one
 // eps-scaling stage to the next): f (n), g (m), the row update's result
 // `fresh` (n) and its error terms (n), the stage count S, a done flag.
-// Iteration t runs at eps_t (cuda_tiles.h: stage_eps) with s_t = log2(e) / eps_t:
+// Iteration t runs at eps_t (core/schedule.h: stage_eps) with s_t = log2(e) / eps_t:
 //   column pass (asymmetric problems):
 //       g_j = -LSE2_i(log2 a_i + s_t f_i - s_t C_ij) / s_t
 //   row pass (all problems; symmetric ones read p from g, and b = a):
@@ -24,7 +24,7 @@
 // The first column pass starts from f = 0. A pass skips the problems that
 // stopped. In the stored mode the cost is held once, K = -s C at the target
 // eps, and a pass at stage t reads it as (s_t / s) K.
-#include "sinkhorn_cuda_passes.h"
+#include "cuda/pass_solver.h"
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -34,8 +34,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "cuda_smem.cuh"
-#include "cuda_tiles.h"
+#include "cuda/smem.cuh"
+#include "cuda/tiles.h"
 
 namespace sinsim {
 namespace {
@@ -115,7 +115,7 @@ __host__ __device__ inline PassSmem pass_smem(bool online) {
 // its 32 rows over all columns. Rows: the rows of x against y; Columns: the
 // rows of y against x (asymmetric sets only); RowMinimum: min_j -s C_ij for
 // the rows of x (the largest cost, for the stage count), into `fresh`.
-template <typename T, bool kOnline, bool kCosine, Pass kPass>
+template <typename T, bool kOnline, typename Cost, Pass kPass>
 __global__ void __launch_bounds__(kThreads) pass_kernel(Params<T> P) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* const base = reinterpret_cast<T*>(smem_raw);
@@ -165,12 +165,12 @@ __global__ void __launch_bounds__(kThreads) pass_kernel(Params<T> P) {
         stage_rows(tid, p, row0, kRows, n_p, k0, width, d, ps, kLdp);
         stage_rows(tid, q, j0, kCols, n_q, k0, width, d, qs, kLdq);
         __syncthreads();
-        add_cost<T, kCosine>(tid, ps, qs, width, acc);
+        add_cost<T, Cost>(tid, ps, qs, width, acc);
       }
 #pragma unroll
       for (int r = 0; r < kRowReps; ++r)
 #pragma unroll
-        for (int c = 0; c < kColReps; ++c) acc[r][c] = cost_of<T, kCosine>(acc[r][c]);
+        for (int c = 0; c < kColReps; ++c) acc[r][c] = Cost::finish(acc[r][c]);
     } else {
       if (kColumns) {  // ks[r][c] = K[j0 + c][row0 + r]: consecutive threads read consecutive r
         for (int e = tid; e < kRows * kCols; e += kThreads) {
@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(Params<T> P, int B) {
   for (int i = tid; i < n; i += kThreads) part += S.err_rows[row + i];
   const T err = block_sum(part, red);
   if (tid == 0) {
-    stop_flag = should_stop(P.t, P.max_iter, S.stages[b], P.tol, static_cast<double>(err)) ? 1 : 0;
+    stop_flag = stops_after_with(P.t, P.max_iter, S.stages[b], P.tol, static_cast<double>(err)) ? 1 : 0;
     S.n_iter[b * S.n_iter_stride] = P.t;
     S.error[b * S.error_stride] = err;
   }
@@ -287,12 +287,12 @@ __global__ void __launch_bounds__(kThreads) stages_kernel(Params<T> P, int B) {
   if (threadIdx.x == 0) {
     for (int e = 1; e < kThreads; ++e) low = fmin(low, red[e]);
     const double cost_max = -static_cast<double>(low) / static_cast<double>(P.s);
-    S.stages[b] = stage_count(cost_max, P.eps, P.scaling, P.max_iter);
+    S.stages[b] = static_cast<int>(scaling_stages(cost_max, P.eps, P.scaling, P.max_iter));
   }
 }
 
 // K = -s C for every problem of a set (the stored mode), tile by tile.
-template <typename T, bool kCosine>
+template <typename T, typename Cost>
 __global__ void __launch_bounds__(kThreads) cost_kernel(const T* x, const T* y, int n, int m, int d, T scale, T* K) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const PassSmem L = pass_smem(true);
@@ -317,18 +317,18 @@ __global__ void __launch_bounds__(kThreads) cost_kernel(const T* x, const T* y, 
     stage_rows(tid, x, row0, kRows, n, k0, width, d, ps, kLdp);
     stage_rows(tid, y, j0, kCols, m, k0, width, d, qs, kLdq);
     __syncthreads();
-    add_cost<T, kCosine>(tid, ps, qs, width, acc);
+    add_cost<T, Cost>(tid, ps, qs, width, acc);
   }
 #pragma unroll
   for (int r = 0; r < kRowReps; ++r)
 #pragma unroll
     for (int c = 0; c < kColReps; ++c) {
       const int i = row0 + row_of(tid, r), j = j0 + col_of(tid, c);
-      if (i < n && j < m) K[static_cast<int64_t>(i) * m + j] = scale * cost_of<T, kCosine>(acc[r][c]);
+      if (i < n && j < m) K[static_cast<int64_t>(i) * m + j] = scale * Cost::finish(acc[r][c]);
     }
 }
 
-template <typename T, bool kOnline, bool kCosine, Pass kPass>
+template <typename T, bool kOnline, typename Cost, Pass kPass>
 void launch_pass(Params<T> P, int B, cudaStream_t stream) {
   int per_batch = 0;
   for (int s = 0; s < P.sets; ++s) {
@@ -337,14 +337,14 @@ void launch_pass(Params<T> P, int B, cudaStream_t stream) {
     per_batch += P.row_blocks[s];
   }
   if (per_batch == 0) return;
-  auto kernel = pass_kernel<T, kOnline, kCosine, kPass>;
+  auto kernel = pass_kernel<T, kOnline, Cost, kPass>;
   const size_t smem = static_cast<size_t>(pass_smem(kOnline).total) * sizeof(T);
   ensure_dynamic_smem(kernel, smem);
   kernel<<<B * per_batch, kThreads, smem, stream>>>(P);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename T, bool kOnline, bool kCosine>
+template <typename T, bool kOnline, typename Cost>
 void run(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
   const at::Tensor& ref = sets.front().x;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -363,9 +363,8 @@ void run(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
   for (int si = 0; si < P.sets; ++si) {
     ProblemSet& set = sets[si];
     SetState<T>& S = P.set[si];
-    const bool cosine = opt.cost == CostKind::Cosine;
-    const at::Tensor xs = (cosine ? set.x / set.x.norm(2, -1, true).clamp_min(1e-30) : set.x).contiguous();
-    const at::Tensor ys = set.symmetric ? xs : (cosine ? set.y / set.y.norm(2, -1, true).clamp_min(1e-30) : set.y).contiguous();
+    const at::Tensor xs = cost_operand(set.x, opt.cost).rows.contiguous();
+    const at::Tensor ys = set.symmetric ? xs : cost_operand(set.y, opt.cost).rows.contiguous();
     const int n = static_cast<int>(set.x.size(1)), m = static_cast<int>(set.y.size(1));
     at::Tensor fresh = at::empty({B, n}, ref.options()), err_rows = at::empty({B, n}, ref.options());
     set.f.zero_();
@@ -380,8 +379,8 @@ void run(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
       at::Tensor K = at::empty({B, n, m}, ref.options());
       const int blocks = B * ceil_div(n, kRows) * ceil_div(m, kCols);
       const size_t smem = static_cast<size_t>(pass_smem(true).total) * sizeof(T);
-      ensure_dynamic_smem(cost_kernel<T, kCosine>, smem);
-      cost_kernel<T, kCosine><<<blocks, kThreads, smem, stream>>>(S.x, S.y, n, m, d, -s, K.data_ptr<T>());
+      ensure_dynamic_smem(cost_kernel<T, Cost>, smem);
+      cost_kernel<T, Cost><<<blocks, kThreads, smem, stream>>>(S.x, S.y, n, m, d, -s, K.data_ptr<T>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       keep.push_back(K);
       S.K = K.data_ptr<T>();
@@ -403,15 +402,15 @@ void run(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
   const int problems = P.sets * B;  // the per-problem kernels: block = set * B + batch element
 
   if (opt.scaling > 0.0) {
-    launch_pass<T, kOnline, kCosine, Pass::RowMinimum>(P, B, stream);
+    launch_pass<T, kOnline, Cost, Pass::RowMinimum>(P, B, stream);
     stages_kernel<T><<<problems, kThreads, 0, stream>>>(P, B);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   const bool any_asymmetric = std::any_of(sets.begin(), sets.end(), [](const ProblemSet& st) { return !st.symmetric; });
   for (int t = 1; t <= P.max_iter; ++t) {
     P.t = t;
-    if (any_asymmetric) launch_pass<T, kOnline, kCosine, Pass::Columns>(P, B, stream);
-    launch_pass<T, kOnline, kCosine, Pass::Rows>(P, B, stream);
+    if (any_asymmetric) launch_pass<T, kOnline, Cost, Pass::Columns>(P, B, stream);
+    launch_pass<T, kOnline, Cost, Pass::Rows>(P, B, stream);
     finish_kernel<T><<<problems, kThreads, 0, stream>>>(P, B);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     // with a tol, look at the done flags now and then: at t = 1, 2, 4, ..., 32, then every 32
@@ -422,12 +421,10 @@ void run(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
 
 template <typename T>
 void solve_typed(std::vector<ProblemSet>& sets, const SolverOptions& opt) {
-  const bool cosine = opt.cost == CostKind::Cosine;
-  if (opt.online) {
-    cosine ? run<T, true, true>(sets, opt) : run<T, true, false>(sets, opt);
-  } else {
-    cosine ? run<T, false, true>(sets, opt) : run<T, false, false>(sets, opt);
-  }
+  dispatch_cost(opt.cost, [&](auto cost) {
+    using Cost = decltype(cost);
+    opt.online ? run<T, true, Cost>(sets, opt) : run<T, false, Cost>(sets, opt);
+  });
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Makes the library importable as the Python module sinsim_ext._C; importing
-// it runs the static TORCH_LIBRARY registrations in ops.cpp. Built by
+// it runs the static TORCH_LIBRARY registrations in core/ops.cpp. Built by
 // setup.py only (the CMake build produces a plain shared library).
 #include <Python.h>
 

@@ -1,5 +1,5 @@
-// Parsing of SINSIM_CUDA_KERNEL (cuda_kernel_choice.h).
-#include "cuda_kernel_choice.h"
+// Parsing of SINSIM_CUDA_KERNEL (cuda/kernel_choice.h).
+#include "cuda/kernel_choice.h"
 
 #include <c10/util/Exception.h>
 

@@ -1,6 +1,6 @@
 // The CPU hot loops on ATen's portable vector type, at::vec::Vectorized<T>.
 //
-// Included only by cpu_loops_<isa>.cpp, each compiled with its instruction
+// Included only by cpu/loops_<isa>.cpp, each compiled with its instruction
 // set's flags and defining CPU_CAPABILITY and CPU_CAPABILITY_<ISA> first (the
 // macros ATen's own per-ISA kernels are compiled with). Everything here
 // lives in the namespace sinsim::cpu::CPU_CAPABILITY, so the copies compiled
@@ -11,7 +11,7 @@
 // Sinkhorn's potentials move little from one iteration to the next, so the
 // previous iteration's answer (rounded: lse_shift) is as good a shift and the
 // sum takes one pass. When that sum cannot be trusted (sum_is_trusted, in
-// cpu_loops.h) the loop redoes it with c = max v (the exact two-pass form).
+// cpu/loops.h) the loop redoes it with c = max v (the exact two-pass form).
 #pragma once
 
 #include <ATen/cpu/vec/functional.h>
@@ -23,7 +23,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "cpu_loops.h"
+#include "cpu/loops.h"
 
 namespace sinsim::cpu {
 inline namespace CPU_CAPABILITY {
@@ -298,7 +298,8 @@ void col_lse2_exact(const T* K, int64_t ld, const T* alpha, int64_t n, int64_t w
 // with x_ik broadcast and a row of Y^T (leading dimension ldy): no horizontal
 // sums, and each (i, j) entry is summed in the same order (k = 0, 1, ...)
 // whatever the tiling. `count` < L limits the last vector (tail columns).
-template <typename T, bool Cosine, int R, int NV>
+// Cost is an entry of core/cost_table.h.
+template <typename T, typename Cost, int R, int NV>
 inline void cost_tile(const T* X, int64_t d, const T* Yt, int64_t ldy, T scale, int64_t count,
                       T* out, int64_t ldo) {
   using V = Vectorized<T>;
@@ -313,19 +314,16 @@ inline void cost_tile(const T* X, int64_t d, const T* Yt, int64_t ldy, T scale, 
     for (int r = 0; r < R; ++r) {
       const V xr(X[r * d + k]);
       for (int v = 0; v < NV; ++v) {
-        if constexpr (Cosine) {
-          acc[r][v] = at::vec::fmadd(xr, yv[v], acc[r][v]);
-        } else {
-          const V t = xr - yv[v];
-          acc[r][v] = at::vec::fmadd(t, t, acc[r][v]);
-        }
+        V p, q;
+        Cost::factors(xr, yv[v], p, q);
+        acc[r][v] = at::vec::fmadd(p, q, acc[r][v]);
       }
     }
   }
   const V sv(scale);
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < NV; ++v) {
-      const V c = Cosine ? sv * (V(T(1)) - acc[r][v]) : sv * acc[r][v];
+      const V c = sv * Cost::finish(acc[r][v]);
       if (count < L) {
         c.store(out + r * ldo + v * L, count);
       } else {
@@ -337,31 +335,24 @@ inline void cost_tile(const T* X, int64_t d, const T* Yt, int64_t ldy, T scale, 
 
 // The rows [0, n) of one panel of columns (NV vectors wide, `count` lanes in
 // the last): the panel of Y^T stays in L1 while the rows stream past it.
-template <typename T, bool Cosine, int NV>
+template <typename T, typename Cost, int NV>
 inline void cost_panel(const T* X, int64_t n, int64_t d, const T* Yt, int64_t ldy, T scale,
                        int64_t count, T* out, int64_t ldo) {
   int64_t i = 0;
-  for (; i + 2 <= n; i += 2) cost_tile<T, Cosine, 2, NV>(X + i * d, d, Yt, ldy, scale, count, out + i * ldo, ldo);
-  if (i < n) cost_tile<T, Cosine, 1, NV>(X + i * d, d, Yt, ldy, scale, count, out + i * ldo, ldo);
-}
-
-template <typename T, bool Cosine>
-void cost_rows_impl(const T* X, int64_t n, const T* Yt, int64_t ldy, int64_t m, int64_t d, T scale,
-                    T* out) {
-  constexpr int64_t L = Vectorized<T>::size();
-  int64_t j = 0;
-  for (; j + 4 * L <= m; j += 4 * L) cost_panel<T, Cosine, 4>(X, n, d, Yt + j, ldy, scale, L, out + j, m);
-  for (; j < m; j += L) cost_panel<T, Cosine, 1>(X, n, d, Yt + j, ldy, scale, std::min(L, m - j), out + j, m);
+  for (; i + 2 <= n; i += 2) cost_tile<T, Cost, 2, NV>(X + i * d, d, Yt, ldy, scale, count, out + i * ldo, ldo);
+  if (i < n) cost_tile<T, Cost, 1, NV>(X + i * d, d, Yt, ldy, scale, count, out + i * ldo, ldo);
 }
 
 template <typename T>
-void cost_rows(const T* X, int64_t n, const T* Yt, int64_t ldy, int64_t m, int64_t d, bool cosine,
+void cost_rows(const T* X, int64_t n, const T* Yt, int64_t ldy, int64_t m, int64_t d, CostKind kind,
                T scale, T* out) {
-  if (cosine) {
-    cost_rows_impl<T, true>(X, n, Yt, ldy, m, d, scale, out);
-  } else {
-    cost_rows_impl<T, false>(X, n, Yt, ldy, m, d, scale, out);
-  }
+  constexpr int64_t L = Vectorized<T>::size();
+  dispatch_cost(kind, [&](auto cost) {
+    using Cost = decltype(cost);
+    int64_t j = 0;
+    for (; j + 4 * L <= m; j += 4 * L) cost_panel<T, Cost, 4>(X, n, d, Yt + j, ldy, scale, L, out + j, m);
+    for (; j < m; j += L) cost_panel<T, Cost, 1>(X, n, d, Yt + j, ldy, scale, std::min(L, m - j), out + j, m);
+  });
 }
 
 template <typename T>

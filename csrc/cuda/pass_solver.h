@@ -1,12 +1,12 @@
-// The pass solver of the CUDA back end (sinkhorn_cuda_passes.cu): the
-// iterations of sinkhorn.h one launch per pass, the cost stored or (with
+// The pass solver of the CUDA back end (cuda/pass_solver.cu): the
+// iterations of core/sinkhorn.h one launch per pass, the cost stored or (with
 // SolverOptions::online) recomputed in tiles, eps-scaling and early stopping
 // decided on the device.
 #pragma once
 
 #include <vector>
 
-#include "sinkhorn.h"
+#include "core/sinkhorn.h"
 
 namespace sinsim {
 

@@ -1,6 +1,6 @@
 // Tile geometry and per-thread steps of the tiled CUDA kernels (the fused
-// backward, sinkhorn_cuda_backward.cu, and the pass solver,
-// sinkhorn_cuda_passes.cu), written as plain C++ that compiles for the host
+// backward, cuda/fused_backward.cu, and the pass solver,
+// cuda/pass_solver.cu), written as plain C++ that compiles for the host
 // too, so tests/cuda_tiles_emulation.cpp runs the same steps thread by thread
 // on the CPU.
 //
@@ -19,11 +19,9 @@
 #include <cstdint>
 #include <limits>
 
-#if defined(__CUDACC__)
-#define SINSIM_HD __host__ __device__ __forceinline__
-#else
-#define SINSIM_HD inline
-#endif
+#include "core/cost_table.h"
+#include "core/device.h"
+#include "core/schedule.h"
 
 namespace sinsim {
 namespace tiles {
@@ -83,10 +81,10 @@ SINSIM_HD void stage_rows(int tid, const T* src, int r0, int rows, int n, int k0
   }
 }
 
-// acc[r][c] += cost term of features [0, width) between block row row_of(r)
-// and tile column col_of(c): squared differences (summed directly, nothing
-// cancels) or, for kCosine, products of unit rows (the cost is 1 - acc).
-template <typename T, bool kCosine>
+// acc[r][c] += the cost's terms (Cost, an entry of core/cost_table.h) of
+// features [0, width) between block row row_of(r) and tile column col_of(c);
+// the cost is Cost::finish(acc) once every feature is in.
+template <typename T, typename Cost>
 SINSIM_HD void add_cost(int tid, const T* ps, const T* qs, int width, T (&acc)[kRowReps][kColReps]) {
   for (int k = 0; k < width; ++k) {
     T pv[kRowReps], qv[kColReps];
@@ -98,24 +96,16 @@ SINSIM_HD void add_cost(int tid, const T* ps, const T* qs, int width, T (&acc)[k
     for (int r = 0; r < kRowReps; ++r)
 #pragma unroll
       for (int c = 0; c < kColReps; ++c) {
-        if (kCosine) {
-          acc[r][c] += pv[r] * qv[c];
-        } else {
-          const T t = pv[r] - qv[c];
-          acc[r][c] += t * t;
-        }
+        T u, v;
+        Cost::factors(pv[r], qv[c], u, v);
+        acc[r][c] += u * v;
       }
   }
 }
 
-template <typename T, bool kCosine>
-SINSIM_HD T cost_of(T acc) {
-  return kCosine ? T(1) - acc : acc;
-}
-
 // The plan on a tile: P[row][col] = 2^(u_row + w_col - s C), stored at
 // Ps[row * kLdq + col]; rsum[r] += this thread's part of the row sums.
-template <typename T, bool kCosine, typename Exp2>
+template <typename T, typename Cost, typename Exp2>
 SINSIM_HD void plan_tile(int tid, const T (&acc)[kRowReps][kColReps], const T* us, const T* ws, T s, T* Ps,
                          T (&rsum)[kRowReps], Exp2 exp2) {
 #pragma unroll
@@ -123,7 +113,7 @@ SINSIM_HD void plan_tile(int tid, const T (&acc)[kRowReps][kColReps], const T* u
 #pragma unroll
     for (int c = 0; c < kColReps; ++c) {
       const int row = row_of(tid, r), col = col_of(tid, c);
-      const T p = exp2(us[row] + ws[col] - s * cost_of<T, kCosine>(acc[r][c]));
+      const T p = exp2(us[row] + ws[col] - s * Cost::finish(acc[r][c]));
       Ps[row * kLdq + col] = p;
       rsum[r] += p;
     }
@@ -179,10 +169,8 @@ SINSIM_HD void lse_merge(T& mx, T& sm, T other_mx, T other_sm, Exp2 exp2) {
 }
 
 // ------------------------------------------------- the pass solver's steps
-// (sinkhorn_cuda_passes.cu; natural units f, g carried across stages)
-
-constexpr double kLog2e = 1.4426950408889634;
-constexpr double kLn2 = 0.6931471805599453;
+// (cuda/pass_solver.cu; natural units f, g carried across stages; the
+// eps-scaling stages and the stopping rule are core/schedule.h's)
 
 // A row of the row pass from its merged log-sum-exp (mx, sm) at stage scale
 // st = log2(e) / eps_t: the new potential (natural units) and the row's term
@@ -204,12 +192,6 @@ SINSIM_HD T column_result(T mx, T sm, T st) {
   return -(mx + log2(sm)) / st;
 }
 
-// The end of iteration t of a problem: stop at max_iter, or below tol once
-// every eps-scaling stage has run.
-SINSIM_HD bool should_stop(int t, int max_iter, int stages, double tol, double err) {
-  return t >= max_iter || (t > stages && tol > 0 && err < tol);
-}
-
 // The new state after iteration t, rows [i0, n) step `stride`: asymmetric
 // problems take the row update; symmetric ones (p kept in g) average it in,
 // or, when stopping, return it as f (and p as g).
@@ -222,28 +204,6 @@ SINSIM_HD void finish_rows(int i0, int stride, int n, bool symmetric, bool stop,
       g[i] = T(0.5) * (g[i] + fresh[i]);
     }
   }
-}
-
-// Eps-scaling schedule (sinkhorn.h): iteration t of `stages` runs at
-// eps / scaling^(stages - t + 1), later ones at eps.
-SINSIM_HD double stage_eps(int t, int stages, double eps, double scaling) {
-  return t <= stages ? eps * pow(scaling, -static_cast<double>(stages - t + 1)) : eps;
-}
-
-// The number of stages for a problem whose largest cost is cost_max: the
-// smallest S >= 0 with eps / scaling^S >= cost_max, capped at max_iter - 1
-// (the formula of scaling_stages in sinkhorn.h, usable on the device).
-SINSIM_HD int stage_count(double cost_max, double eps, double scaling, int max_iter) {
-  if (!(scaling > 0.0 && scaling < 1.0) || !(cost_max <= 1.7976931348623157e308) || cost_max <= eps) return 0;
-  const double s = ceil(log(cost_max / eps) / log(1.0 / scaling) - 1e-9);
-  const double capped = s < 0.0 ? 0.0 : s;
-  return capped < static_cast<double>(max_iter - 1) ? static_cast<int>(capped) : max_iter - 1;
-}
-
-// s_t = log2(e) / eps_t of iteration t, in the precision of the iterations.
-template <typename T>
-SINSIM_HD T stage_scale(int t, int stages, double eps, double scaling) {
-  return static_cast<T>(kLog2e / stage_eps(t, stages, eps, scaling));
 }
 
 }  // namespace tiles

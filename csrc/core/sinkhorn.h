@@ -24,6 +24,8 @@
 // carry over in natural units (f, g), so in scaled units phi, gamma and K are
 // multiplied by 1/r at each change of stage. Early stopping on tol is only
 // allowed at the target eps. n_iter counts every iteration, stages included.
+// core/schedule.h defines the stages and the stopping rule once for every
+// solver; core/cost_table.h and core/costs.h define the costs.
 //
 // This header is plain C++ (no Python): the CMake build uses it to call the
 // operator from C++ programs.
@@ -31,20 +33,17 @@
 
 #include <ATen/ATen.h>
 
-#include <algorithm>
-#include <cmath>
-
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "core/costs.h"
+#include "core/schedule.h"
+
 namespace sinsim {
 
-enum class CostKind { SqEuclidean = 0, Cosine = 1 };
-
-// Parses "sqeuclidean" / "cosine"; throws c10::ValueError otherwise.
-CostKind parse_cost(c10::string_view name);
-
+// The op's options (its schema after the tensors), checked once by
+// solver_options().
 struct SolverOptions {
   double eps;
   CostKind cost;
@@ -52,17 +51,19 @@ struct SolverOptions {
   double tol;  // <= 0: run exactly max_iter iterations
   double scaling = 0.0;  // eps-scaling ratio in (0, 1); 0: plain iterations
   bool online = false;   // recompute the cost in blocks instead of storing it (CPU; CUDA pass solver)
+
+  // The stages of a problem whose largest cost is cost_max (core/schedule.h).
+  int64_t stages(double cost_max) const { return scaling_stages(cost_max, eps, scaling, max_iter); }
+  // Whether a problem stops after iteration t (core/schedule.h); read_error() gives its error.
+  template <typename ReadError>
+  bool stops_after(int64_t t, int64_t stages, ReadError read_error) const {
+    return sinsim::stops_after<int64_t>(t, max_iter, stages, tol, read_error);
+  }
 };
 
-// Number of eps-scaling stages for a problem whose largest cost is cost_max:
-// the smallest S >= 0 with eps / scaling^S >= cost_max, capped at
-// max_iter - 1 so that at least one iteration runs at eps. 0 without scaling
-// or when cost_max is not finite or <= eps.
-inline int64_t scaling_stages(double cost_max, const SolverOptions& opt) {
-  if (!(opt.scaling > 0.0 && opt.scaling < 1.0) || !std::isfinite(cost_max) || cost_max <= opt.eps) return 0;
-  const double s = std::ceil(std::log(cost_max / opt.eps) / std::log(1.0 / opt.scaling) - 1e-9);
-  return std::min<int64_t>(static_cast<int64_t>(std::max(s, 0.0)), opt.max_iter - 1);
-}
+// The options from the op's arguments; throws c10::ValueError for a bad one.
+SolverOptions solver_options(double eps, c10::string_view cost, int64_t max_iter, double tol, double scaling,
+                             bool online);
 
 // B problems of one shape, solved together.
 struct ProblemSet {
@@ -82,7 +83,7 @@ at::Tensor plan_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
                     const SolverOptions& opt);
 // Device-generic solver written with ATen tensor operations (one kernel
 // launch per operation, any device): the eps-scaling path of the CUDA back
-// end (sinkhorn_generic.cpp). SINSIM_SOLVER=generic forces it on the CPU too.
+// end (core/generic.cpp). SINSIM_SOLVER=generic forces it on the CPU too.
 void solve_generic(std::vector<ProblemSet>& sets, const SolverOptions& opt);
 #ifdef SINSIM_WITH_CUDA
 void solve_cuda(std::vector<ProblemSet>& sets, const SolverOptions& opt);
@@ -103,24 +104,21 @@ using PlanFn = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const at::Te
 using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                  at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-ForwardResult sinkhorn_value_forward(const at::Tensor& x, const at::Tensor& y,
-                                     const at::Tensor& a, const at::Tensor& b, double eps,
-                                     c10::string_view cost, int64_t max_iter, double tol,
-                                     bool debias, double scaling, bool online, SolveFn solve);
+ForwardResult sinkhorn_value_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                                     const at::Tensor& b, const SolverOptions& opt, bool debias, SolveFn solve);
 
 // Envelope-theorem gradient of the value with respect to x and y, from the
 // potentials saved by the forward (one pass over C, no iterations; with
-// `online`, in blocks of rows of the plan so memory stays O((n + m) d)):
-//   sqeuclidean: grad_x = 2 (r * x - P y),  grad_y = 2 (c * y - P^T x),
-//                r = P 1, c = P^T 1
-//   cosine:      grad_x_i = -(I - xh_i xh_i^T) (P yh)_i / |x_i|, and alike for y.
+// `online`, in blocks of rows of the plan so memory stays O((n + m) d)): the
+// gradient of <P, C(x, y)> with the plan P held fixed (cost_pullback,
+// core/costs.h), and with debias the same of the two symmetric problems.
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
-    const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, double eps,
-    c10::string_view cost, bool debias, bool online, PlanFn plan);
+    const at::Tensor& g_xx, const at::Tensor& f_yy, const at::Tensor& g_yy, const SolverOptions& opt,
+    bool debias, PlanFn plan);
 
-// Typed entry points, one per registered back end (ops.cpp registers them).
+// Typed entry points, one per registered back end (core/ops.cpp registers them).
 ForwardResult sinkhorn_value_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                                  const at::Tensor& b, double eps, c10::string_view cost,
                                  int64_t max_iter, double tol, bool debias, double scaling,
@@ -134,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cpu(
 ForwardResult sinkhorn_value_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
                                   const at::Tensor& b, double eps, c10::string_view cost,
                                   int64_t max_iter, double tol, bool debias, double scaling,
-                                 bool online);
+                                  bool online);
 std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& f, const at::Tensor& g, const at::Tensor& f_xx,
@@ -146,7 +144,7 @@ std::tuple<at::Tensor, at::Tensor> sinkhorn_value_backward_cuda(
 std::vector<std::string> compiled_backends();
 
 // The instruction set of the CPU loops a call would use now ("default",
-// "avx2", "avx512"), and every one this build and CPU can run (cpu_loops.h).
+// "avx2", "avx512"), and every one this build and CPU can run (cpu/loops.h).
 std::string cpu_capability();
 std::vector<std::string> cpu_capabilities();
 
