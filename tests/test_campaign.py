@@ -5,6 +5,7 @@ results identical to a sequential run)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from experiments.paper.campaign.cells import all_jobs
 from experiments.paper.campaign.plan import PlanError, read_plan
 from experiments.paper.campaign.registry import RegistrationError, register, require_registered
 from experiments.paper.campaign.rules import DECIDED, IN_PROGRESS, WAITING, evaluate
-from experiments.paper.campaign.store import ForeignCell, state, write_campaign_record
+from experiments.paper.campaign.store import ForeignCell, complete_cut_record, state, write_campaign_record
 from experiments.paper.cells import RANDOM_INIT
 from train import RESULTS_SCHEMA
 
@@ -161,6 +162,22 @@ def test_results_the_campaign_did_not_make_are_refused(tmp_path):
     assert state(folder) == "finished"
 
 
+def test_results_a_stop_cut_before_their_record_are_recorded_only_when_their_code_is_the_records(tmp_path):
+    folder = tmp_path / "cells" / "digits" / "simclr-e1" / "seed0"
+    write_campaign_record(folder, {"stage": "a", "code_fingerprint": "c0de", "started": "then"})
+    (folder / "results.json").write_text(json.dumps({"code": {"fingerprint": "other"}}))
+    assert not complete_cut_record(folder)
+    with pytest.raises(ForeignCell):
+        state(folder)
+    (folder / "results.json").write_text(json.dumps({"code": {"fingerprint": "c0de"}}))
+    assert state(folder) == "finished"
+    assert "finished" not in json.loads((folder / "campaign.json").read_text())  # state() only reads
+    assert complete_cut_record(folder)
+    record = json.loads((folder / "campaign.json").read_text())
+    assert record["recorded_after_a_stop"] and record["finished"] and record["started"] == "then"
+    assert not complete_cut_record(folder)  # already finished
+
+
 # --- the rules on hand-made results ---------------------------------------------------------------
 
 def _fake(out: Path, job, linear: float, val: float, images: int = 0, right=None):
@@ -297,12 +314,21 @@ def test_an_unregistered_plan_does_not_run(ran):
     assert "holds no registration" in unregistered.stderr and "Traceback" not in unregistered.stderr
 
 
+def _count(stdout: str, status: str) -> int:
+    line = next(line for line in stdout.splitlines() if "cells this session:" in line)
+    found = re.search(rf"(\d+) {status}\b", line)
+    return int(found.group(1)) if found else 0
+
+
 def test_the_deadline_stops_the_workers_and_the_next_run_finishes(ran):
     out, plan, _, cut, full, _ = ran
     assert cut.returncode == 0, cut.stderr
     assert "time is up: stopping" in cut.stdout and "report:" in cut.stdout
     assert full.returncode == 0, full.stderr
-    assert "cells this session: 10 ran" in full.stdout  # 6 of stage a, then stage c's 4 (2 shared with a)
+    # 6 of stage a, then stage c's 4 (2 shared with a); a cell the cut session finished, or cut between its
+    # results and its record (then recorded as finished, not trained again), is not run again
+    ran_before = _count(cut.stdout, "ran") + (cut.stdout + full.stdout).count("recorded as finished")
+    assert _count(full.stdout, "ran") == 10 - ran_before
     assert full.stdout.index("ran stage a") < full.stdout.index("started stage c")
 
 

@@ -17,7 +17,7 @@ from .cells import Job, all_jobs
 from .plan import Plan
 from .registry import require_registered
 from .rules import decisions_of
-from .store import state
+from .store import complete_cut_record, state
 
 SESSIONS = "sessions.jsonl"
 LOG = "campaign.log"
@@ -45,10 +45,13 @@ class CampaignRunner:
         base = self.plan.base_config(job.block, {**self.run_settings, "device": self.device})
         return cell_config(base, job.cell, job.seed, self.out)
 
-    def check(self, jobs: List[Job]) -> None:
-        """Refuse foreign results and started cells whose settings are not the plan's."""
+    def check(self, jobs: List[Job], repair: bool = True) -> None:
+        """Refuse foreign results and started cells whose settings are not the plan's; with ``repair``,
+        record as finished the cells a stop cut between their results and their record."""
         for job in jobs:
             folder = job.folder(self.out)
+            if repair and complete_cut_record(folder):
+                self.say(f"{job.label}: its results were written before a stop cut its record; recorded as finished")
             state(folder)  # ForeignCell
             claimed = read_json(folder / CELL_JSON)
             if claimed is not None:
@@ -107,7 +110,7 @@ class CampaignRunner:
 
     def dry_run(self) -> int:
         jobs, waiting = all_jobs(self.plan, decisions_of(self.out, self.plan))
-        self.check(jobs)
+        self.check(jobs, repair=False)
         pending = [j for j in jobs if state(j.folder(self.out)) not in ("finished", "failed")]
         print(f"{len(pending)} cell runs can run now, in this order:")
         for job in pending:
@@ -145,5 +148,6 @@ class CampaignRunner:
                     {"time": now(), "event": "end", "counts": counts,
                      "deadline_hit": scheduler.deadline_hit}) + "\n")
             self.say("cells this session: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"))
+            self.check(all_jobs(self.plan, decisions_of(self.out, self.plan))[0])
             self.say(f"report: {write_report(self.out, self.plan)}")
             return 1 if counts.get("failed") or counts.get("crashed") else 0
