@@ -49,7 +49,7 @@ if [[ " $what " == *" concurrency "* ]]; then
 fi
 if [[ " $what " == *" tests "* ]]; then
   stage tests
-  timeout "${TESTS_S:-300}" python3 -m pytest tests/test_sinkhorn_cuda.py tests/test_train_cuda.py -q -p no:cacheprovider -rfEs \
+  timeout "${TESTS_S:-300}" python3 -m pytest tests/test_sinkhorn_cuda.py tests/test_train_cuda.py -m "slow or not slow" -q -p no:cacheprovider -rfEs \
     2>&1 | tee "$OUT/cuda_tests.log" | tail -25
 fi
 if [[ " $what " == *" v2 "* ]]; then

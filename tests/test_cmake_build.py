@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
 
 
+@pytest.mark.slow  # compiles the library a second time (about a minute)
 def test_cmake_build_and_cpp_demo(tmp_path):
     build = tmp_path / "build"
     env = dict(os.environ)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from processes import kill_when, signalled
 
@@ -27,6 +28,7 @@ SINSIM = f"sinsim-{METHOD_RECIPES['sinsim'].defaults['sinkhorn_term']}-lam0.1-ep
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny tensors: one thread is faster (see test_paper_grid.py)
 
 
+@pytest.mark.slow  # the stopped grid below covers resuming a cut cell by default
 def test_killed_grid_keeps_finished_cells_and_resumes_the_cut_one(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "train" / "run.py"), *ARGS, "--out", str(out)]

@@ -32,9 +32,6 @@ DIGITS = [*TINY, "--epochs", "2", "--device", "cpu"]
 LOSS_RTOL = 1e-5
 GRAD_RTOL = 1e-4
 
-pytestmark = pytest.mark.slow  # each torchrun job starts 2 Python processes with torch (~10-20 s)
-
-
 def torchrun(*args, timeout=600):
     return subprocess.run([*TORCHRUN, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV,
                           cwd=ROOT)
@@ -119,6 +116,7 @@ def rank_pid(parent: int, rank: int):
     return None
 
 
+@pytest.mark.slow  # the SIGTERM test below covers a stopped torchrun job by default
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
 def test_a_killed_process_stops_the_job_and_resume_gives_the_uninterrupted_result(uninterrupted, tmp_path):
     reference, _ = uninterrupted
@@ -189,6 +187,7 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_resume_gives_th
     assert losses(out) == losses(reference)
 
 
+@pytest.mark.slow
 def test_the_paper_protocol_runs_under_torchrun(tmp_path):
     """A tiny grid (SimCLR, SinSim and the random-init reference on digits):
     the driver trains each cell with the worker, checks the finished cells

@@ -313,6 +313,7 @@ def test_shared_mnist(tmp_path):
     assert data.channel_stats()[1][0] == pytest.approx(0.3081, abs=1e-3)
 
 
+@pytest.mark.slow  # decodes 60,000 JPEGs per archive
 @pytest.mark.parametrize("name,classes,first", [("cifar10", 10, "airplane"), ("cifar100", 100, "apple")])
 def test_shared_cifar_jpeg_archives(tmp_path, name, classes, first):
     data = load(name, shared(f"{name}-jpeg.tar.gz"), tmp_path, 32)

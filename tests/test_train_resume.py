@@ -30,7 +30,7 @@ def metrics(out: Path):
     return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in rows]
 
 
-@pytest.mark.parametrize("method", ["sinsim", "byol"])
+@pytest.mark.parametrize("method", ["sinsim", pytest.param("byol", marks=pytest.mark.slow)])
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert subprocess.run(command(method, full), capture_output=True, timeout=600).returncode == 0

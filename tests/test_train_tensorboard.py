@@ -53,6 +53,7 @@ def test_the_event_file_holds_the_runs_metrics_and_results(tmp_path):
         assert got[f"geometry/{measure}"] == [(last, pytest.approx(result["geometry"][measure], rel=1e-5))]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_writes_each_step_once(tmp_path):
     out = tmp_path / "run"
     args = [*TINY, "--epochs", "2", "--check-every", "1", "--tensorboard", "--out", str(out)]
