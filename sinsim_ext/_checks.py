@@ -212,7 +212,10 @@ def resolution_ratios(pb: Problem) -> torch.Tensor:
     return resolution.ratios(pb.x, pb.y, pb.a, pb.b, pb.options.eps, pb.options.cost, pb.options.debias)
 
 
-def error_or_unknown(error: torch.Tensor, pb: Problem) -> torch.Tensor:
-    """The returned marginal error (``(B,)``), NaN for the problems the compute
-    dtype cannot resolve: there the error reads small on a wrong plan."""
-    return resolution.mark_unresolved(error, resolution_ratios(pb), pb.x.dtype)
+def reported_error(errors: torch.Tensor, pb: Problem) -> torch.Tensor:
+    """The marginal error a caller gets: the worst over each problem's solves
+    (``errors`` is ``(solves, B)``; three solves with ``debias``), detached,
+    NaN for the problems the compute dtype cannot resolve (there the error
+    reads small on a wrong plan), in the caller's shape."""
+    worst = errors.detach().amax(0)
+    return pb.unbatched(resolution.mark_unresolved(worst, resolution_ratios(pb), pb.x.dtype))

@@ -35,7 +35,7 @@ from typing import Optional
 
 import torch
 
-from ._checks import Problem, error_or_unknown, prepare, warn_if_unconverged
+from ._checks import Problem, prepare, reported_error, warn_if_unconverged
 from ._modes import derivatives_wanted, is_compiling
 from .costs import cost_matrix
 from .implicit import implicit_potentials, plan
@@ -137,7 +137,7 @@ def solve(
     pb, out = _solve(x, y, options, a, b, fields, "solve")
     value = _public_value(out.value, pb, x, y, a, b)
     n_iter = pb.unbatched(out.n_iter.amax(0))
-    error = pb.unbatched(error_or_unknown(out.error.detach().amax(0), pb))
+    error = reported_error(out.error, pb)
     return SinkhornResult(value, pb.unbatched(out.f), pb.unbatched(out.g), n_iter, error,
                           differentiate=_implicit(pb), plan=_plan(pb))
 
@@ -189,7 +189,7 @@ def sinkhorn_cost(
     pb, out = _solve(x, y, options, a, b, fields, "sinkhorn_cost", warn=not return_error)
     value = _public_value(out.value, pb, x, y, a, b)
     if return_error:
-        return value, pb.unbatched(error_or_unknown(out.error.detach().amax(0), pb))
+        return value, reported_error(out.error, pb)
     return value
 
 

@@ -44,7 +44,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._checks import Problem, error_or_unknown, prepare, warn_if_unconverged
+from ._checks import Problem, prepare, reported_error, warn_if_unconverged
 from .costs import cost_matrix
 from .options import SinkhornOptions
 from .result import SinkhornResult
@@ -192,7 +192,7 @@ def solve(
     pb = _prepare(x, y, options, a, b, fields, "solve")
     value, f, g, n_iter, errors = _value(pb)
     warn_if_unconverged(errors, pb)
-    error = error_or_unknown(errors.detach().amax(0), pb)
+    error = reported_error(errors, pb)
 
     def plan_of(f, g):
         f, g = (f, g) if pb.batched else (f.unsqueeze(0), g.unsqueeze(0))
@@ -201,7 +201,7 @@ def solve(
         return pb.unbatched(pb.a.unsqueeze(-1) * pb.b.unsqueeze(-2) * Z.exp())
 
     u = pb.unbatched
-    return SinkhornResult(u(value), u(f), u(g), u(n_iter), u(error), plan=plan_of)
+    return SinkhornResult(u(value), u(f), u(g), u(n_iter), error, plan=plan_of)
 
 
 def sinkhorn(
@@ -247,6 +247,6 @@ def sinkhorn_cost(
     value, _, _, _, errors = _value(pb)
     value = pb.unbatched(value)
     if return_error:
-        return value, pb.unbatched(error_or_unknown(errors.detach().amax(0), pb))
+        return value, reported_error(errors, pb)
     warn_if_unconverged(errors, pb)
     return value
