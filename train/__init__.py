@@ -66,6 +66,7 @@ _EXPORTS: Dict[str, str] = {
     "RunError": "train.errors",
     "RunStopped": "train.stopping",
     "stopped_line": "train.stopping",
+    "run_command": "train.command",
     "describe_os_error": "train.storage",
     "atomic_write_json": "train.storage",
     "atomic_write_text": "train.storage",

@@ -25,9 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the repository root holds train/ and experiments/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train.errors import TrainerError  # noqa: E402  (light: no torch)
 from train.stopping import RunStopped, handle_stop_signals, stopped_line  # noqa: E402
-from train.storage import describe_os_error  # noqa: E402
 
 
 def protocol_of(argv) -> str:
@@ -84,26 +82,17 @@ def run_single(cfg) -> int:
     """The single-run protocol (one process, or the driver of a torchrun job)."""
     from train.run_lock import hold_run_folder
 
-    try:
+    from train.command import run_command
+
+    def body() -> int:
         with hold_run_folder(cfg.out):  # before the heavy imports: a folder in use is refused at once
             from train.protocol import run_protocol
 
             run_protocol(cfg)
-    except TrainerError as exc:  # DatasetError, RunError, StorageError, FolderBusy, CheckpointMismatch
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
-        return 1
-    except RunStopped as exc:
-        kept = " (finished methods are kept)" if cfg.method == "all" else ""
-        print(stopped_line(exc, f"continue with the same command plus --resume{kept} (out: {cfg.out})"),
-              file=sys.stderr)
-        return exc.exit_status
-    except KeyboardInterrupt:  # Ctrl-C before the stop handler was installed, or raised by a library
-        print(f"interrupted; continue with the same command plus --resume (out: {cfg.out})", file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    kept = " (finished methods are kept)" if cfg.method == "all" else ""
+    return run_command(body, f"continue with the same command plus --resume{kept} (out: {cfg.out})")
 
 
 if __name__ == "__main__":

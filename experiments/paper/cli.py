@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from train import RunStopped, TrainerError, describe_os_error, stopped_line
+from train import run_command
 
 from .spec import ProtocolMismatch, parse_paper_config
 
@@ -37,23 +37,13 @@ def run_paper(pcfg) -> int:
     from .report import ReportError, write_report
     from .runner import CellMismatch, PaperRunner
 
-    try:
+    def body() -> int:
         if pcfg.report_only:
             print(f"report: {write_report(pcfg.out)}")
             return 0
         with hold_run_folder(pcfg.out, log=print):
             return PaperRunner(pcfg).run()
-    except (ProtocolMismatch, CellMismatch, ReportError, TrainerError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
-        return 1
-    except RunStopped as exc:
-        print(stopped_line(exc, f"run the same command again: finished cells are kept and the stopped one resumes "
-                                f"from its checkpoint (out: {pcfg.out})"), file=sys.stderr)
-        return exc.exit_status
-    except KeyboardInterrupt:  # Ctrl-C before the stop handler was installed, or raised by a library
-        print(f"interrupted; run the same command again: finished cells are kept and the interrupted one resumes "
-              f"from its last checkpoint (out: {pcfg.out})", file=sys.stderr)
-        return 130
+
+    return run_command(body, f"run the same command again: finished cells are kept and the stopped one resumes "
+                             f"from its checkpoint (out: {pcfg.out})", expected=(ProtocolMismatch, CellMismatch,
+                                                                                  ReportError))
